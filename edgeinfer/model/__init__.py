@@ -1,0 +1,1 @@
+"""Model import, graph analysis and memory planning. Knows no runtime."""

@@ -1,0 +1,1 @@
+"""Sources, preprocessing, engine and decoder composed into predictions."""

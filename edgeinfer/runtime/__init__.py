@@ -1,0 +1,1 @@
+"""Running models: the backend-neutral Engine and one small module per backend."""

