@@ -28,22 +28,29 @@ def human_count(n: float) -> str:
 def render_inspect(report: dict[str, Any], console: Console, per_op: bool = False) -> None:
     """Print an inspect report as rich tables."""
     summary = Table(title=f"Model: {report.get('path', '')}", show_header=False)
-    summary.add_row("format", f"{report['format']}" + (f", opset {report['opset']}"
-                                                       if report["opset"] else ""))
+    summary.add_row(
+        "format", f"{report['format']}" + (f", opset {report['opset']}" if report["opset"] else "")
+    )
     for key in ("inputs", "outputs"):
         for t in report[key]:
             summary.add_row(key[:-1], f"{t['name']}  {t['shape']}  {t['dtype']}")
     p = report["params"]
-    summary.add_row("parameters", f"{human_count(p['count'])} ({human_bytes(p['bytes'])}: "
-                    + ", ".join(f"{d} {human_bytes(v['bytes'])}" for d, v in p["by_dtype"].items())
-                    + ")")
+    summary.add_row(
+        "parameters",
+        f"{human_count(p['count'])} ({human_bytes(p['bytes'])}: "
+        + ", ".join(f"{d} {human_bytes(v['bytes'])}" for d, v in p["by_dtype"].items())
+        + ")",
+    )
     m = report["macs"]
-    summary.add_row("MACs", f"{human_count(m['total'])} (counted: {', '.join(m['counted_op_types'])})")
+    summary.add_row(
+        "MACs", f"{human_count(m['total'])} (counted: {', '.join(m['counted_op_types'])})"
+    )
     if m["not_counted"]:
         summary.add_row("not counted", ", ".join(f"{k}×{v}" for k, v in m["not_counted"].items()))
     hist = report["ops"]["histogram"]
-    summary.add_row("ops", f"{report['ops']['count']}: " + ", ".join(f"{k}×{v}"
-                                                                    for k, v in hist.items()))
+    summary.add_row(
+        "ops", f"{report['ops']['count']}: " + ", ".join(f"{k}×{v}" for k, v in hist.items())
+    )
     console.print(summary)
 
     mem = report["memory"]
@@ -52,22 +59,29 @@ def render_inspect(report: dict[str, Any], console: Console, per_op: bool = Fals
     table.add_column("bytes", justify="right")
     table.add_column("vs lower bound", justify="right")
     lb = mem["lower_bound_bytes"] or 1
-    table.add_row("naive (one buffer per tensor)", human_bytes(mem["naive_bytes"]),
-                  f"{mem['naive_bytes'] / lb:.2f}x")
+    table.add_row(
+        "naive (one buffer per tensor)",
+        human_bytes(mem["naive_bytes"]),
+        f"{mem['naive_bytes'] / lb:.2f}x",
+    )
     table.add_row("lower bound (peak live set)", human_bytes(mem["lower_bound_bytes"]), "1.00x")
     for name, size in mem["plans"].items():
         mark = "  ← best" if name == mem["best"]["strategy"] else ""
         table.add_row(f"{name}{mark}", human_bytes(size), f"{size / lb:.2f}x")
     console.print(table)
-    console.print(f"peak at op #{mem['peak_step']} ({mem['peak_op']}); the best plan saves "
-                  f"{mem['saving_vs_naive']:.1%} against the naive sum")
+    console.print(
+        f"peak at op #{mem['peak_step']} ({mem['peak_op']}); the best plan saves "
+        f"{mem['saving_vs_naive']:.1%} against the naive sum"
+    )
     if "budget" in report:
         b = report["budget"]
         verdict = "[green]fits[/green]" if b["fits"] else "[red]does not fit[/red]"
         how = "spare" if b["fits"] else "over"
-        console.print(f"budget {human_bytes(b['budget_bytes'])}: weights + arena = "
-                      f"{human_bytes(b['needed_bytes'])}: {verdict} "
-                      f"({human_bytes(abs(b['margin_bytes']))} {how})")
+        console.print(
+            f"budget {human_bytes(b['budget_bytes'])}: weights + arena = "
+            f"{human_bytes(b['needed_bytes'])}: {verdict} "
+            f"({human_bytes(abs(b['margin_bytes']))} {how})"
+        )
     if per_op:
         ops = Table(title="MACs per op")
         for col in ("#", "op", "type", "output shape", "MACs", "share"):
@@ -75,7 +89,12 @@ def render_inspect(report: dict[str, Any], console: Console, per_op: bool = Fals
         total = m["total"] or 1
         for i, op in enumerate(m["per_op"]):
             macs = op["macs"]
-            ops.add_row(str(i), op["name"], op["op_type"], str(op["output_shape"]),
-                        "-" if macs is None else human_count(macs),
-                        "" if macs is None else f"{macs / total:.1%}")
+            ops.add_row(
+                str(i),
+                op["name"],
+                op["op_type"],
+                str(op["output_shape"]),
+                "-" if macs is None else human_count(macs),
+                "" if macs is None else f"{macs / total:.1%}",
+            )
         console.print(ops)

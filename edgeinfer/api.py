@@ -12,13 +12,15 @@ from edgeinfer.model.formats import detect_format
 
 
 def load(path: str | Path) -> Artifact:
-    """Load an artifact directory (validated), or wrap a bare .onnx/.tflite file as one in memory."""
+    """Load an artifact directory (validated), or wrap a bare .onnx/.tflite file in memory."""
     path = Path(path)
     if path.is_dir():
         return _load_artifact(path)
     fmt = detect_format(path)
     if fmt not in ("onnx", "tflite"):
-        raise ModelLoadError(f"{path} is a {fmt} file: load a .onnx or .tflite model or an artifact")
+        raise ModelLoadError(
+            f"{path} is a {fmt} file: load a .onnx or .tflite model or an artifact"
+        )
     from edgeinfer.model.inspect import read_graph
 
     graph = read_graph(path) if fmt == "tflite" else None
@@ -30,29 +32,42 @@ def load(path: str | Path) -> Artifact:
         model = load_onnx(path)
         vis = {v.name: v for v in model.graph.input}
         inputs = tuple(
-            InputSpec(name=n, shape=tuple(d if isinstance(d, int) else 1 for d in value_dims(vis[n])),
-                      layout="NCHW")
+            InputSpec(
+                name=n,
+                shape=tuple(d if isinstance(d, int) else 1 for d in value_dims(vis[n])),
+                layout="NCHW",
+            )
             for n in graph_input_names(model)
         )
         outputs = tuple(o.name for o in model.graph.output)
     else:
         inputs = tuple(
-            InputSpec(name=n, shape=graph.tensors[n].shape, dtype=graph.tensors[n].dtype,
-                      layout="NHWC" if len(graph.tensors[n].shape) == 4 else "other")
+            InputSpec(
+                name=n,
+                shape=graph.tensors[n].shape,
+                dtype=graph.tensors[n].dtype,
+                layout="NHWC" if len(graph.tensors[n].shape) == 4 else "other",
+            )
             for n in graph.inputs
         )
         outputs = graph.outputs
     sha = file_sha256(path)
     manifest = Manifest(
-        name=path.stem, task="other",
+        name=path.stem,
+        task="other",
         model=ModelFile(path=path.name, format=fmt, sha256=sha, bytes=path.stat().st_size),
-        inputs=inputs, outputs=outputs, source=SourceInfo(name=str(path), sha256=sha),
+        inputs=inputs,
+        outputs=outputs,
+        source=SourceInfo(name=str(path), sha256=sha),
     )
     return Artifact(path.parent, manifest)
 
 
-def inspect(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
-            budget: int | str | None = None) -> dict[str, Any]:
+def inspect(
+    path: str | Path,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    budget: int | str | None = None,
+) -> dict[str, Any]:
     """The inspect report of a model file or artifact (see ``edgeinfer inspect``)."""
     from edgeinfer.model.inspect import inspect_model, parse_bytes
 

@@ -168,8 +168,11 @@ class Artifact:
         tools = {**tool_versions(), **fields.pop("tools", {})}
         manifest = Manifest(
             model=ModelFile(
-                path=dest.name, format=format, precision=precision,
-                sha256=file_sha256(dest), bytes=dest.stat().st_size,
+                path=dest.name,
+                format=format,
+                precision=precision,
+                sha256=file_sha256(dest),
+                bytes=dest.stat().st_size,
             ),
             labels_file=labels_file,
             tools=tools,

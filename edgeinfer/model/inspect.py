@@ -21,8 +21,19 @@ from edgeinfer.model.memory import memory_report
 
 Shape = tuple[int, ...]
 
-_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2,
-          "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1024,
+    "KB": 1024,
+    "KIB": 1024,
+    "M": 1024**2,
+    "MB": 1024**2,
+    "MIB": 1024**2,
+    "G": 1024**3,
+    "GB": 1024**3,
+    "GIB": 1024**3,
+}
 
 
 def parse_bytes(text: str) -> int:
@@ -55,12 +66,16 @@ def read_graph(path: str | Path, input_shapes: Mapping[str, Shape] | None = None
 
         return read_tflite_graph(path)
     if fmt == "torch":
-        raise ModelLoadError(f"{path} is a PyTorch checkpoint, not a model graph: export it first "
-                             "with edgeinfer.export(module, example_input, 'model.onnx')")
+        raise ModelLoadError(
+            f"{path} is a PyTorch checkpoint, not a model graph: export it first "
+            "with edgeinfer.export(module, example_input, 'model.onnx')"
+        )
     raise ModelLoadError(f"{path} is a {fmt} model: inspect reads ONNX and TFLite files")
 
 
-def inspect_graph(graph: GraphInfo, budget: int | None = None, alignment: int = 64) -> dict[str, Any]:
+def inspect_graph(
+    graph: GraphInfo, budget: int | None = None, alignment: int = 64
+) -> dict[str, Any]:
     """The inspect report of a graph, as plain JSON-ready data."""
     weights = graph.weights()
     by_dtype: dict[str, dict[str, int]] = {}
@@ -78,17 +93,26 @@ def inspect_graph(graph: GraphInfo, budget: int | None = None, alignment: int = 
         "meta": graph.meta,
         "inputs": [_tensor(graph, n) for n in graph.inputs],
         "outputs": [_tensor(graph, n) for n in graph.outputs],
-        "ops": {"count": len(graph.ops), "histogram": dict(Counter(o.op_type for o in graph.ops)
-                                                             .most_common())},
-        "params": {"count": sum(w.numel for w in weights), "bytes": weight_bytes,
-                   "by_dtype": by_dtype},
+        "ops": {
+            "count": len(graph.ops),
+            "histogram": dict(Counter(o.op_type for o in graph.ops).most_common()),
+        },
+        "params": {
+            "count": sum(w.numel for w in weights),
+            "bytes": weight_bytes,
+            "by_dtype": by_dtype,
+        },
         "macs": {
             "total": sum(op.macs for op in counted),  # type: ignore[misc]
             "counted_op_types": sorted({op.op_type for op in counted}),
             "not_counted": dict(not_counted.most_common()),
             "per_op": [
-                {"name": op.name, "op_type": op.op_type, "macs": op.macs,
-                 "output_shape": list(graph.tensors[op.outputs[0]].shape) if op.outputs else []}
+                {
+                    "name": op.name,
+                    "op_type": op.op_type,
+                    "macs": op.macs,
+                    "output_shape": list(graph.tensors[op.outputs[0]].shape) if op.outputs else [],
+                }
                 for op in graph.ops
             ],
         },
@@ -101,15 +125,22 @@ def inspect_graph(graph: GraphInfo, budget: int | None = None, alignment: int = 
             "peak_op": graph.ops[mem.peak_step].name if graph.ops else None,
             "plans": {p.strategy: p.arena_bytes for p in mem.plans},
             "best": {"strategy": mem.best.strategy, "arena_bytes": mem.best.arena_bytes},
-            "saving_vs_naive": (1 - mem.best.arena_bytes / mem.naive_bytes) if mem.naive_bytes else 0.0,
+            "saving_vs_naive": (1 - mem.best.arena_bytes / mem.naive_bytes)
+            if mem.naive_bytes
+            else 0.0,
             "best_over_lower_bound": (mem.best.arena_bytes / mem.lower_bound_bytes)
-            if mem.lower_bound_bytes else 1.0,
+            if mem.lower_bound_bytes
+            else 1.0,
         },
     }
     if budget is not None:
         need = weight_bytes + mem.best.arena_bytes
-        report["budget"] = {"budget_bytes": budget, "needed_bytes": need, "fits": need <= budget,
-                            "margin_bytes": budget - need}
+        report["budget"] = {
+            "budget_bytes": budget,
+            "needed_bytes": need,
+            "fits": need <= budget,
+            "margin_bytes": budget - need,
+        }
     return report
 
 

@@ -118,7 +118,7 @@ def graph_input_names(model: onnx.ModelProto) -> list[str]:
 def resolve_input_shapes(
     model: onnx.ModelProto, overrides: Mapping[str, Shape] | None = None
 ) -> dict[str, Shape]:
-    """Static shape of every graph input: the model's own, or ``overrides``; error if still dynamic."""
+    """Static shape of every graph input: its own or from ``overrides``; error if still dynamic."""
     overrides = dict(overrides or {})
     inputs = {vi.name: vi for vi in model.graph.input}
     names = graph_input_names(model)
@@ -175,8 +175,10 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return shape_inference.infer_shapes(model, data_prop=True)
     except Exception as exc:  # inconsistent shapes given by the user, or a broken graph
-        raise ShapeError(f"shape inference failed ({str(exc).splitlines()[0][:160]}): "
-                         "check --input-shape against the model's expected input") from exc
+        raise ShapeError(
+            f"shape inference failed ({str(exc).splitlines()[0][:160]}): "
+            "check --input-shape against the model's expected input"
+        ) from exc
 
 
 def _measure_shapes(
@@ -194,11 +196,11 @@ def _measure_shapes(
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            probe.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
         dtypes = {i.name: i.type for i in sess.get_inputs()}
-        feeds = {
-            n: np.zeros(s, dtype=_ort_dtype(dtypes[n])) for n, s in inputs.items()
-        }
+        feeds = {n: np.zeros(s, dtype=_ort_dtype(dtypes[n])) for n, s in inputs.items()}
         values = sess.run(names, feeds)
     except Exception as exc:
         raise ShapeError(
@@ -209,9 +211,14 @@ def _measure_shapes(
 
 
 _ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -246,7 +253,8 @@ def read_onnx_graph(
     outputs = tuple(o.name for o in g.output)
     produced = [o for n in g.node if n.op_type != "Constant" for o in n.output if o]
     missing = [
-        n for n in produced
+        n
+        for n in produced
         if n not in typed or not all(isinstance(d, int) for d in value_dims(typed[n]))
     ]
     measured = _measure_shapes(model, missing, shapes_in) if missing else {}
@@ -272,15 +280,21 @@ def read_onnx_graph(
             continue
         counter = MAC_COUNTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         macs = counter(node, shape_of) if counter else None
-        ops.append(OpInfo(
-            name=node.name or f"{node.op_type}_{i}",
-            op_type=node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}",
-            inputs=tuple(x for x in node.input if x),
-            outputs=tuple(x for x in node.output if x),
-            macs=macs,
-        ))
-    meta = {"producer": f"{model.producer_name} {model.producer_version}".strip(),
-            "ir_version": str(model.ir_version)}
+        ops.append(
+            OpInfo(
+                name=node.name or f"{node.op_type}_{i}",
+                op_type=node.op_type
+                if node.domain in ("", "ai.onnx")
+                else f"{node.domain}.{node.op_type}",
+                inputs=tuple(x for x in node.input if x),
+                outputs=tuple(x for x in node.output if x),
+                macs=macs,
+            )
+        )
+    meta = {
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "ir_version": str(model.ir_version),
+    }
     return GraphInfo(
         format="onnx",
         inputs=tuple(shapes_in),

@@ -33,8 +33,9 @@ class Predictor:
     def __init__(self, engine: Engine) -> None:
         manifest = engine.artifact.manifest
         if not manifest.decoder:
-            raise EdgeInferError(f"artifact '{manifest.name}' names no decoder: "
-                                 "set 'decoder' in its edgeinfer.json")
+            raise EdgeInferError(
+                f"artifact '{manifest.name}' names no decoder: set 'decoder' in its edgeinfer.json"
+            )
         self.engine = engine
         self.decoder = get_decoder(manifest.decoder)
         self.labels = engine.artifact.labels()

@@ -30,7 +30,9 @@ class Engine:
         fmt = artifact.manifest.model.format
         name = backend or DEFAULT_BACKEND.get(fmt)
         if name is None:
-            raise EdgeInferError(f"no backend runs {fmt} models yet: use an ONNX or TFLite artifact")
+            raise EdgeInferError(
+                f"no backend runs {fmt} models yet: use an ONNX or TFLite artifact"
+            )
         self.backend: Backend = create_backend(name, artifact.model_path, options)
 
     @property
@@ -47,20 +49,25 @@ class Engine:
         """Run one inference after checking names, ranks and fixed dimensions of ``feeds``."""
         for spec in self.inputs:
             if spec.name not in feeds:
-                raise ShapeError(f"missing input '{spec.name}': the model's inputs are "
-                                 f"{[s.name for s in self.inputs]}")
+                raise ShapeError(
+                    f"missing input '{spec.name}': the model's inputs are "
+                    f"{[s.name for s in self.inputs]}"
+                )
             arr = feeds[spec.name]
             if len(arr.shape) != len(spec.shape) or any(
                 d is not None and d != a for d, a in zip(spec.shape, arr.shape, strict=True)
             ):
-                raise ShapeError(f"input '{spec.name}' has shape {list(arr.shape)}, the model "
-                                 f"expects {[d if d is not None else '?' for d in spec.shape]}: "
-                                 "fix the shape (see `edgeinfer inspect`)")
+                raise ShapeError(
+                    f"input '{spec.name}' has shape {list(arr.shape)}, the model "
+                    f"expects {[d if d is not None else '?' for d in spec.shape]}: "
+                    "fix the shape (see `edgeinfer inspect`)"
+                )
         return self.backend.run(feeds)
 
     @classmethod
-    def open(cls, path: str | Path, backend: str | None = None,
-             options: BackendOptions | None = None) -> Engine:
+    def open(
+        cls, path: str | Path, backend: str | None = None, options: BackendOptions | None = None
+    ) -> Engine:
         """Load an artifact directory or a bare model file into an Engine."""
         from edgeinfer.api import load
 

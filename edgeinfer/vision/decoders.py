@@ -52,13 +52,16 @@ def decode_classification(
     transform: Transform,
     labels: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Top-k classes of the first output (logits, or probabilities if ``params['softmax']`` is False)."""
+    """Top-k classes of output 0 (logits; probabilities if ``params['softmax']`` is False)."""
     scores = np.asarray(outputs[0]).reshape(-1)
     probs = softmax(scores) if params.get("softmax", True) else scores
     k = int(params.get("top_k", 5))
     top = np.argsort(-probs)[:k]
     return [
-        {"class_id": int(i), "label": labels[i] if labels and i < len(labels) else str(int(i)),
-         "score": float(probs[i])}
+        {
+            "class_id": int(i),
+            "label": labels[i] if labels and i < len(labels) else str(int(i)),
+            "score": float(probs[i]),
+        }
         for i in top
     ]

@@ -44,8 +44,10 @@ def read_image(path: str | Path) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise EdgeInferError(f"{path} is not a readable image (corrupt or unsupported): "
-                             "use a JPEG, PNG, BMP or TIFF file")
+        raise EdgeInferError(
+            f"{path} is not a readable image (corrupt or unsupported): "
+            "use a JPEG, PNG, BMP or TIFF file"
+        )
     return image
 
 
@@ -56,15 +58,19 @@ def spatial_size(spec: InputSpec) -> tuple[int, int]:
     return spec.shape[2], spec.shape[3]
 
 
-def resize(image: np.ndarray, size: tuple[int, int], pre: Preprocess) -> tuple[np.ndarray, Transform]:
+def resize(
+    image: np.ndarray, size: tuple[int, int], pre: Preprocess
+) -> tuple[np.ndarray, Transform]:
     """Resize a BGR image to ``size`` (h, w) as ``pre.resize`` says; return it and the transform."""
     h, w = size
     ih, iw = image.shape[:2]
     interp = _INTERP[pre.interpolation]
     if pre.resize == "none":
         if (ih, iw) != (h, w):
-            raise EdgeInferError(f"image is {iw}x{ih}, the model needs {w}x{h} and resize is "
-                                 "'none': resize the image or set preprocess.resize")
+            raise EdgeInferError(
+                f"image is {iw}x{ih}, the model needs {w}x{h} and resize is "
+                "'none': resize the image or set preprocess.resize"
+            )
         return image, Transform(1.0, 1.0, 0.0, 0.0)
     if pre.resize == "stretch":
         out = cv2.resize(image, (w, h), interpolation=interp)
@@ -80,8 +86,15 @@ def resize(image: np.ndarray, size: tuple[int, int], pre: Preprocess) -> tuple[n
     rw, rh = round(iw * r), round(ih * r)
     scaled = cv2.resize(image, (rw, rh), interpolation=interp)
     top, left = (h - rh) // 2, (w - rw) // 2
-    out = cv2.copyMakeBorder(scaled, top, h - rh - top, left, w - rw - left,
-                             cv2.BORDER_CONSTANT, value=(pre.pad_value,) * 3)
+    out = cv2.copyMakeBorder(
+        scaled,
+        top,
+        h - rh - top,
+        left,
+        w - rw - left,
+        cv2.BORDER_CONSTANT,
+        value=(pre.pad_value,) * 3,
+    )
     return out, Transform(r, r, float(left), float(top))
 
 
