@@ -21,10 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import _independent_macs as independent  # noqa: E402
+import _independent_macs as independent
 
-from edgeinfer import zoo  # noqa: E402
-from edgeinfer.model.inspect import inspect_model  # noqa: E402
+from edgeinfer import zoo
+from edgeinfer.model.inspect import inspect_model
 
 
 def main() -> None:
@@ -37,19 +37,43 @@ def main() -> None:
     mem = Table(title="Activation memory (MiB, 64-byte alignment)")
     for col in ("model", "input", "edgeinfer", "independent", "counter", "ours/peer", "inspect s"):
         macs.add_column(col)
-    for col in ("model", "naive", "lower bound", "greedy_by_size", "greedy_by_breadth",
-                "size_lifetime", "best/LB", "saved vs naive"):
+    for col in (
+        "model",
+        "naive",
+        "lower bound",
+        "greedy_by_size",
+        "greedy_by_breadth",
+        "size_lifetime",
+        "best/LB",
+        "saved vs naive",
+    ):
         mem.add_column(col)
     s = args.ppocr_size
     with tempfile.TemporaryDirectory() as tmp:
         cases = [
-            ("efficientnet-lite0", None, "1x3x224x224", independent.torch_macs_efficientnet_lite0,
-             "torch FlopCounterMode"),
-            ("ppocrv4-det", {"x": (1, 3, s, s)}, f"1x3x{s}x{s}",
-             lambda: independent.onnx_tool_macs(independent.ppocr_det_path(), {"x": (1, 3, s, s)}),
-             "onnx-tool"),
-            ("blazeface-short", None, "1x128x128x3", independent.blazeface_macs_via_tflite2onnx,
-             "tflite2onnx + onnx-tool"),
+            (
+                "efficientnet-lite0",
+                None,
+                "1x3x224x224",
+                independent.torch_macs_efficientnet_lite0,
+                "torch FlopCounterMode",
+            ),
+            (
+                "ppocrv4-det",
+                {"x": (1, 3, s, s)},
+                f"1x3x{s}x{s}",
+                lambda: independent.onnx_tool_macs(
+                    independent.ppocr_det_path(), {"x": (1, 3, s, s)}
+                ),
+                "onnx-tool",
+            ),
+            (
+                "blazeface-short",
+                None,
+                "1x128x128x3",
+                independent.blazeface_macs_via_tflite2onnx,
+                "tflite2onnx + onnx-tool",
+            ),
         ]
         for name, shapes, shape_text, peer, peer_name in cases:
             art = zoo.get(name, Path(tmp) / name)
@@ -59,16 +83,28 @@ def main() -> None:
                 report = inspect_model(art.path, shapes)
                 times.append(time.perf_counter() - t0)
             ours, theirs = report["macs"]["total"], peer()
-            macs.add_row(name, shape_text, f"{ours / 1e6:,.2f} M", f"{theirs / 1e6:,.2f} M",
-                         peer_name, f"{ours / theirs:.4f}", f"{statistics.median(times):.3f}")
+            macs.add_row(
+                name,
+                shape_text,
+                f"{ours / 1e6:,.2f} M",
+                f"{theirs / 1e6:,.2f} M",
+                peer_name,
+                f"{ours / theirs:.4f}",
+                f"{statistics.median(times):.3f}",
+            )
             m = report["memory"]
             mib = 1 / 2**20
             plans = m["plans"]
-            mem.add_row(name, f"{m['naive_bytes'] * mib:.2f}", f"{m['lower_bound_bytes'] * mib:.2f}",
-                        f"{plans['greedy_by_size'] * mib:.2f}",
-                        f"{plans['greedy_by_breadth'] * mib:.2f}",
-                        f"{plans['greedy_by_size_lifetime'] * mib:.2f}",
-                        f"{m['best_over_lower_bound']:.3f}", f"{m['saving_vs_naive']:.1%}")
+            mem.add_row(
+                name,
+                f"{m['naive_bytes'] * mib:.2f}",
+                f"{m['lower_bound_bytes'] * mib:.2f}",
+                f"{plans['greedy_by_size'] * mib:.2f}",
+                f"{plans['greedy_by_breadth'] * mib:.2f}",
+                f"{plans['greedy_by_size_lifetime'] * mib:.2f}",
+                f"{m['best_over_lower_bound']:.3f}",
+                f"{m['saving_vs_naive']:.1%}",
+            )
     console.print(macs)
     console.print(mem)
 

@@ -114,14 +114,20 @@ def inspect(
 @zoo_app.command("list")
 def zoo_list() -> None:
     """List the zoo models and whether their packages are installed."""
+    from rich.markup import escape
+
     from edgeinfer import zoo
 
     table = Table(title="edgeinfer zoo")
-    for col in ("name", "task", "what", "installed", "install with"):
+    # Names and install commands are for copying: never cut them ('[zoo]' is not markup).
+    table.add_column("name", no_wrap=True)
+    for col in ("task", "what", "installed"):
         table.add_column(col)
+    table.add_column("install with", overflow="fold")
     for entry in zoo.ZOO.values():
         ok = zoo.installed(entry)
-        table.add_row(entry.name, entry.task, entry.summary, "yes" if ok else "no", entry.install)
+        table.add_row(entry.name, entry.task, entry.summary, "yes" if ok else "no",
+                      escape(entry.install))
     console.print(table)
 
 
