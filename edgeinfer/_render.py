@@ -98,3 +98,59 @@ def render_inspect(report: dict[str, Any], console: Console, per_op: bool = Fals
                 "" if macs is None else f"{macs / total:.1%}",
             )
         console.print(ops)
+
+
+def render_optimize(report: dict[str, Any], console: Console) -> None:
+    """Print the optimize report: before/after table, kept layers, and any problem plainly."""
+    fp32, res = report["fp32"], report["result"]
+    table = Table(title=f"optimize: {report['precision_requested']} vs FP32 (this machine)")
+    for col in ("", "FP32", report["precision_requested"], "ratio"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row(
+        "size",
+        human_bytes(fp32["bytes"]),
+        human_bytes(res["bytes"]),
+        f"{report['ratios']['size']:.2f}x",
+    )
+    table.add_row(
+        "p50 latency",
+        f"{fp32['p50_ms']:.2f} ms",
+        f"{res['p50_ms']:.2f} ms",
+        f"{report['ratios']['p50']:.2f}x",
+    )
+    table.add_row("p90 latency", f"{fp32['p90_ms']:.2f} ms", f"{res['p90_ms']:.2f} ms", "")
+    agree = res["agreement"]
+    label = "top-1 agreement" if agree["metric"] == "top1" else "output cosine"
+    table.add_row(label, "1.000", f"{agree['value']:.3f}", "")
+    for k, v in agree.get("by_confidence", {}).items():
+        table.add_row(f"  where FP32 confidence {k}", "1.000", f"{v:.3f}", "")
+    if "accuracy" in agree:
+        table.add_row(
+            "accuracy (labels)",
+            f"{agree['reference_accuracy']:.3f}",
+            f"{agree['accuracy']:.3f}",
+            "",
+        )
+    console.print(table)
+    if "plain_int8" in report:
+        console.print(
+            f"plain INT8 agreement {report['plain_int8']['value']:.3f}; "
+            f"{len(report['kept_in_float'])} layers kept in float by the fallback"
+            + (
+                f": {', '.join(report['kept_in_float'][:8])}"
+                + (" ..." if len(report["kept_in_float"]) > 8 else "")
+                if report["kept_in_float"]
+                else ""
+            )
+        )
+    console.print(
+        f"data: {report['samples']['calibration']} calibration, "
+        f"{report['samples']['evaluation']} evaluation samples ({report['samples']['origin']})"
+    )
+    for p in report["problems"]:
+        console.print(
+            f"[bold red]warning:[/bold red] the {report['precision_requested']} model is "
+            f"{p}; the artifact keeps FP32 as its recommended model"
+        )
+    if not report["problems"]:
+        console.print(f"[green]recommended:[/green] {report['recommended']}")

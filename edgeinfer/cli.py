@@ -126,8 +126,9 @@ def zoo_list() -> None:
     table.add_column("install with", overflow="fold")
     for entry in zoo.ZOO.values():
         ok = zoo.installed(entry)
-        table.add_row(entry.name, entry.task, entry.summary, "yes" if ok else "no",
-                      escape(entry.install))
+        table.add_row(
+            entry.name, entry.task, entry.summary, "yes" if ok else "no", escape(entry.install)
+        )
     console.print(table)
 
 
@@ -144,6 +145,68 @@ def zoo_get(
     console.print(
         f"[green]wrote[/green] {out}: {m.model.path} ({m.model.bytes / 1e6:.1f} MB, "
         f"{m.model.format} {m.model.precision}), task {m.task}, decoder {m.decoder}"
+    )
+
+
+@app.command()
+def optimize(
+    model: Annotated[str, typer.Argument(help="ONNX model, artifact directory or zoo name.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+    precision: Annotated[
+        str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic | mixed")
+    ] = "int8",
+    calib: Annotated[
+        Path | None, typer.Option(help="Calibration data: image folder, video file or .npy.")
+    ] = None,
+    calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "percentile",
+    calib_limit: Annotated[int, typer.Option(help="Most calibration samples to use.")] = 200,
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor")] = True,
+    eval_source: Annotated[
+        Path | None,
+        typer.Option("--eval", help="Evaluation data (default: a held-out part of --calib)."),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels of --eval images: lines 'FILE CLASS'.")
+    ] = None,
+    max_drop: Annotated[str, typer.Option(help="Largest accuracy/agreement drop, e.g. 1%.")] = "1%",
+    fallback: Annotated[
+        bool, typer.Option("--fallback/--no-fallback", help="Return sensitive layers to float.")
+    ] = True,
+) -> None:
+    """Quantize (INT8 static/dynamic, FP16, mixed) with calibration and accuracy-aware fallback."""
+    from edgeinfer._render import render_optimize
+    from edgeinfer.api import load
+    from edgeinfer.optimize.optimizer import OptimizeConfig, build_samples
+    from edgeinfer.optimize.optimizer import optimize as run_optimize
+
+    choices = ("fp32", "fp16", "int8", "int8-dynamic", "mixed")
+    if precision not in choices:
+        raise EdgeInferError(f"unknown --precision '{precision}': choose one of {list(choices)}")
+    if calib is None:
+        raise EdgeInferError(
+            "optimize needs calibration data: pass --calib IMAGE_DIR|VIDEO|.npy "
+            "(images like the ones the model will see)"
+        )
+    text = max_drop.strip().rstrip("%")
+    try:
+        drop = float(text) / (100 if max_drop.strip().endswith("%") else 1)
+    except ValueError:
+        raise EdgeInferError(f"bad --max-drop '{max_drop}': write it like 1% or 0.01") from None
+    source = _resolve_model(model)
+    samples = build_samples(
+        load(source), calib, eval_source=eval_source, labels_file=labels, limit=calib_limit
+    )
+    config = OptimizeConfig(
+        precision=precision,
+        calib_method=calib_method,  # type: ignore[arg-type]
+        per_channel=per_channel,
+        max_drop=drop,
+        fallback=fallback,
+    )
+    artifact = run_optimize(source, out, config, samples)
+    render_optimize(artifact.manifest.reports["optimize"], console)
+    console.print(
+        f"wrote {out}: {artifact.manifest.model.path} ({artifact.manifest.model.precision})"
     )
 
 

@@ -1,0 +1,136 @@
+"""Measure a candidate model honestly: outputs on held-out samples, agreement or accuracy, latency.
+
+Agreement is top-1 agreement with the FP32 reference for classifier-shaped outputs ([N, C]),
+and the mean cosine similarity of the outputs otherwise. With labels, accuracy is computed too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
+    """A CPU session with spinning off (idle worker threads must not burn CPU)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_outputs(path: str | Path, inputs: np.ndarray, input_name: str | None = None) -> np.ndarray:
+    """First output of the model for each sample (batch 1 each), stacked: [N, ...]."""
+    sess = session(path)
+    name = input_name or sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[None]})[0][0] for x in inputs]
+    return np.stack(outs)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a candidate's outputs compare with the reference's on the same samples."""
+
+    metric: str  # "top1" or "cosine"
+    value: float  # agreement on all samples
+    by_confidence: dict[str, float]  # top-1 agreement where the reference's top-1 prob >= t
+    accuracy: float | None = None  # vs labels, when given
+    reference_accuracy: float | None = None
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def compare(
+    reference: np.ndarray, candidate: np.ndarray, labels: Sequence[int] | None = None
+) -> Agreement:
+    """Agreement of ``candidate`` with ``reference`` (outputs of the same samples)."""
+    if reference.ndim == 2 and reference.shape[1] > 1:
+        ref_top, cand_top = reference.argmax(1), candidate.argmax(1)
+        probs = reference if np.allclose(reference.sum(1), 1, atol=1e-3) else _softmax(reference)
+        conf = probs.max(1)
+        by_conf = {}
+        for t in (0.3, 0.5):
+            mask = conf >= t
+            if mask.any():
+                by_conf[f">={t}"] = float((ref_top[mask] == cand_top[mask]).mean())
+        acc = ref_acc = None
+        if labels is not None:
+            y = np.asarray(labels)
+            acc, ref_acc = float((cand_top == y).mean()), float((ref_top == y).mean())
+        return Agreement("top1", float((ref_top == cand_top).mean()), by_conf, acc, ref_acc)
+    a = reference.reshape(len(reference), -1).astype(np.float64)
+    b = candidate.reshape(len(candidate), -1).astype(np.float64)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return Agreement("cosine", float(cos.mean()), {})
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency of batch-1 inference in milliseconds."""
+
+    p50: float
+    p90: float
+    runs: int
+    threads: int
+
+
+def measure_latency(
+    path: str | Path, sample: np.ndarray, *, runs: int = 50, warmup: int = 5, threads: int = 0
+) -> Latency:
+    """Median and p90 latency of one model on one sample (batch 1), after warm-up."""
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    feed = {name: sample[None]}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return Latency(
+        statistics.median(times),
+        times[int(0.9 * (len(times) - 1))],
+        runs,
+        threads or sess.get_session_options().intra_op_num_threads,
+    )
+
+
+def interleaved_latency(
+    paths: Sequence[str | Path],
+    sample: np.ndarray,
+    *,
+    rounds: int = 5,
+    runs: int = 10,
+    threads: int = 0,
+) -> list[Latency]:
+    """Latency of several models measured in alternating rounds, so drift hits them equally."""
+    sessions = [session(p, threads) for p in paths]
+    feeds = [{s.get_inputs()[0].name: sample[None]} for s in sessions]
+    for s, f in zip(sessions, feeds, strict=True):
+        for _ in range(5):
+            s.run(None, f)
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, f)
+                times[i].append((time.perf_counter() - t0) * 1e3)
+    out = []
+    for t in times:
+        t.sort()
+        out.append(Latency(statistics.median(t), t[int(0.9 * (len(t) - 1))], len(t), threads))
+    return out

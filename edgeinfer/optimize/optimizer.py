@@ -1,0 +1,385 @@
+"""``edgeinfer optimize``: graph passes, quantization, accuracy-aware fallback, honest report.
+
+The flow: graph-optimize the FP32 model (portable ONNX) -> read calibration and evaluation
+samples with the artifact's own preprocessing -> quantize as asked -> for static INT8, rank
+layers by sensitivity and return the most sensitive to float until the drop on the evaluation
+set is within ``max_drop`` -> measure size, latency and agreement against FP32 on this machine
+-> write the artifact. If the result is slower or worse than FP32, the report says so and the
+artifact keeps FP32 as its recommended model.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+
+from edgeinfer.artifact import Artifact, SourceInfo, file_sha256
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.optimize import quantize as q
+from edgeinfer.optimize.calibration import CalibrationReader, load_samples, split_samples
+from edgeinfer.optimize.evaluate import Agreement, compare, interleaved_latency, run_outputs
+from edgeinfer.optimize.passes import optimize_graph
+from edgeinfer.optimize.sensitivity import rank_isolated, rank_layers
+
+log = logging.getLogger(__name__)
+
+PrecisionName = Literal["fp32", "fp16", "int8", "int8-dynamic", "mixed"]
+
+
+@dataclass(frozen=True)
+class OptimizeConfig:
+    """Everything ``optimize`` needs to know besides the data."""
+
+    precision: PrecisionName = "int8"
+    calib_method: str = "percentile"
+    per_channel: bool = True
+    reduce_range: bool | None = None  # None: from the CPU check
+    max_drop: float = 0.01  # fraction (0.01 = 1 point)
+    fallback: bool = True
+    latency_rounds: int = 5
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Preprocessed calibration and evaluation inputs (disjoint), and optional eval labels."""
+
+    calib: np.ndarray
+    evaluation: np.ndarray
+    labels: tuple[int, ...] | None = None
+    origin: str = ""
+
+
+def _drop(ref: Agreement, cand: Agreement) -> float:
+    if cand.accuracy is not None and ref.reference_accuracy is not None:
+        return ref.reference_accuracy - cand.accuracy
+    return 1.0 - cand.value
+
+
+def _agreement_dict(a: Agreement) -> dict[str, Any]:
+    return {k: v for k, v in asdict(a).items() if v is not None}
+
+
+def optimize_model(
+    src: Path, out_model: Path, config: OptimizeConfig, samples: Samples, workdir: Path
+) -> dict[str, Any]:
+    """Optimize the ONNX model ``src`` into ``out_model``; return the report (JSON-ready)."""
+    from edgeinfer.optimize.hardware import int8_advice
+
+    fp32 = optimize_graph(src, workdir / "fp32.onnx")
+    input_name = onnx.load(str(fp32)).graph.input[0].name
+    ref_out = run_outputs(fp32, samples.evaluation, input_name)
+    labels = samples.labels
+    ref = compare(ref_out, ref_out, labels)
+    report: dict[str, Any] = {
+        "precision_requested": config.precision,
+        "max_drop": config.max_drop,
+        "samples": {
+            "calibration": len(samples.calib),
+            "evaluation": len(samples.evaluation),
+            "origin": samples.origin,
+            "labels": labels is not None,
+        },
+    }
+    advice = int8_advice()
+    settings = q.QuantSettings(
+        calib_method=config.calib_method,
+        per_channel=config.per_channel,
+        reduce_range=advice.reduce_range if config.reduce_range is None else config.reduce_range,
+        activation_type=advice.activation_type,
+        weight_type=advice.weight_type,
+    )
+    if config.precision in ("int8", "int8-dynamic", "mixed"):
+        report["hardware"] = asdict(advice)
+        if not advice.expect_speedup:
+            log.warning("INT8 is unlikely to be faster on this CPU: %s", advice.reason)
+
+    candidate = workdir / "candidate.onnx"
+    kept: list[str] = []
+    sensitivity: list[dict[str, Any]] = []
+    if config.precision == "fp32":
+        shutil.copyfile(fp32, candidate)
+    elif config.precision == "fp16":
+        q.convert_fp16(fp32, candidate)
+    elif config.precision == "int8-dynamic":
+        q.quantize_int8_dynamic(fp32, candidate, config.per_channel)
+    else:
+        cache = workdir / "calib-cache.json"
+        reader = CalibrationReader(samples.calib, input_name)
+        plain = q.quantize_int8_static(
+            fp32, workdir / "int8.onnx", reader, settings, cache_path=cache
+        )
+        plain_agree = compare(ref_out, run_outputs(plain, samples.evaluation, input_name), labels)
+        report["plain_int8"] = _agreement_dict(plain_agree)
+        shutil.copyfile(plain, candidate)
+        drop = _drop(ref, plain_agree)
+        if config.fallback and drop > config.max_drop:
+            probe = samples.calib[: min(16, len(samples.calib))]
+            matched = {s.name: s for s in rank_layers(fp32, plain, probe)}
+
+            def quantize_only(name: str, path: Path) -> Path:
+                reader.rewind()
+                return q.quantize_int8_static(
+                    fp32, path, reader, settings, only=[name], cache_path=cache
+                )
+
+            ranked = rank_isolated(
+                fp32,
+                [(s.name, s.op_type) for s in matched.values()],
+                quantize_only,
+                probe,
+                workdir,
+            )
+            sensitivity = [
+                {
+                    "name": s.name,
+                    "op_type": s.op_type,
+                    "output_sqnr_db": s.output_sqnr,
+                    "loss_db": matched[s.name].loss_db,
+                }
+                for s in ranked
+            ]
+            kept, trials = _fallback_search(
+                fp32,
+                candidate,
+                ranked,
+                reader,
+                settings,
+                cache,
+                samples,
+                input_name,
+                ref_out,
+                ref,
+                config,
+            )
+            report["fallback_trials"] = trials
+        if config.precision == "mixed" and kept:
+            q.weight_only_int8(candidate, candidate, kept)
+    report["kept_in_float"] = kept
+    report["sensitivity"] = sensitivity[:20]
+
+    cand_agree = compare(ref_out, run_outputs(candidate, samples.evaluation, input_name), labels)
+    lat_ref, lat_cand = interleaved_latency(
+        [fp32, candidate],
+        samples.evaluation[0],
+        rounds=config.latency_rounds,
+        threads=config.threads,
+    )
+    drop = _drop(ref, cand_agree)
+    report["fp32"] = {
+        "bytes": fp32.stat().st_size,
+        "p50_ms": lat_ref.p50,
+        "p90_ms": lat_ref.p90,
+        **({"accuracy": ref.reference_accuracy} if labels is not None else {}),
+    }
+    report["result"] = {
+        "bytes": candidate.stat().st_size,
+        "p50_ms": lat_cand.p50,
+        "p90_ms": lat_cand.p90,
+        "agreement": _agreement_dict(cand_agree),
+        "drop": drop,
+    }
+    report["ratios"] = {
+        "size": candidate.stat().st_size / fp32.stat().st_size,
+        "p50": lat_cand.p50 / lat_ref.p50,
+    }
+    problems = []
+    if lat_cand.p50 > lat_ref.p50 * 1.02:
+        problems.append(
+            f"slower than FP32 on this machine ({lat_cand.p50:.2f} ms vs {lat_ref.p50:.2f} ms p50)"
+        )
+    if drop > config.max_drop:
+        problems.append(f"accuracy drop {drop:.2%} exceeds --max-drop {config.max_drop:.2%}")
+    report["problems"] = problems
+    recommended = fp32 if problems else candidate
+    report["recommended"] = "fp32" if problems else config.precision
+    shutil.copyfile(recommended, out_model)
+    if problems and config.precision != "fp32":
+        shutil.copyfile(
+            candidate, out_model.with_name(out_model.stem + f".{config.precision}.rejected.onnx")
+        )
+    return report
+
+
+def _fallback_search(
+    fp32: Path,
+    candidate: Path,
+    ranked: list,
+    reader: CalibrationReader,
+    settings: q.QuantSettings,
+    cache: Path,
+    samples: Samples,
+    input_name: str,
+    ref_out: np.ndarray,
+    ref: Agreement,
+    config: OptimizeConfig,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Smallest k such that keeping the k most sensitive layers in float meets max_drop."""
+    from rich.progress import Progress
+
+    names = [s.name for s in ranked]
+    trials: list[dict[str, Any]] = []
+
+    def trial(k: int) -> bool:
+        path = candidate.with_name(f"fallback-{k}.onnx")
+        reader.rewind()
+        q.quantize_int8_static(fp32, path, reader, settings, exclude=names[:k], cache_path=cache)
+        agree = compare(ref_out, run_outputs(path, samples.evaluation, input_name), samples.labels)
+        drop = _drop(ref, agree)
+        trials.append({"kept": k, "drop": drop, "agreement": agree.value})
+        return drop <= config.max_drop
+
+    schedule = [k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256) if k < len(names)] + [len(names)]
+    lo, hi = 0, None
+    with Progress(transient=True) as bar:
+        task = bar.add_task("fallback search", total=len(schedule))
+        for k in schedule:
+            bar.advance(task)
+            if trial(k):
+                hi = k
+                break
+            lo = k
+    if hi is None:
+        return names, trials  # nothing meets the budget: everything in float
+    while hi - lo > 1:  # binary search between the last failure and the first success
+        mid = (lo + hi) // 2
+        if trial(mid):
+            hi = mid
+        else:
+            lo = mid
+    best = candidate.with_name(f"fallback-{hi}.onnx")
+    shutil.copyfile(best, candidate)
+    return names[:hi], trials
+
+
+def optimize(
+    source: str | Path,
+    out: str | Path,
+    config: OptimizeConfig,
+    samples: Samples,
+) -> Artifact:
+    """Optimize an artifact (or ONNX file) into a new artifact directory ``out``."""
+    from edgeinfer.api import load
+
+    art = load(source)
+    if art.manifest.model.format != "onnx":
+        raise EdgeInferError(
+            f"{source}: optimize takes ONNX models; this one is {art.manifest.model.format}"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-opt-") as tmp:
+        staged = Path(tmp) / "result.onnx"
+        report = optimize_model(art.model_path, staged, config, samples, Path(tmp))
+        precision = config.precision if report["recommended"] != "fp32" else "fp32"
+        if precision == "int8" and report["kept_in_float"]:
+            precision = "mixed"
+        model_out = out / f"{art.manifest.name}.{precision}.onnx"
+        shutil.move(staged, model_out)
+        rejected = staged.with_name(staged.stem + f".{config.precision}.rejected.onnx")
+        if rejected.exists():
+            shutil.move(rejected, out / f"{art.manifest.name}.{config.precision}.rejected.onnx")
+    m = art.manifest
+    new = Artifact.create(
+        out,
+        model_out,
+        precision=precision,
+        format="onnx",
+        labels=art.labels(),
+        name=m.name,
+        task=m.task,
+        inputs=m.inputs,
+        outputs=m.outputs,
+        preprocess=m.preprocess,
+        decoder=m.decoder,
+        decoder_params=m.decoder_params,
+        source=SourceInfo(
+            name=m.source.name,
+            sha256=file_sha256(art.model_path),
+            license=m.source.license,
+            origin=f"optimized from {art.model_path.name}",
+        ),
+        reports={**m.reports, "optimize": report},
+    )
+    return new
+
+
+def read_labels(
+    path: str | Path, names: tuple[str, ...], classes: list[str] | None
+) -> tuple[int, ...]:
+    """Labels of evaluation samples from a file of ``NAME LABEL`` lines (LABEL: id or class name).
+
+    NAME is the image's file name; every evaluation sample must have a label.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise EdgeInferError(f"{path}: no such labels file: check the path")
+    by_name: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.replace(",", " ").replace("\t", " ").split(maxsplit=1)
+        if len(parts) == 2 and not line.startswith("#"):
+            by_name[parts[0]] = parts[1].strip()
+    index = {c: i for i, c in enumerate(classes or [])}
+    out = []
+    for name in names:
+        key = Path(name.split("#")[0]).name
+        if key not in by_name:
+            raise EdgeInferError(
+                f"{path} has no label for evaluation sample '{key}': add a line "
+                f"'{key} CLASS' (CLASS: an id or a class name)"
+            )
+        value = by_name[key]
+        if value.lstrip("-").isdigit():
+            out.append(int(value))
+        elif value in index:
+            out.append(index[value])
+        else:
+            raise EdgeInferError(
+                f"{path}: label '{value}' of '{key}' is neither a class id nor "
+                "one of the artifact's class names"
+            )
+    return tuple(out)
+
+
+def build_samples(
+    artifact: Artifact,
+    calib: str | Path,
+    *,
+    eval_source: str | Path | None = None,
+    labels_file: str | Path | None = None,
+    limit: int = 200,
+    holdout: float = 0.3,
+    seed: int = 0,
+) -> Samples:
+    """Calibration and evaluation samples, preprocessed as ``artifact`` says, never overlapping.
+
+    Without ``eval_source``, a held-out part of the calibration source is the evaluation set
+    (agreement with FP32 is measured there, never on the samples used to calibrate).
+    """
+    spec, pre = artifact.manifest.inputs[0], artifact.manifest.preprocess
+    cal = load_samples(calib, spec, pre, limit=limit, seed=seed)
+    if eval_source is None:
+        if labels_file is not None:
+            raise EdgeInferError("--labels needs --eval: give the labelled evaluation images")
+        if len(cal) < 4:
+            raise EdgeInferError(
+                f"{calib} gives {len(cal)} samples: give at least 4 so some can "
+                "be held out for evaluation, or pass --eval"
+            )
+        cal, ev = split_samples(cal, holdout, seed)
+        origin = f"{calib} (calibration) / held-out {holdout:.0%} of it (evaluation)"
+    else:
+        ev = load_samples(eval_source, spec, pre, limit=None, seed=seed)
+        origin = f"{calib} (calibration) / {eval_source} (evaluation)"
+    labels = read_labels(labels_file, ev.names, artifact.labels()) if labels_file else None
+    skipped = len(set(cal.skipped) | set(ev.skipped))
+    if skipped:
+        origin += f"; {skipped} unreadable files skipped"
+    return Samples(cal.inputs, ev.inputs, labels, origin)

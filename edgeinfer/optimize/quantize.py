@@ -1,0 +1,222 @@
+"""Quantization and precision passes, built on ``onnxruntime.quantization`` (not rewritten).
+
+* static INT8 in QDQ form (``quantize_static``), calibration ranges cached on disk so the
+  fallback search can re-quantize with other layers excluded without recalibrating;
+* dynamic INT8 (``quantize_dynamic``);
+* FP16 with float32 inputs/outputs (ORT's ``float16`` converter, ``keep_io_types``);
+* weight-only INT8 for layers kept in float (our own small pass: the float weight becomes an
+  INT8 initializer + per-channel ``DequantizeLinear``; activations stay float). ORT has no
+  weight-only INT8 mode for Conv, which is why this one is ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgeinfer.errors import EdgeInferError
+
+log = logging.getLogger(__name__)
+
+#: op types whose weights and activations static INT8 quantizes and the fallback may return
+#: to float.
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """How to quantize: calibration method, granularity and integer types."""
+
+    calib_method: str = "percentile"  # minmax | entropy | percentile
+    per_channel: bool = True
+    reduce_range: bool = False
+    activation_type: str = "QUInt8"
+    weight_type: str = "QInt8"
+
+
+def quantizable_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Nodes that static INT8 quantization turns into integer compute."""
+    inits = {i.name for i in model.graph.initializer}
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type in QUANTIZABLE_OPS and len(n.input) > 1 and n.input[1] in inits
+    ]
+
+
+#: activations that follow a layer; a layer kept in float keeps them in float too, otherwise
+#: their Q/DQ pair would still quantize the layer's output.
+ACTIVATION_OPS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh")
+
+
+def with_activations(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
+    """``names`` plus the activation nodes that consume those nodes' outputs."""
+    wanted = set(names)
+    out_of = {o: n.name for n in model.graph.node if n.name in wanted for o in n.output}
+    extra = [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ACTIVATION_OPS and n.input and n.input[0] in out_of
+    ]
+    return [*names, *extra]
+
+
+def quantize_int8_static(
+    src: str | Path,
+    dst: str | Path,
+    reader: object,
+    settings: QuantSettings,
+    *,
+    exclude: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    cache_path: str | Path | None = None,
+) -> Path:
+    """Static INT8 (QDQ) with ``exclude`` kept in float (or only ``only`` quantized)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    if settings.calib_method not in methods:
+        raise EdgeInferError(
+            f"unknown calibration method '{settings.calib_method}': choose one of {sorted(methods)}"
+        )
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
+    if settings.calib_method == "percentile":
+        extra["CalibPercentile"] = 99.999
+    try:
+        # ORT prints calibration chatter on stdout and advice on the root logger.
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+            quantize_static(
+                str(src),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=settings.per_channel,
+                reduce_range=settings.reduce_range,
+                activation_type=getattr(QuantType, settings.activation_type),
+                weight_type=getattr(QuantType, settings.weight_type),
+                nodes_to_exclude=with_activations(onnx.load(str(src)), exclude) if exclude else [],
+                nodes_to_quantize=with_activations(onnx.load(str(src)), only) if only else None,
+                calibrate_method=methods[settings.calib_method],
+                extra_options=extra,
+                calibration_cache_path=str(cache_path) if cache_path else None,
+            )
+    except EdgeInferError:
+        raise
+    except Exception as exc:
+        raise EdgeInferError(
+            f"INT8 quantization of {src} failed "
+            f"({str(exc).splitlines()[0][:160]}): try --calib-method minmax "
+            "or --per-tensor"
+        ) from exc
+    return Path(dst)
+
+
+class _DropOrtAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    flt = _DropOrtAdvice()
+    targets = [root, *root.handlers]
+    for t in targets:
+        t.addFilter(flt)
+    try:
+        yield
+    finally:
+        for t in targets:
+            t.removeFilter(flt)
+
+
+def quantize_int8_dynamic(src: str | Path, dst: str | Path, per_channel: bool = True) -> Path:
+    """Dynamic INT8: weights INT8 offline, activations quantized at run time."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8)
+    return Path(dst)
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> Path:
+    """FP16 weights and compute, float32 inputs and outputs kept."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+    return Path(dst)
+
+
+def weight_only_int8(src: str | Path, dst: str | Path, node_names: Sequence[str]) -> Path:
+    """Store the weights of ``node_names`` as per-channel symmetric INT8 + DequantizeLinear."""
+    model = onnx.load(str(src))
+    wanted = set(node_names)
+    inits = {i.name: i for i in model.graph.initializer}
+    new_nodes = []
+    for node in model.graph.node:
+        if node.name in wanted and len(node.input) > 1 and node.input[1] in inits:
+            w_init = inits[node.input[1]]
+            w = numpy_helper.to_array(w_init).astype(np.float32)
+            if w.ndim < 2:
+                new_nodes.append(node)
+                continue
+            axis = 1 if node.op_type == "ConvTranspose" else 0
+            if node.op_type in ("Gemm", "MatMul"):
+                trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+                axis = 0 if (node.op_type == "Gemm" and trans_b) else w.ndim - 1
+            reduce_axes = tuple(i for i in range(w.ndim) if i != axis)
+            scale = np.abs(w).max(axis=reduce_axes) / 127.0
+            scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+            base = node.input[1]
+            q_name, s_name, z_name = f"{base}_w8", f"{base}_w8_scale", f"{base}_w8_zp"
+            model.graph.initializer.extend(
+                [
+                    numpy_helper.from_array(q, q_name),
+                    numpy_helper.from_array(scale, s_name),
+                    numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), z_name),
+                ]
+            )
+            deq_out = f"{base}_w8_dequant"
+            new_nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [q_name, s_name, z_name],
+                    [deq_out],
+                    name=f"{node.name}_w8_dq",
+                    axis=axis,
+                )
+            )
+            node.input[1] = deq_out
+        new_nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    if _opset(model) < 13:
+        raise EdgeInferError(
+            "weight-only INT8 needs opset >= 13 (per-channel DequantizeLinear): "
+            "re-export the model with opset 17"
+        )
+    onnx.save(model, str(dst))
+    return Path(dst)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
