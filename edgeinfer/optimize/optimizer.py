@@ -279,8 +279,8 @@ def optimize(
         staged = Path(tmp) / "result.onnx"
         report = optimize_model(art.model_path, staged, config, samples, Path(tmp))
         precision = config.precision if report["recommended"] != "fp32" else "fp32"
-        if precision == "int8" and report["kept_in_float"]:
-            precision = "mixed"
+        if precision in ("int8", "mixed"):  # the label says what the file holds
+            precision = "mixed" if report["kept_in_float"] else "int8"
         model_out = out / f"{art.manifest.name}.{precision}.onnx"
         shutil.move(staged, model_out)
         rejected = staged.with_name(staged.stem + f".{config.precision}.rejected.onnx")
