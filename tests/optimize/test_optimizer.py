@@ -158,7 +158,14 @@ def test_fallback_engages_and_names_the_layers_it_kept(tmp_path):
     assert len(report["kept_in_float"]) <= 2
     assert report["sensitivity"][0]["name"] in ("/b/Conv", "/head/Gemm")
     assert report["fallback_trials"][-1]["drop"] <= 0.05
-    assert fixed.manifest.model.precision == "mixed"
+    # Accuracy is within budget now; on a model this tiny, Q/DQ overhead may still make it
+    # slower than FP32, and then the report must say that (and only that).
+    assert not any("max-drop" in p for p in report["problems"])
+    if report["problems"]:
+        assert fixed.manifest.model.precision == "fp32"
+        assert all("slower than FP32" in p for p in report["problems"])
+    else:
+        assert fixed.manifest.model.precision == "mixed"
 
 
 def test_weight_only_int8_keeps_float_activations(tmp_path):
