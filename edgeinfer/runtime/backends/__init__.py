@@ -48,10 +48,11 @@ class Backend(Protocol):
 KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
     "ort": ("edgeinfer.runtime.backends.ort", "core"),
     "litert": ("edgeinfer.runtime.backends.litert", "litert"),
+    "openvino": ("edgeinfer.runtime.backends.openvino", "openvino"),
 }
 
 #: model file format -> the backend used when none is named
-DEFAULT_BACKEND = {"onnx": "ort", "tflite": "litert"}
+DEFAULT_BACKEND = {"onnx": "ort", "tflite": "litert", "openvino": "openvino"}
 
 
 def create_backend(name: str, path: str | Path, options: BackendOptions | None = None) -> Backend:
