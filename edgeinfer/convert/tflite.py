@@ -107,6 +107,11 @@ def to_tflite(
     name = names[0]
     dims = value_dims(next(vi for vi in model.graph.input if vi.name == name))
     samples = _calibration_batch(calib, dims, onnx_path)
+    if input_layout == "NCHW" and dims[1] not in (1, 3, 4) and dims[3] in (1, 3, 4):
+        want = "x".join(str(d) if isinstance(d, int) else "?" for d in dims)
+        raise EdgeInferError(
+            f"{onnx_path} input '{name}' is {want}, which looks NHWC: pass input_layout='NHWC'"
+        )
     batch = dims[0] if isinstance(dims[0], int) else 1
     if len(samples) < batch:
         raise EdgeInferError(

@@ -229,6 +229,37 @@ def test_dynamic_input_is_fixed_from_the_calibration_batch(
     assert report["cosine"] >= 0.999, report
 
 
+def test_nhwc_model_keeps_its_layout(stack, tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "nhwc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 16, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [w],
+    )
+    path = tmp_path / "nhwc.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+        str(path),
+    )
+    calib = images(4, seed=3, size=16).transpose(0, 2, 3, 1)
+    with pytest.raises(EdgeInferError, match="1x16x16x3, which looks NHWC"):
+        to_tflite(path, tmp_path, calib)  # the default layout, NCHW, does not fit
+    result = to_tflite(path, tmp_path, calib, input_layout="NHWC")
+    _, (inp,), (out,) = _io_details(result.path)
+    assert inp["shape"].tolist() == [1, 16, 16, 3]
+    assert out["shape"].tolist() == [1, 16, 16, 4]  # feature maps come out NHWC
+    got = run_tflite(result.path, calib, input_layout="NHWC")
+    report = compare_outputs(run_reference_onnx(path, calib), got)
+    assert report["cosine"] >= 0.999, report
+
+
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no such file"):
         to_tflite(tmp_path / "missing.onnx", tmp_path, images(2, seed=0))
