@@ -12,7 +12,11 @@ from edgeinfer.model.formats import detect_format
 
 
 def load(path: str | Path) -> Artifact:
-    """Load an artifact directory (validated), or wrap a bare .onnx/.tflite file in memory."""
+    """Load an artifact directory (validated), or wrap a bare .onnx/.tflite file in memory.
+
+    A bare model's dynamic dimensions are -1 in the in-memory manifest: preprocessing refuses
+    them with a one-line error, since only an artifact can say what size to feed.
+    """
     path = Path(path)
     if path.is_dir():
         return _load_artifact(path)
@@ -34,7 +38,7 @@ def load(path: str | Path) -> Artifact:
         inputs = tuple(
             InputSpec(
                 name=n,
-                shape=tuple(d if isinstance(d, int) else 1 for d in value_dims(vis[n])),
+                shape=tuple(d if isinstance(d, int) else -1 for d in value_dims(vis[n])),
                 layout="NCHW",
             )
             for n in graph_input_names(model)

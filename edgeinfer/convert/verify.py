@@ -148,20 +148,12 @@ def run_reference_onnx(
     a time when the model's batch dimension is fixed, all at once when it is dynamic. Returns one
     array per output, stacked over the N samples.
     """
-    import onnxruntime as ort
+    from edgeinfer.ort_session import open_session
 
     path = Path(onnx_path)
     if not path.exists():
         raise EdgeInferError(f"{path}: no such file: check the path")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise EdgeInferError(
-            f"onnxruntime cannot load {path} ({str(exc).splitlines()[0][:160]}): "
-            "check the file with `edgeinfer inspect`"
-        ) from exc
+    sess = open_session(path)  # a load failure is a one-line ModelLoadError
     names = [i.name for i in sess.get_inputs()]
     feeds, n = _feeds_per_sample(inputs, names)
     dynamic_batch = all(not isinstance(i.shape[0], int) for i in sess.get_inputs() if i.shape)

@@ -24,6 +24,7 @@ from onnx import helper, numpy_helper, shape_inference
 from edgeinfer.errors import ShapeError
 from edgeinfer.model.formats import load_onnx, onnx_opset
 from edgeinfer.model.graph import GraphInfo, OpInfo, TensorInfo
+from edgeinfer.ort_session import numpy_dtype, open_session, with_outputs
 
 log = logging.getLogger(__name__)
 
@@ -185,22 +186,10 @@ def _measure_shapes(
     model: onnx.ModelProto, names: list[str], inputs: Mapping[str, Shape]
 ) -> dict[str, tuple[Shape, str]]:
     """Run the model once in onnxruntime with ``names`` exposed, to read their shapes."""
-    import onnxruntime as ort
-
-    probe = copy.deepcopy(model)
-    known = {o.name for o in probe.graph.output}
-    for n in names:
-        if n not in known:
-            probe.graph.output.append(onnx.ValueInfoProto(name=n))
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(
-            probe.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-        )
-        dtypes = {i.name: i.type for i in sess.get_inputs()}
-        feeds = {n: np.zeros(s, dtype=_ort_dtype(dtypes[n])) for n, s in inputs.items()}
+        sess = open_session(with_outputs(model, names), optimize=False)
+        dtypes = {i.name: numpy_dtype(i.type) for i in sess.get_inputs()}
+        feeds = {n: np.zeros(s, dtype=dtypes[n]) for n, s in inputs.items()}
         values = sess.run(names, feeds)
     except Exception as exc:
         raise ShapeError(
@@ -208,22 +197,6 @@ def _measure_shapes(
             f"the model ({str(exc).splitlines()[0][:160]}): check --input-shape"
         ) from exc
     return {n: (tuple(v.shape), str(v.dtype)) for n, v in zip(names, values, strict=True)}
-
-
-_ORT_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(int64)": np.int64,
-    "tensor(int32)": np.int32,
-    "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
-
-
-def _ort_dtype(type_name: str) -> type:
-    return _ORT_TYPES.get(type_name, np.float32)
 
 
 def read_onnx_graph(

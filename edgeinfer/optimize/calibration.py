@@ -30,8 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgeinfer.artifact import InputSpec, Preprocess
 from edgeinfer.errors import EdgeInferError, ShapeError
-from edgeinfer.pipeline.predict import IMAGE_SUFFIXES
-from edgeinfer.vision.preprocess import read_image, to_tensor
+from edgeinfer.vision.preprocess import IMAGE_SUFFIXES, read_image, to_tensor
 
 __all__ = [
     "DEFAULT_VIDEO_FRAMES",

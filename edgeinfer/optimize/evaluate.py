@@ -13,22 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-
-def session(path: str | Path, threads: int = 0) -> ort.InferenceSession:
-    """A CPU session with spinning off (idle worker threads must not burn CPU)."""
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+from edgeinfer.ort_session import open_session
 
 
 def run_outputs(path: str | Path, inputs: np.ndarray, input_name: str | None = None) -> np.ndarray:
     """First output of the model for each sample (batch 1 each), stacked: [N, ...]."""
-    sess = session(path)
+    sess = open_session(path)
     name = input_name or sess.get_inputs()[0].name
     outs = [sess.run(None, {name: x[None]})[0][0] for x in inputs]
     return np.stack(outs)
@@ -85,29 +76,6 @@ class Latency:
     threads: int
 
 
-def measure_latency(
-    path: str | Path, sample: np.ndarray, *, runs: int = 50, warmup: int = 5, threads: int = 0
-) -> Latency:
-    """Median and p90 latency of one model on one sample (batch 1), after warm-up."""
-    sess = session(path, threads)
-    name = sess.get_inputs()[0].name
-    feed = {name: sample[None]}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return Latency(
-        statistics.median(times),
-        times[int(0.9 * (len(times) - 1))],
-        runs,
-        threads or sess.get_session_options().intra_op_num_threads,
-    )
-
-
 def interleaved_latency(
     paths: Sequence[str | Path],
     sample: np.ndarray,
@@ -117,7 +85,7 @@ def interleaved_latency(
     threads: int = 0,
 ) -> list[Latency]:
     """Latency of several models measured in alternating rounds, so drift hits them equally."""
-    sessions = [session(p, threads) for p in paths]
+    sessions = [open_session(p, threads=threads) for p in paths]
     feeds = [{s.get_inputs()[0].name: sample[None]} for s in sessions]
     for s, f in zip(sessions, feeds, strict=True):
         for _ in range(5):

@@ -94,6 +94,7 @@ def quantize_int8_static(
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if settings.calib_method == "percentile":
         extra["CalibPercentile"] = 99.999
+    graph = onnx.load(str(src), load_external_data=False) if (exclude or only) else None
     try:
         # ORT prints calibration chatter on stdout and advice on the root logger.
         with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
@@ -106,8 +107,8 @@ def quantize_int8_static(
                 reduce_range=settings.reduce_range,
                 activation_type=getattr(QuantType, settings.activation_type),
                 weight_type=getattr(QuantType, settings.weight_type),
-                nodes_to_exclude=with_activations(onnx.load(str(src)), exclude) if exclude else [],
-                nodes_to_quantize=with_activations(onnx.load(str(src)), only) if only else None,
+                nodes_to_exclude=with_activations(graph, exclude) if exclude else [],
+                nodes_to_quantize=with_activations(graph, only) if only else None,
                 calibrate_method=methods[settings.calib_method],
                 extra_options=extra,
                 calibration_cache_path=str(cache_path) if cache_path else None,

@@ -15,7 +15,6 @@ recalibration) and measure the SQNR of the model's final output against FP32.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeinfer.optimize.evaluate import session
 from edgeinfer.optimize.quantize import ACTIVATION_OPS, quantizable_nodes
+from edgeinfer.ort_session import open_session, with_outputs
 
 
 @dataclass(frozen=True)
@@ -60,20 +59,9 @@ def _post_qdq_names(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def _run_exposed(path: Path, names: list[str], samples: np.ndarray) -> dict[str, np.ndarray]:
-    model = onnx.load(str(path))
-    probe = copy.deepcopy(model)
-    existing = {o.name for o in probe.graph.output}
-    for n in names:
-        if n not in existing:
-            probe.graph.output.append(onnx.ValueInfoProto(name=n))
-    tmp = path.with_suffix(".probe.onnx")
-    onnx.save(probe, str(tmp))
-    try:
-        sess = session(tmp)
-        in_name = sess.get_inputs()[0].name
-        runs = [sess.run(names, {in_name: x[None]}) for x in samples]
-    finally:
-        tmp.unlink(missing_ok=True)
+    sess = open_session(with_outputs(onnx.load(str(path)), names))
+    in_name = sess.get_inputs()[0].name
+    runs = [sess.run(names, {in_name: x[None]}) for x in samples]
     return {n: np.concatenate([r[i].ravel() for r in runs]) for i, n in enumerate(names)}
 
 

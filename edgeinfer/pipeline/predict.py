@@ -13,9 +13,7 @@ import numpy as np
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.vision.decoders import get_decoder
-from edgeinfer.vision.preprocess import read_image, to_tensor
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+from edgeinfer.vision.preprocess import IMAGE_SUFFIXES, read_image, to_tensor
 
 
 @dataclass(frozen=True)

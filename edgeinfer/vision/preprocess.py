@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from edgeinfer.artifact import InputSpec, Preprocess
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.errors import EdgeInferError, ShapeError
 
 _INTERP = {
     "area": cv2.INTER_AREA,
@@ -21,6 +21,9 @@ _INTERP = {
     "nearest": cv2.INTER_NEAREST,
     "cubic": cv2.INTER_CUBIC,
 }
+
+#: file suffixes read as images (by OpenCV) wherever a folder of images is accepted
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 #: center-crop resizes the shorter side to ``size / CROP_FRACTION`` first (ImageNet habit).
 CROP_FRACTION = 0.875
@@ -53,9 +56,18 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def spatial_size(spec: InputSpec) -> tuple[int, int]:
     """(height, width) of an image input from its shape and layout."""
-    if spec.layout == "NHWC":
-        return spec.shape[1], spec.shape[2]
-    return spec.shape[2], spec.shape[3]
+    if len(spec.shape) != 4:
+        raise ShapeError(
+            f"input '{spec.name}' has shape {list(spec.shape)}, not an image batch "
+            "(N, C, H, W or N, H, W, C): feed it a tensor, not an image"
+        )
+    h, w = (spec.shape[1], spec.shape[2]) if spec.layout == "NHWC" else spec.shape[2:4]
+    if h <= 0 or w <= 0:
+        raise ShapeError(
+            f"input '{spec.name}' has a dynamic size {list(spec.shape)}: make an "
+            "artifact that fixes it (Artifact.create(..., inputs=...))"
+        )
+    return h, w
 
 
 def resize(
