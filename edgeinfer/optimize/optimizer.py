@@ -68,9 +68,13 @@ def _agreement_dict(a: Agreement) -> dict[str, Any]:
 
 
 def optimize_model(
-    src: Path, out_model: Path, config: OptimizeConfig, samples: Samples, workdir: Path
-) -> dict[str, Any]:
-    """Optimize the ONNX model ``src`` into ``out_model``; return the report (JSON-ready)."""
+    src: Path, config: OptimizeConfig, samples: Samples, workdir: Path
+) -> tuple[dict[str, Any], Path, Path]:
+    """Optimize the ONNX model ``src`` inside ``workdir``.
+
+    Returns the report (JSON-ready), the graph-optimized FP32 model and the candidate; the
+    report's ``recommended`` says which of the two to ship.
+    """
     from edgeinfer.optimize.hardware import int8_advice
 
     fp32 = optimize_graph(src, workdir / "fp32.onnx")
@@ -198,14 +202,8 @@ def optimize_model(
     if drop > config.max_drop:
         problems.append(f"accuracy drop {drop:.2%} exceeds --max-drop {config.max_drop:.2%}")
     report["problems"] = problems
-    recommended = fp32 if problems else candidate
     report["recommended"] = "fp32" if problems else config.precision
-    shutil.copyfile(recommended, out_model)
-    if problems and config.precision != "fp32":
-        shutil.copyfile(
-            candidate, out_model.with_name(out_model.stem + f".{config.precision}.rejected.onnx")
-        )
-    return report
+    return report, fp32, candidate
 
 
 def _fallback_search(
@@ -276,16 +274,14 @@ def optimize(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeinfer-opt-") as tmp:
-        staged = Path(tmp) / "result.onnx"
-        report = optimize_model(art.model_path, staged, config, samples, Path(tmp))
-        precision = config.precision if report["recommended"] != "fp32" else "fp32"
+        report, fp32, candidate = optimize_model(art.model_path, config, samples, Path(tmp))
+        precision = "fp32" if report["recommended"] == "fp32" else config.precision
         if precision in ("int8", "mixed"):  # the label says what the file holds
             precision = "mixed" if report["kept_in_float"] else "int8"
         model_out = out / f"{art.manifest.name}.{precision}.onnx"
-        shutil.move(staged, model_out)
-        rejected = staged.with_name(staged.stem + f".{config.precision}.rejected.onnx")
-        if rejected.exists():
-            shutil.move(rejected, out / f"{art.manifest.name}.{config.precision}.rejected.onnx")
+        shutil.move(fp32 if precision == "fp32" else candidate, model_out)
+        if report["problems"] and config.precision != "fp32":  # kept for inspection, not shipped
+            shutil.move(candidate, out / f"{art.manifest.name}.{config.precision}.rejected.onnx")
     m = art.manifest
     new = Artifact.create(
         out,
