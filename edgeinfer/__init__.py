@@ -4,6 +4,8 @@ Public API::
 
     edgeinfer.export(module, example_input, "model.onnx")   # PyTorch -> ONNX
     edgeinfer.inspect("model.onnx", budget="64MB")          # MACs, params, arena plan
+    edgeinfer.optimize("model.onnx", "art-int8", edgeinfer.OptimizeConfig("int8"), calib="img/")
+    edgeinfer.convert("art-int8", "art-tfl", edgeinfer.ConvertConfig("tflite"), calib="img/")
     artifact = edgeinfer.load("artifact_dir")               # validated manifest
     edgeinfer.zoo_get("efficientnet-lite0", "out/effnet")   # pretrained, offline
     engine = edgeinfer.Engine(artifact)                      # run it
@@ -24,7 +26,10 @@ from edgeinfer.errors import (
 )
 
 if TYPE_CHECKING:
+    from edgeinfer.api import convert, inspect, load, optimize
     from edgeinfer.artifact import Artifact
+    from edgeinfer.conversion import ConvertConfig
+    from edgeinfer.optimization.optimizer import OptimizeConfig
     from edgeinfer.runtime.engine import Engine
 
 __version__ = "0.1.0"
@@ -32,21 +37,29 @@ __version__ = "0.1.0"
 __all__ = [
     "Artifact",
     "ArtifactError",
+    "ConvertConfig",
     "EdgeInferError",
     "Engine",
     "MissingDependencyError",
     "ModelLoadError",
+    "OptimizeConfig",
     "ShapeError",
     "UnsupportedOpsetError",
     "ZooError",
+    "convert",
     "export",
     "inspect",
     "load",
+    "optimize",
     "zoo_get",
 ]
 
 _LAZY = {
     "Artifact": ("edgeinfer.artifact", "Artifact"),
+    "ConvertConfig": ("edgeinfer.conversion", "ConvertConfig"),
+    "OptimizeConfig": ("edgeinfer.optimization.optimizer", "OptimizeConfig"),
+    "convert": ("edgeinfer.api", "convert"),
+    "optimize": ("edgeinfer.api", "optimize"),
     "Engine": ("edgeinfer.runtime.engine", "Engine"),
     "export": ("edgeinfer.model.export", "export"),
     "inspect": ("edgeinfer.api", "inspect"),

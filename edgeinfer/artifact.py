@@ -76,6 +76,7 @@ class ModelFile(_Frozen):
     precision: Precision = "fp32"
     sha256: str
     bytes: int
+    companions: tuple[str, ...] = ()  #: files the model needs beside it (OpenVINO's .bin)
 
 
 class SourceInfo(_Frozen):
@@ -152,15 +153,18 @@ class Artifact:
         labels: list[str] | None = None,
         format: ModelFormatName = "onnx",
         precision: Precision = "fp32",
+        companions: tuple[str | Path, ...] = (),
         **fields: Any,
     ) -> Artifact:
-        """Write a new artifact: copy ``model_file`` and ``labels`` in, then the manifest."""
+        """Write a new artifact: copy ``model_file``, its ``companions`` and ``labels`` in, then
+        the manifest."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         src = Path(model_file)
         dest = directory / src.name
-        if src.resolve() != dest.resolve():
-            shutil.copyfile(src, dest)
+        for f in (src, *map(Path, companions)):
+            if f.resolve() != (directory / f.name).resolve():
+                shutil.copyfile(f, directory / f.name)
         labels_file = None
         if labels is not None:
             labels_file = "labels.txt"
@@ -173,6 +177,7 @@ class Artifact:
                 precision=precision,
                 sha256=file_sha256(dest),
                 bytes=dest.stat().st_size,
+                companions=tuple(Path(c).name for c in companions),
             ),
             labels_file=labels_file,
             tools=tools,
@@ -244,6 +249,12 @@ def load_artifact(path: str | Path) -> Artifact:
             f"{path}: model file '{manifest.model.path}' named in {MANIFEST_NAME} is missing: "
             "restore it or re-create the artifact"
         )
+    for companion in manifest.model.companions:
+        if not (path / companion).exists():
+            raise ArtifactError(
+                f"{path}: file '{companion}' that '{manifest.model.path}' needs is missing: "
+                "restore it or re-create the artifact"
+            )
     if manifest.labels_file and not (path / manifest.labels_file).exists():
         raise ArtifactError(
             f"{path}: labels file '{manifest.labels_file}' is missing: restore it or re-create "

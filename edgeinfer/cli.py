@@ -174,10 +174,9 @@ def optimize(
     ] = True,
 ) -> None:
     """Quantize (INT8 static/dynamic, FP16, mixed) with calibration and accuracy-aware fallback."""
+    from edgeinfer import api
     from edgeinfer._render import render_optimize
-    from edgeinfer.api import load
-    from edgeinfer.optimize.optimizer import OptimizeConfig, build_samples
-    from edgeinfer.optimize.optimizer import optimize as run_optimize
+    from edgeinfer.optimization.optimizer import OptimizeConfig
 
     choices = ("fp32", "fp16", "int8", "int8-dynamic", "mixed")
     if precision not in choices:
@@ -192,22 +191,75 @@ def optimize(
         drop = float(text) / (100 if max_drop.strip().endswith("%") else 1)
     except ValueError:
         raise EdgeInferError(f"bad --max-drop '{max_drop}': write it like 1% or 0.01") from None
-    source = _resolve_model(model)
-    samples = build_samples(
-        load(source), calib, eval_source=eval_source, labels_file=labels, limit=calib_limit
-    )
     config = OptimizeConfig(
-        precision=precision,
-        calib_method=calib_method,  # type: ignore[arg-type]
+        precision=precision,  # type: ignore[arg-type]
+        calib_method=calib_method,
         per_channel=per_channel,
         max_drop=drop,
         fallback=fallback,
     )
-    artifact = run_optimize(source, out, config, samples)
+    artifact = api.optimize(
+        _resolve_model(model),
+        out,
+        config,
+        calib=calib,
+        eval_source=eval_source,
+        labels=labels,
+        calib_limit=calib_limit,
+    )
     render_optimize(artifact.manifest.reports["optimize"], console)
     console.print(
         f"wrote {out}: {artifact.manifest.model.path} ({artifact.manifest.model.precision})"
     )
+
+
+@app.command()
+def convert(
+    artifact: Annotated[str, typer.Argument(help="ONNX artifact directory, model or zoo name.")],
+    to: Annotated[str, typer.Option("--to", help="tflite | openvino")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            help="Inputs to convert, calibrate and verify with: image folder, video or .npy."
+        ),
+    ] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="TFLite full integer, uint8 I/O.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="OpenVINO FP16 weights.")] = False,
+    calib_limit: Annotated[int, typer.Option(help="Most calibration samples to use.")] = 100,
+) -> None:
+    """Convert to TFLite (FP32 or full-integer) or OpenVINO IR, checked against the ONNX model."""
+    from edgeinfer import api
+    from edgeinfer.conversion import ConvertConfig
+
+    config = ConvertConfig(to=to, int8=int8, fp16=fp16)  # type: ignore[arg-type]
+    result = api.convert(
+        _resolve_model(artifact), out, config, calib=calib, calib_limit=calib_limit
+    )
+    r = result.manifest.reports["convert"]
+    table = Table(title=f"convert: ONNX -> {r['to']} {r['precision']}")
+    for col in (
+        "size",
+        "ONNX size",
+        "cosine (worst)",
+        "cosine (mean)",
+        "max abs error",
+        "top-1 agreement",
+        "seconds",
+    ):
+        table.add_column(col, justify="right")
+    top1 = "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.3f}"
+    table.add_row(
+        f"{r['bytes'] / 1e6:.2f} MB",
+        f"{r['onnx_bytes'] / 1e6:.2f} MB",
+        f"{r['cosine']:.5f}",
+        f"{r['cosine_mean']:.5f}",
+        f"{r['max_abs_error']:.3g}",
+        top1,
+        f"{r['seconds']:.1f}",
+    )
+    console.print(table)
+    console.print(f"verified on {r['verified_on']}; wrote {out}: {result.manifest.model.path}")
 
 
 @app.command()

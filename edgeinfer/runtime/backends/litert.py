@@ -9,6 +9,7 @@ import numpy as np
 
 from edgeinfer._deps import require
 from edgeinfer.errors import ModelLoadError
+from edgeinfer.quantized_io import dequantize, quantize_input
 from edgeinfer.runtime.backends import BackendOptions, TensorSpec
 
 
@@ -42,12 +43,26 @@ class LiteRTBackend:
         self._lock = threading.Lock()
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run one inference; outputs are copies (the interpreter reuses its buffers)."""
+        """Run one inference; outputs are copies (the interpreter reuses its buffers).
+
+        Integer (full-integer) inputs take float feeds, quantized with the tensor's scale and
+        zero point; integer outputs come back dequantized to float32.
+        """
         with self._lock:
             for d in self._in:
-                self._interp.set_tensor(d["index"], feeds[d["name"]])
+                x = feeds[d["name"]]
+                dtype = np.dtype(d["dtype"])
+                if dtype.kind in "iu" and np.asarray(x).dtype.kind == "f":
+                    x = quantize_input(x, *d["quantization"], dtype)
+                self._interp.set_tensor(d["index"], x)
             self._interp.invoke()
-            return [self._interp.get_tensor(d["index"]).copy() for d in self._out]
+            outs = []
+            for d in self._out:
+                y = self._interp.get_tensor(d["index"])
+                if np.dtype(d["dtype"]).kind in "iu" and d["quantization"][0]:
+                    y = dequantize(y, *d["quantization"])  # a new array, not the interpreter's
+                outs.append(np.array(y, copy=True))
+            return outs
 
 
 def create(path: Path, options: BackendOptions) -> LiteRTBackend:

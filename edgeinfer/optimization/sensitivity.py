@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgeinfer.optimize.quantize import ACTIVATION_OPS, quantizable_nodes
+from edgeinfer.optimization.quantize import ACTIVATION_OPS, quantizable_nodes
 from edgeinfer.ort_session import open_session, with_outputs
 
 
@@ -126,7 +126,7 @@ def rank_isolated(
     workdir: Path,
 ) -> list[IsolatedSensitivity]:
     """Layers ``(name, op_type)``, most sensitive (lowest output SQNR) first."""
-    from edgeinfer.optimize.evaluate import run_outputs
+    from edgeinfer.optimization.evaluate import run_outputs
 
     reference = run_outputs(float_path, samples)
     out = []

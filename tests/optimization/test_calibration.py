@@ -12,7 +12,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from edgeinfer.artifact import InputSpec, Preprocess
 from edgeinfer.errors import EdgeInferError, ShapeError
-from edgeinfer.optimize.calibration import (
+from edgeinfer.optimization.calibration import (
     CalibrationReader,
     SampleSet,
     load_samples,
@@ -67,7 +67,7 @@ def test_corrupt_image_is_skipped_with_warning(
 ) -> None:
     _write_images(tmp_path, 3)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
-    with caplog.at_level(logging.WARNING, logger="edgeinfer.optimize.calibration"):
+    with caplog.at_level(logging.WARNING, logger="edgeinfer.optimization.calibration"):
         s = load_samples(tmp_path, SPEC, PRE, progress=False)
     assert len(s) == 3 and s.inputs.shape[0] == 3
     assert s.skipped == ("broken.jpg",)

@@ -1,4 +1,4 @@
-"""edgeinfer.convert.verify: output comparison, (de)quantization, the onnxruntime reference."""
+"""edgeinfer.conversion.verify: output comparison, (de)quantization, the onnxruntime reference."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeinfer.convert import ConvertResult, first_error_line
-from edgeinfer.convert.verify import (
+from edgeinfer.conversion import ConvertResult, first_error_line
+from edgeinfer.conversion.verify import (
     compare_outputs,
     dequantize,
     quantize_input,
@@ -137,8 +137,9 @@ def test_convert_result_is_frozen(tmp_path: Path) -> None:
 
 def test_importing_convert_loads_no_converter() -> None:
     code = (
-        "import sys, edgeinfer.convert, edgeinfer.convert.verify, edgeinfer.convert.tflite, "
-        "edgeinfer.convert.openvino, edgeinfer.runtime.backends.openvino\n"
+        "import sys, edgeinfer.conversion, edgeinfer.conversion.verify, "
+        "edgeinfer.conversion.tflite, edgeinfer.conversion.openvino, "
+        "edgeinfer.runtime.backends.openvino\n"
         "heavy = [m for m in ('tensorflow', 'onnx2tf', 'openvino', 'tf_keras', "
         "'ai_edge_litert') if m in sys.modules]\n"
         "print(heavy)\n"

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edgeinfer.convert import compare_outputs, run_reference_onnx, to_openvino
+from edgeinfer.conversion import compare_outputs, run_reference_onnx, to_openvino
 from edgeinfer.errors import EdgeInferError, MissingDependencyError, ModelLoadError
 from edgeinfer.model.formats import detect_format
 from edgeinfer.runtime.backends import BackendOptions, create_backend

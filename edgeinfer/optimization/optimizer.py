@@ -22,11 +22,11 @@ import onnx
 
 from edgeinfer.artifact import Artifact, SourceInfo, file_sha256
 from edgeinfer.errors import EdgeInferError
-from edgeinfer.optimize import quantize as q
-from edgeinfer.optimize.calibration import CalibrationReader, load_samples, split_samples
-from edgeinfer.optimize.evaluate import Agreement, compare, interleaved_latency, run_outputs
-from edgeinfer.optimize.passes import optimize_graph
-from edgeinfer.optimize.sensitivity import rank_isolated, rank_layers
+from edgeinfer.optimization import quantize as q
+from edgeinfer.optimization.calibration import CalibrationReader, load_samples, split_samples
+from edgeinfer.optimization.evaluate import Agreement, compare, interleaved_latency, run_outputs
+from edgeinfer.optimization.passes import optimize_graph
+from edgeinfer.optimization.sensitivity import rank_isolated, rank_layers
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def optimize_model(
     Returns the report (JSON-ready), the graph-optimized FP32 model and the candidate; the
     report's ``recommended`` says which of the two to ship.
     """
-    from edgeinfer.optimize.hardware import int8_advice
+    from edgeinfer.optimization.hardware import int8_advice
 
     fp32 = optimize_graph(src, workdir / "fp32.onnx")
     input_name = onnx.load(str(fp32)).graph.input[0].name

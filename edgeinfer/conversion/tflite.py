@@ -51,7 +51,7 @@ import onnx
 from rich.console import Console
 
 from edgeinfer._deps import require
-from edgeinfer.convert import ConvertResult, conversion_error, tool_output
+from edgeinfer.conversion import ConvertResult, conversion_error, tool_output
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.model.export import simplify_onnx
 from edgeinfer.model.formats import load_onnx

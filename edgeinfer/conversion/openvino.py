@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from edgeinfer._deps import require
-from edgeinfer.convert import ConvertResult, conversion_error, tool_output
+from edgeinfer.conversion import ConvertResult, conversion_error, tool_output
 from edgeinfer.model.formats import load_onnx
 
 __all__ = ["to_openvino"]

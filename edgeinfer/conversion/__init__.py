@@ -7,7 +7,7 @@
 ``verify`` compares a converted model's outputs with onnxruntime's on a batch of inputs.
 
 The converters themselves (openvino, tensorflow, onnx2tf) are optional extras imported only when
-a conversion runs, so ``import edgeinfer.convert`` needs none of them. A conversion never touches
+a conversion runs, so ``import edgeinfer.conversion`` needs none of them. A conversion never touches
 the network. While one runs, what the tools print is kept out of the terminal (a ``rich``
 status line shows the step instead); when a tool fails, its first error line goes into a
 one-line :class:`EdgeInferError` that names the model.
@@ -29,6 +29,7 @@ from typing import Literal
 from edgeinfer.errors import EdgeInferError
 
 __all__ = [
+    "ConvertConfig",
     "ConvertResult",
     "compare_outputs",
     "dequantize",
@@ -41,6 +42,30 @@ __all__ = [
 
 ConvertFormat = Literal["openvino", "tflite"]
 ConvertPrecision = Literal["fp32", "fp16", "int8"]
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """What ``edgeinfer convert`` makes: the target format and its precision."""
+
+    to: ConvertFormat
+    int8: bool = False  #: TFLite only: full integer, uint8 input/output
+    fp16: bool = False  #: OpenVINO only: FP16 weights (compress_to_fp16)
+    holdout: float = 0.3  #: share of the calibration samples kept for verification (int8)
+
+    def __post_init__(self) -> None:
+        if self.to not in ("openvino", "tflite"):
+            raise EdgeInferError(f"unknown target '{self.to}': choose tflite or openvino")
+        if self.int8 and self.to != "tflite":
+            raise EdgeInferError("--int8 is for --to tflite; OpenVINO takes the INT8 ONNX model "
+                                 "from `edgeinfer optimize` as it is")
+        if self.fp16 and self.to != "openvino":
+            raise EdgeInferError("--fp16 is for --to openvino")
+
+    @property
+    def precision(self) -> ConvertPrecision:
+        """The precision of the converted model."""
+        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
 
 
 @dataclass(frozen=True)
@@ -118,9 +143,9 @@ def tool_output() -> Iterator[tuple[io.StringIO, io.TextIOBase]]:
 
 
 # Imported last: the submodules use the names defined above.
-from edgeinfer.convert.openvino import to_openvino  # noqa: E402
-from edgeinfer.convert.tflite import to_tflite  # noqa: E402
-from edgeinfer.convert.verify import (  # noqa: E402
+from edgeinfer.conversion.openvino import to_openvino  # noqa: E402
+from edgeinfer.conversion.tflite import to_tflite  # noqa: E402
+from edgeinfer.conversion.verify import (  # noqa: E402
     compare_outputs,
     dequantize,
     quantize_input,

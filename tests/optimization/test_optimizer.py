@@ -12,9 +12,9 @@ from edgeinfer.api import load
 from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.cli import main
 from edgeinfer.errors import EdgeInferError
-from edgeinfer.optimize import quantize as q
-from edgeinfer.optimize.optimizer import OptimizeConfig, Samples, optimize, read_labels
-from edgeinfer.optimize.passes import op_counts, optimize_graph
+from edgeinfer.optimization import quantize as q
+from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, optimize, read_labels
+from edgeinfer.optimization.passes import op_counts, optimize_graph
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -105,7 +105,7 @@ def test_graph_pass_folds_batchnorm_and_keeps_numerics(tmp_path):
     dst = optimize_graph(src, tmp_path / "opt.onnx")
     assert op_counts(dst) == {"Conv": 1, "Relu": 1}
     assert {o.domain for o in onnx.load(str(dst)).opset_import} <= {"", "ai.onnx"}  # portable
-    from edgeinfer.optimize.evaluate import run_outputs
+    from edgeinfer.optimization.evaluate import run_outputs
 
     x = _samples().evaluation[:8]
     np.testing.assert_allclose(run_outputs(src, x), run_outputs(dst, x), rtol=1e-4, atol=1e-4)
@@ -177,7 +177,7 @@ def test_weight_only_int8_keeps_float_activations(tmp_path):
     assert op_counts(w8)["DequantizeLinear"] == len(names)
     assert "QuantizeLinear" not in op_counts(w8)
     assert dst.stat().st_size < 0.5 * src.stat().st_size
-    from edgeinfer.optimize.evaluate import compare, run_outputs
+    from edgeinfer.optimization.evaluate import compare, run_outputs
 
     x = _samples().evaluation
     assert compare(run_outputs(src, x), run_outputs(dst, x)).value >= 0.95

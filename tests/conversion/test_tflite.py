@@ -21,8 +21,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeinfer.convert import compare_outputs, run_reference_onnx, run_tflite, to_tflite
-from edgeinfer.convert.tflite import ONNX2TF_SAMPLE_FILE
+from edgeinfer.conversion import compare_outputs, run_reference_onnx, run_tflite, to_tflite
+from edgeinfer.conversion.tflite import ONNX2TF_SAMPLE_FILE
 from edgeinfer.errors import EdgeInferError, MissingDependencyError, ModelLoadError
 
 SIZE = 32

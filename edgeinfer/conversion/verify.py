@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeinfer._deps import require
 from edgeinfer.errors import EdgeInferError, ShapeError
+from edgeinfer.quantized_io import dequantize, quantize_input
 
 __all__ = [
     "compare_outputs",
@@ -99,24 +100,6 @@ def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     cos = np.divide(num, na * nb, out=np.zeros_like(num), where=(na * nb) > 0)
     # Two all-zero rows agree perfectly; a zero row against a non-zero one does not.
     return np.where((na == 0) & (nb == 0), 1.0, cos)
-
-
-def quantize_input(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
-    """``round(x / scale + zero_point)`` clipped to ``dtype``'s range (uint8, int8, int16)."""
-    dtype = np.dtype(dtype)
-    if not scale:
-        return np.asarray(x).astype(dtype)
-    info = np.iinfo(dtype)
-    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(scale) + zero_point)
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """``(y - zero_point) * scale`` as float32; ``y`` unchanged (as float32) when scale is 0."""
-    y = np.asarray(y)
-    if not scale:
-        return y.astype(np.float32)
-    return ((y.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
 def _feeds_per_sample(
