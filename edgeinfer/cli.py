@@ -209,7 +209,8 @@ def optimize(
     )
     render_optimize(artifact.manifest.reports["optimize"], console)
     console.print(
-        f"wrote {out}: {artifact.manifest.model.path} ({artifact.manifest.model.precision})"
+        f"wrote {out}: {artifact.manifest.model.path} ({artifact.manifest.model.precision}), "
+        f"report {out / 'optimize-report.html'}"
     )
 
 

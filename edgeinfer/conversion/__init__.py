@@ -57,8 +57,10 @@ class ConvertConfig:
         if self.to not in ("openvino", "tflite"):
             raise EdgeInferError(f"unknown target '{self.to}': choose tflite or openvino")
         if self.int8 and self.to != "tflite":
-            raise EdgeInferError("--int8 is for --to tflite; OpenVINO takes the INT8 ONNX model "
-                                 "from `edgeinfer optimize` as it is")
+            raise EdgeInferError(
+                "--int8 is for --to tflite; OpenVINO takes the INT8 ONNX model "
+                "from `edgeinfer optimize` as it is"
+            )
         if self.fp16 and self.to != "openvino":
             raise EdgeInferError("--fp16 is for --to openvino")
 

@@ -302,7 +302,12 @@ def optimize(
             license=m.source.license,
             origin=f"optimized from {art.model_path.name}",
         ),
-        reports={**m.reports, "optimize": report},
+        reports={**m.reports, "optimize": {**report, "html": "optimize-report.html"}},
+    )
+    from edgeinfer.report_html import optimize_report_html
+
+    (out / "optimize-report.html").write_text(
+        optimize_report_html(m.name, report), encoding="utf-8"
     )
     return new
 

@@ -204,6 +204,8 @@ def test_cli_optimize_from_npy_and_errors(tmp_path, capsys):
     assert "p50 latency" in out and "top-1 agreement" in out
     manifest = json.loads((tmp_path / "o" / "edgeinfer.json").read_text())
     assert "optimize" in manifest["reports"]
+    page = (tmp_path / "o" / manifest["reports"]["optimize"]["html"]).read_text()
+    assert "<svg" in page and "p50 latency" in page and "calibration" in page
     assert main(["optimize", str(art.path), "-o", str(tmp_path / "x")]) == 2
     assert "needs calibration data" in capsys.readouterr().err
     assert main(["optimize", str(art.path), "-o", str(tmp_path / "x"), "--calib", str(npy),
