@@ -147,6 +147,12 @@ def render_optimize(report: dict[str, Any], console: Console) -> None:
         f"data: {report['samples']['calibration']} calibration, "
         f"{report['samples']['evaluation']} evaluation samples ({report['samples']['origin']})"
     )
+    console.print(
+        f"drop measured as: {report['drop_metric']}: {report['result']['drop']:.2%} "
+        f"(max {report['max_drop']:.2%})"
+    )
+    for n in report.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {n}")
     for p in report["problems"]:
         console.print(
             f"[bold red]warning:[/bold red] the {report['precision_requested']} model is "

@@ -169,6 +169,10 @@ def optimize(
         Path | None, typer.Option(help="Labels of --eval images: lines 'FILE CLASS'.")
     ] = None,
     max_drop: Annotated[str, typer.Option(help="Largest accuracy/agreement drop, e.g. 1%.")] = "1%",
+    agree_confidence: Annotated[
+        float,
+        typer.Option(help="Without labels: count agreement where FP32's top-1 prob is this high."),
+    ] = 0.5,
     fallback: Annotated[
         bool, typer.Option("--fallback/--no-fallback", help="Return sensitive layers to float.")
     ] = True,
@@ -196,6 +200,7 @@ def optimize(
         calib_method=calib_method,
         per_channel=per_channel,
         max_drop=drop,
+        agree_confidence=agree_confidence,
         fallback=fallback,
     )
     artifact = api.optimize(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +44,22 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def compare(
-    reference: np.ndarray, candidate: np.ndarray, labels: Sequence[int] | None = None
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    labels: Sequence[int] | None = None,
+    confidence: float = 0.5,
 ) -> Agreement:
-    """Agreement of ``candidate`` with ``reference`` (outputs of the same samples)."""
+    """Agreement of ``candidate`` with ``reference`` (outputs of the same samples).
+
+    For classifiers, ``by_confidence`` holds top-1 agreement on the samples where the
+    reference's top-1 probability is >= 0.3, >= 0.5 and >= ``confidence``.
+    """
     if reference.ndim == 2 and reference.shape[1] > 1:
         ref_top, cand_top = reference.argmax(1), candidate.argmax(1)
         probs = reference if np.allclose(reference.sum(1), 1, atol=1e-3) else _softmax(reference)
         conf = probs.max(1)
         by_conf = {}
-        for t in (0.3, 0.5):
+        for t in sorted({0.3, 0.5, confidence}):
             mask = conf >= t
             if mask.any():
                 by_conf[f">={t}"] = float((ref_top[mask] == cand_top[mask]).mean())
@@ -76,6 +84,28 @@ class Latency:
     threads: int
 
 
+def time_interleaved(
+    runners: Sequence[Callable[[], object]], *, rounds: int = 5, runs: int = 10, warmup: int = 5
+) -> list[Latency]:
+    """Latency of several zero-argument calls timed in alternating rounds, so drift (thermal,
+    a noisy neighbour) hits them all equally. Threads are whatever each call was set up with."""
+    for fn in runners:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for i, fn in enumerate(runners):
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                fn()
+                times[i].append((time.perf_counter() - t0) * 1e3)
+    out = []
+    for t in times:
+        t.sort()
+        out.append(Latency(statistics.median(t), t[int(0.9 * (len(t) - 1))], len(t), 0))
+    return out
+
+
 def interleaved_latency(
     paths: Sequence[str | Path],
     sample: np.ndarray,
@@ -84,21 +114,9 @@ def interleaved_latency(
     runs: int = 10,
     threads: int = 0,
 ) -> list[Latency]:
-    """Latency of several models measured in alternating rounds, so drift hits them equally."""
+    """Batch-1 onnxruntime latency of several models on one sample, timed interleaved."""
     sessions = [open_session(p, threads=threads) for p in paths]
-    feeds = [{s.get_inputs()[0].name: sample[None]} for s in sessions]
-    for s, f in zip(sessions, feeds, strict=True):
-        for _ in range(5):
-            s.run(None, f)
-    times: list[list[float]] = [[] for _ in paths]
-    for _ in range(rounds):
-        for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                s.run(None, f)
-                times[i].append((time.perf_counter() - t0) * 1e3)
-    out = []
-    for t in times:
-        t.sort()
-        out.append(Latency(statistics.median(t), t[int(0.9 * (len(t) - 1))], len(t), threads))
-    return out
+    runners = [partial(s.run, None, {s.get_inputs()[0].name: sample[None]}) for s in sessions]
+    return [
+        replace(lat, threads=threads) for lat in time_interleaved(runners, rounds=rounds, runs=runs)
+    ]

@@ -30,6 +30,10 @@ from edgeinfer.optimization.sensitivity import rank_isolated, rank_layers
 
 log = logging.getLogger(__name__)
 
+#: a candidate counts as slower than FP32 only beyond this p50 ratio: interleaved timings of
+#: two equal models on a busy 2-core machine differ by a few percent run to run.
+SLOWER_MARGIN = 1.05
+
 PrecisionName = Literal["fp32", "fp16", "int8", "int8-dynamic", "mixed"]
 
 
@@ -42,8 +46,9 @@ class OptimizeConfig:
     per_channel: bool = True
     reduce_range: bool | None = None  # None: from the CPU check
     max_drop: float = 0.01  # fraction (0.01 = 1 point)
+    agree_confidence: float = 0.5  # without labels: agreement counted where FP32 is this sure
     fallback: bool = True
-    latency_rounds: int = 5
+    latency_rounds: int = 7
     threads: int = 0
 
 
@@ -57,10 +62,26 @@ class Samples:
     origin: str = ""
 
 
-def _drop(ref: Agreement, cand: Agreement) -> float:
+def _drop(ref: Agreement, cand: Agreement, confidence: float) -> float:
+    """The drop the fallback keeps within max_drop: accuracy with labels; without, top-1
+    disagreement on the samples FP32 is confident about (flips where FP32 itself hesitates are
+    not accuracy lost); output cosine loss for non-classifiers."""
     if cand.accuracy is not None and ref.reference_accuracy is not None:
         return ref.reference_accuracy - cand.accuracy
-    return 1.0 - cand.value
+    return 1.0 - cand.by_confidence.get(f">={confidence}", cand.value)
+
+
+def drop_metric(config: OptimizeConfig, labels: bool, metric: str) -> str:
+    """Words for what ``_drop`` measured, for the report."""
+    if labels:
+        return "accuracy drop (labels)"
+    if metric == "top1":
+        return f"top-1 disagreement with FP32 where FP32 confidence >= {config.agree_confidence}"
+    return "1 - mean output cosine vs FP32"
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:.0f} us" if value < 1 else f"{value:.3g} ms"
 
 
 def _agreement_dict(a: Agreement) -> dict[str, Any]:
@@ -81,7 +102,7 @@ def optimize_model(
     input_name = onnx.load(str(fp32)).graph.input[0].name
     ref_out = run_outputs(fp32, samples.evaluation, input_name)
     labels = samples.labels
-    ref = compare(ref_out, ref_out, labels)
+    ref = compare(ref_out, ref_out, labels, config.agree_confidence)
     report: dict[str, Any] = {
         "precision_requested": config.precision,
         "max_drop": config.max_drop,
@@ -120,10 +141,15 @@ def optimize_model(
         plain = q.quantize_int8_static(
             fp32, workdir / "int8.onnx", reader, settings, cache_path=cache
         )
-        plain_agree = compare(ref_out, run_outputs(plain, samples.evaluation, input_name), labels)
+        plain_agree = compare(
+            ref_out,
+            run_outputs(plain, samples.evaluation, input_name),
+            labels,
+            config.agree_confidence,
+        )
         report["plain_int8"] = _agreement_dict(plain_agree)
         shutil.copyfile(plain, candidate)
-        drop = _drop(ref, plain_agree)
+        drop = _drop(ref, plain_agree, config.agree_confidence)
         if config.fallback and drop > config.max_drop:
             probe = samples.calib[: min(16, len(samples.calib))]
             matched = {s.name: s for s in rank_layers(fp32, plain, probe)}
@@ -169,14 +195,19 @@ def optimize_model(
     report["kept_in_float"] = kept
     report["sensitivity"] = sensitivity[:20]
 
-    cand_agree = compare(ref_out, run_outputs(candidate, samples.evaluation, input_name), labels)
+    cand_agree = compare(
+        ref_out,
+        run_outputs(candidate, samples.evaluation, input_name),
+        labels,
+        config.agree_confidence,
+    )
     lat_ref, lat_cand = interleaved_latency(
         [fp32, candidate],
         samples.evaluation[0],
         rounds=config.latency_rounds,
         threads=config.threads,
     )
-    drop = _drop(ref, cand_agree)
+    drop = _drop(ref, cand_agree, config.agree_confidence)
     report["fp32"] = {
         "bytes": fp32.stat().st_size,
         "p50_ms": lat_ref.p50,
@@ -194,14 +225,17 @@ def optimize_model(
         "size": candidate.stat().st_size / fp32.stat().st_size,
         "p50": lat_cand.p50 / lat_ref.p50,
     }
-    problems = []
-    if lat_cand.p50 > lat_ref.p50 * 1.02:
-        problems.append(
-            f"slower than FP32 on this machine ({lat_cand.p50:.2f} ms vs {lat_ref.p50:.2f} ms p50)"
-        )
+    problems, notes = [], []
+    timing = f"({_ms(lat_cand.p50)} vs {_ms(lat_ref.p50)} p50)"
+    if lat_cand.p50 > lat_ref.p50 * SLOWER_MARGIN:
+        problems.append(f"slower than FP32 on this machine {timing}")
+    elif lat_cand.p50 > lat_ref.p50:
+        notes.append(f"no faster than FP32 on this machine, within timing noise {timing}")
     if drop > config.max_drop:
         problems.append(f"accuracy drop {drop:.2%} exceeds --max-drop {config.max_drop:.2%}")
     report["problems"] = problems
+    report["notes"] = notes
+    report["drop_metric"] = drop_metric(config, labels is not None, cand_agree.metric)
     report["recommended"] = "fp32" if problems else config.precision
     return report, fp32, candidate
 
@@ -229,8 +263,13 @@ def _fallback_search(
         path = candidate.with_name(f"fallback-{k}.onnx")
         reader.rewind()
         q.quantize_int8_static(fp32, path, reader, settings, exclude=names[:k], cache_path=cache)
-        agree = compare(ref_out, run_outputs(path, samples.evaluation, input_name), samples.labels)
-        drop = _drop(ref, agree)
+        agree = compare(
+            ref_out,
+            run_outputs(path, samples.evaluation, input_name),
+            samples.labels,
+            config.agree_confidence,
+        )
+        drop = _drop(ref, agree, config.agree_confidence)
         trials.append({"kept": k, "drop": drop, "agreement": agree.value})
         return drop <= config.max_drop
 
