@@ -89,33 +89,60 @@ def main() -> None:
         onnx_models["ORT quantize_static defaults"] = _ort_defaults(fp32, tmp / "ortq.onnx", cal)
         samples = Samples(cal, val, origin="benchmarks/photos.py calibration/validation split")
         reports = {}
-        for prec in ("int8", "mixed"):
-            config = OptimizeConfig(precision=prec, max_drop=args.max_drop, threads=THREADS)
-            out = optimize(art.path, tmp / prec, config, samples)
+        variants = {
+            "edgeinfer int8": {"precision": "int8"},
+            # ORT's default calibration (per-tensor MinMax) makes plain INT8 lose agreement:
+            # the fallback has to find a float/INT8 split by itself.
+            "edgeinfer int8, per-tensor minmax + fallback": {
+                "precision": "int8",
+                "per_channel": False,
+                "calib_method": "minmax",
+            },
+            "edgeinfer mixed, per-tensor minmax + fallback": {
+                "precision": "mixed",
+                "per_channel": False,
+                "calib_method": "minmax",
+            },
+        }
+        for label, kw in variants.items():
+            config = OptimizeConfig(max_drop=args.max_drop, threads=THREADS, **kw)
+            out = optimize(art.path, tmp / str(len(reports)), config, samples)
             report = out.manifest.reports["optimize"]
-            reports[prec] = report
+            reports[label] = report
             # Report what the search produced, even where it recommends FP32.
-            rejected = tmp / prec / f"efficientnet-lite0.{prec}.rejected.onnx"
-            onnx_models[f"edgeinfer {prec}"] = rejected if rejected.exists() else out.model_path
-        plain = {"ours, no fallback": None}
-        plain_out = optimize(art.path, tmp / "plain", OptimizeConfig(
-            precision="int8", fallback=False, max_drop=1.0, threads=THREADS), samples)
+            rejected = list(out.path.glob("*.rejected.onnx"))
+            onnx_models[label] = rejected[0] if rejected else out.model_path
+        plain_out = optimize(
+            art.path,
+            tmp / "plain",
+            OptimizeConfig(precision="int8", fallback=False, max_drop=1.0, threads=THREADS),
+            samples,
+        )
         onnx_models["edgeinfer int8, fallback off"] = plain_out.model_path
-        del plain
 
         rows = {}
         for name, path in onnx_models.items():
-            rows[name] = {"path": path, "outputs": run_outputs(path, test),
-                          "bytes": path.stat().st_size}
+            rows[name] = {
+                "path": path,
+                "outputs": run_outputs(path, test),
+                "bytes": path.stat().st_size,
+            }
         sessions = [open_session(r["path"], threads=THREADS) for r in rows.values()]
         runners = [partial(s.run, None, {"input": test[0][None]}) for s in sessions]
 
-        tfl = edgeinfer.convert(art.path, tmp / "tfl8", edgeinfer.ConvertConfig(
-            "tflite", int8=True), calib=_npy(tmp, cal))
-        tfl32 = edgeinfer.convert(art.path, tmp / "tfl32", edgeinfer.ConvertConfig("tflite"),
-                                  calib=_npy(tmp, cal[:20]))
-        for name, a in (("TFLite FP32 (LiteRT)", tfl32), ("TFLite full-integer (TF converter)",
-                                                           tfl)):
+        tfl = edgeinfer.convert(
+            art.path,
+            tmp / "tfl8",
+            edgeinfer.ConvertConfig("tflite", int8=True),
+            calib=_npy(tmp, cal),
+        )
+        tfl32 = edgeinfer.convert(
+            art.path, tmp / "tfl32", edgeinfer.ConvertConfig("tflite"), calib=_npy(tmp, cal[:20])
+        )
+        for name, a in (
+            ("TFLite FP32 (LiteRT)", tfl32),
+            ("TFLite full-integer (TF converter)", tfl),
+        ):
             outputs, engine = _tflite_outputs(a, test)
             rows[name] = {"outputs": outputs, "bytes": a.model_path.stat().st_size}
             feed = {engine.inputs[0].name: np.ascontiguousarray(test[:1].transpose(0, 2, 3, 1))}
@@ -123,30 +150,53 @@ def main() -> None:
         latencies = time_interleaved(runners, rounds=7, runs=10)
 
     base = rows["ONNX Runtime FP32"]
-    table = Table(title=f"EfficientNet-Lite0 on {len(test_p)} held-out photos "
-                        f"(calibration {len(cal_p)}, validation {len(val_p)}), {THREADS} threads")
-    for col in ("model", "size MB", "size ratio", "p50 ms", "p90 ms", "p50 ratio",
-                "agree all", "agree conf>=0.5", "agree conf>=0.3"):
+    table = Table(
+        title=f"EfficientNet-Lite0 on {len(test_p)} held-out photos "
+        f"(calibration {len(cal_p)}, validation {len(val_p)}), {THREADS} threads"
+    )
+    for col in (
+        "model",
+        "size MB",
+        "size ratio",
+        "p50 ms",
+        "p90 ms",
+        "p50 ratio",
+        "agree all",
+        "agree conf>=0.5",
+        "agree conf>=0.3",
+    ):
         table.add_column(col, justify="left" if col == "model" else "right")
     result = {}
     for (name, row), lat in zip(rows.items(), latencies, strict=True):
         agree = compare(ref, row["outputs"])
         result[name] = {
-            "bytes": row["bytes"], "size_ratio": row["bytes"] / base["bytes"],
-            "p50_ms": lat.p50, "p90_ms": lat.p90, "p50_ratio": lat.p50 / latencies[0].p50,
-            "agreement": agree.value, "agreement_conf_0.5": agree.by_confidence.get(">=0.5"),
+            "bytes": row["bytes"],
+            "size_ratio": row["bytes"] / base["bytes"],
+            "p50_ms": lat.p50,
+            "p90_ms": lat.p90,
+            "p50_ratio": lat.p50 / latencies[0].p50,
+            "agreement": agree.value,
+            "agreement_conf_0.5": agree.by_confidence.get(">=0.5"),
             "agreement_conf_0.3": agree.by_confidence.get(">=0.3"),
         }
         r = result[name]
-        table.add_row(name, f"{r['bytes'] / 1e6:.2f}", f"{r['size_ratio']:.2f}x",
-                      f"{lat.p50:.2f}", f"{lat.p90:.2f}", f"{r['p50_ratio']:.2f}x",
-                      f"{agree.value:.3f}", _fmt(r["agreement_conf_0.5"]),
-                      _fmt(r["agreement_conf_0.3"]))
+        table.add_row(
+            name,
+            f"{r['bytes'] / 1e6:.2f}",
+            f"{r['size_ratio']:.2f}x",
+            f"{lat.p50:.2f}",
+            f"{lat.p90:.2f}",
+            f"{r['p50_ratio']:.2f}x",
+            f"{agree.value:.3f}",
+            _fmt(r["agreement_conf_0.5"]),
+            _fmt(r["agreement_conf_0.3"]),
+        )
     probs = np.exp(ref - ref.max(1, keepdims=True))
     conf = (probs / probs.sum(1, keepdims=True)).max(1)
     extra = {
         "test_photos": len(test_p),
-        "conf>=0.5": int((conf >= 0.5).sum()), "conf>=0.3": int((conf >= 0.3).sum()),
+        "conf>=0.5": int((conf >= 0.5).sum()),
+        "conf>=0.3": int((conf >= 0.3).sum()),
         "kept_in_float": {p: reports[p]["kept_in_float"] for p in reports},
         "recommended": {p: reports[p]["recommended"] for p in reports},
         "tflite_fp32_cosine": tfl32.manifest.reports["convert"]["cosine"],
@@ -156,11 +206,14 @@ def main() -> None:
         print(json.dumps({"rows": result, **extra}, indent=2))
         return
     console.print(table)
-    console.print(f"test photos with FP32 confidence >=0.5: {extra['conf>=0.5']}, >=0.3: "
-                  f"{extra['conf>=0.3']}")
+    console.print(
+        f"test photos with FP32 confidence >=0.5: {extra['conf>=0.5']}, >=0.3: {extra['conf>=0.3']}"
+    )
     for p in reports:
-        console.print(f"edgeinfer {p}: kept in float {extra['kept_in_float'][p]}; recommended "
-                      f"{extra['recommended'][p]}; problems {reports[p]['problems']}")
+        console.print(
+            f"{p}: kept in float {extra['kept_in_float'][p]}; recommended "
+            f"{extra['recommended'][p]}; problems {reports[p]['problems']}"
+        )
     console.print(f"TFLite FP32 cosine vs ONNX (worst sample): {extra['tflite_fp32_cosine']:.5f}")
 
 

@@ -183,6 +183,18 @@ def test_weight_only_int8_keeps_float_activations(tmp_path):
     assert compare(run_outputs(src, x), run_outputs(dst, x)).value >= 0.95
 
 
+def test_labels_without_eval_set_and_too_little_data_are_errors(tmp_path):
+    from edgeinfer.optimization.optimizer import build_samples
+
+    art = _artifact(tmp_path, _classifier())
+    npy = tmp_path / "calib.npy"
+    np.save(npy, _samples().calib[:3])
+    with pytest.raises(EdgeInferError, match="--labels needs --eval"):
+        build_samples(art, npy, labels_file=tmp_path / "labels.txt")
+    with pytest.raises(EdgeInferError, match="at least 4"):
+        build_samples(art, npy)
+
+
 def test_read_labels(tmp_path):
     f = tmp_path / "labels.txt"
     f.write_text("a.jpg 3\nb.jpg cat\n# comment\n")
