@@ -97,6 +97,11 @@ def optimize_report_html(name: str, report: dict[str, Any]) -> str:
     )
     if not report["problems"]:
         verdict = f'<p class="ok">Recommended: {html.escape(report["recommended"])}</p>'
+    if "fallback_latency" in report:
+        f = report["fallback_latency"]
+        verdict += (f"<p>{len(report['kept_in_float'])} layers kept in float cost "
+                    f"{f['ratio']:.2f}x the latency of INT8 everywhere "
+                    f"({f['result_p50_ms']:.2f} vs {f['plain_int8_p50_ms']:.2f} ms).</p>")
     sens = report.get("sensitivity") or []
     kept = set(report.get("kept_in_float") or [])
     sens_rows = "".join(

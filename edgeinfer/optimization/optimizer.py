@@ -201,12 +201,16 @@ def optimize_model(
         labels,
         config.agree_confidence,
     )
-    lat_ref, lat_cand = interleaved_latency(
-        [fp32, candidate],
-        samples.evaluation[0],
-        rounds=config.latency_rounds,
-        threads=config.threads,
+    timed = [fp32, candidate] + ([workdir / "int8.onnx"] if kept else [])
+    lat_ref, lat_cand, *lat_plain = interleaved_latency(
+        timed, samples.evaluation[0], rounds=config.latency_rounds, threads=config.threads
     )
+    if lat_plain:  # what keeping layers in float costs, against INT8 everywhere
+        report["fallback_latency"] = {
+            "plain_int8_p50_ms": lat_plain[0].p50,
+            "result_p50_ms": lat_cand.p50,
+            "ratio": lat_cand.p50 / lat_plain[0].p50,
+        }
     drop = _drop(ref, cand_agree, config.agree_confidence)
     report["fp32"] = {
         "bytes": fp32.stat().st_size,

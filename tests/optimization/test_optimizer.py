@@ -158,6 +158,7 @@ def test_fallback_engages_and_names_the_layers_it_kept(tmp_path):
     assert len(report["kept_in_float"]) <= 2
     assert report["sensitivity"][0]["name"] in ("/b/Conv", "/head/Gemm")
     assert report["fallback_trials"][-1]["drop"] <= 0.05
+    assert report["fallback_latency"]["ratio"] > 0  # what the float layers cost is measured
     # Accuracy is within budget now; on a model this tiny, Q/DQ overhead may still make it
     # slower than FP32, and then the report must say that (and only that).
     assert not any("max-drop" in p for p in report["problems"])
