@@ -44,6 +44,7 @@ from torch import nn
 
 import edgeinfer
 from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
+from edgeinfer.optimization.calibration import CalibrationReader
 from edgeinfer.optimization.evaluate import interleaved_latency, run_outputs
 from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, optimize
 
@@ -165,19 +166,6 @@ def make_artifact(model: nn.Module, side: int, workdir: Path, name: str) -> Arti
     )
 
 
-class _Reader:
-    """An onnxruntime CalibrationDataReader over preprocessed samples (batch 1 each)."""
-
-    def __init__(self, data: np.ndarray, input_name: str) -> None:
-        self.data, self.name, self.i = data, input_name, 0
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.i >= len(self.data):
-            return None
-        self.i += 1
-        return {self.name: self.data[self.i - 1][None]}
-
-
 def ort_default_int8(src: Path, dst: Path, calib: np.ndarray) -> Path:
     """The peer: onnxruntime's quantize_static with every setting left at its default."""
     from onnxruntime.quantization import quantize_static
@@ -187,7 +175,7 @@ def ort_default_int8(src: Path, dst: Path, calib: np.ndarray) -> Path:
     root.setLevel(logging.ERROR)  # its "consider pre-processing" advice, printed every call
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            quantize_static(str(src), str(dst), _Reader(calib, "input"))
+            quantize_static(str(src), str(dst), CalibrationReader(calib, "input"))
     finally:
         root.setLevel(level)
     return dst

@@ -9,70 +9,24 @@ accuracy really is accuracy against those labels. Self-contained: nothing is cac
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, optimize
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
-nn = torch.nn
+
+# The data split, model and training are the benchmark's own (benchmarks/digits_int8.py), so
+# what CI asserts is what the benchmark measures.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+digits = pytest.importorskip("digits_int8")
 
 SIDE = 16
-
-
-def _splits(seed: int = 0):
-    """Stratified 60/10/30 train/calibration/test, pixels / 16, upsampled to 16x16."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = torch.nn.functional.interpolate(
-        torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None],
-        size=(SIDE, SIDE),
-        mode="bilinear",
-        align_corners=False,
-    ).numpy()
-    y = d.target.astype(np.int64)
-    idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=0.30, stratify=y, random_state=seed)
-    train, calib = train_test_split(rest, test_size=1 / 7, stratify=y[rest], random_state=seed)
-    return (x[train], y[train]), (x[calib], y[calib]), (x[test], y[test])
-
-
-def _train(x: np.ndarray, y: np.ndarray, epochs: int = 12) -> nn.Module:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
-        torch.manual_seed(0)
-        model = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1, stride=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1, stride=2, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
-        )  # fmt: skip
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-        steps = epochs * -(-len(x) // 64)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        gen = torch.Generator().manual_seed(0)
-        model.train()
-        for _ in range(epochs):
-            perm = torch.randperm(len(xt), generator=gen)
-            for i in range(0, len(xt), 64):
-                b = perm[i : i + 64]
-                loss = nn.functional.cross_entropy(model(xt[b]), yt[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-        return model.eval()
-    finally:
-        torch.use_deterministic_algorithms(False)
-        torch.set_num_threads(threads)
 
 
 def _ort_accuracy(path, x: np.ndarray, y: np.ndarray) -> float:
@@ -84,17 +38,11 @@ def _ort_accuracy(path, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def test_int8_on_digits_keeps_accuracy_within_one_point(tmp_path):
-    import edgeinfer
-
-    (x_tr, y_tr), (x_cal, _), (x_te, y_te) = _splits()
+    d = digits.load_digits_splits(SIDE)
+    x_cal, x_te, y_te = d.x_calib, d.x_test, d.y_test
     assert len(x_cal) == 180 and len(x_te) == 540
-    model = _train(x_tr, y_tr)
-    onnx_path = edgeinfer.export(model, torch.zeros(1, 1, SIDE, SIDE), tmp_path / "digits.onnx")
-    art = Artifact.create(
-        tmp_path / "digits-fp32", onnx_path, name="digits", task="classification",
-        inputs=(InputSpec(name="input", shape=(1, 1, SIDE, SIDE)),), decoder="classification",
-        labels=[str(i) for i in range(10)], source=SourceInfo(name="digits"),
-    )  # fmt: skip
+    model = digits.train(d.x_train, d.y_train, (16, 32, 64), epochs=12)
+    art = digits.make_artifact(model, SIDE, tmp_path, "digits")
     fp32_acc = _ort_accuracy(art.model_path, x_te, y_te)
     assert fp32_acc >= 0.95  # a real classifier on real labelled data
 
