@@ -29,6 +29,7 @@ __all__ = [
     "Manifest",
     "ModelFile",
     "Preprocess",
+    "RuntimeConfig",
     "SourceInfo",
     "file_sha256",
     "load_artifact",
@@ -88,6 +89,19 @@ class SourceInfo(_Frozen):
     origin: str | None = None
 
 
+class RuntimeConfig(_Frozen):
+    """The backend and options chosen for this artifact (by ``edgeinfer tune``); ``Engine``
+    uses them unless the caller names others."""
+
+    backend: str
+    threads: int = 0
+    device: Literal["cpu", "gpu", "auto"] = "cpu"
+    hint: Literal["latency", "throughput"] = "latency"
+    streams: int = 0
+    compute_precision: Literal["f32", "bf16", "f16", "default"] = "f32"
+    chosen_by: str = "tune"
+
+
 class Manifest(_Frozen):
     """The artifact manifest (``edgeinfer.json``)."""
 
@@ -103,6 +117,7 @@ class Manifest(_Frozen):
     decoder_params: dict[str, Any] = Field(default_factory=dict)
     source: SourceInfo
     tools: dict[str, str] = Field(default_factory=dict)
+    runtime: RuntimeConfig | None = None
     reports: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -11,6 +11,7 @@ mapped at the boundary with ``raise X(...) from exc``.
     ├── ShapeError            dynamic dimension not resolved, wrong input shape
     ├── ArtifactError         bad manifest, unknown manifest version, missing model file
     ├── MissingDependencyError  an optional extra is not installed
+    ├── DeviceUnavailableError  an accelerator was asked for and none is usable
     └── ZooError              unknown zoo name
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
+    "DeviceUnavailableError",
     "EdgeInferError",
     "MissingDependencyError",
     "ModelLoadError",
@@ -51,6 +53,10 @@ class ArtifactError(EdgeInferError):
 
 class MissingDependencyError(EdgeInferError):
     """An optional dependency is missing; the message names the extra that installs it."""
+
+
+class DeviceUnavailableError(EdgeInferError):
+    """An accelerator (GPU provider, delegate or plugin) was asked for and none is usable."""
 
 
 class ZooError(EdgeInferError):

@@ -1,14 +1,21 @@
 """One way to open an onnxruntime CPU session, shared by every layer that needs one.
 
 Graph reading (shape measurement), optimization (evaluation, sensitivity), conversion checks
-and the runtime backend all open sessions; they do it here so that options (quiet logs, no
-spinning worker threads) and the one-line load error stay the same everywhere. onnxruntime is
+and the runtime backend all open sessions; they do it here so that options (quiet logs, worker
+threads that stop spinning when a run ends) and the one-line load error stay the same everywhere.
+
+Spinning, measured on EfficientNet-Lite0 with 2 threads (docs/benchmarks.md): ORT's default
+(workers spin after every run) costs a few percent of a core while idle; turning spinning off
+(``session.intra_op.allow_spinning=0``) makes each run about 35% slower, because workers then
+sleep between the ~60 small ops of one run. ``session.force_spinning_stop=1`` keeps spinning
+inside a run and parks the workers when it ends: default latency, no idle cost. onnxruntime is
 a core dependency, so this module sits at the bottom of the import graph beside ``errors``.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,8 +48,10 @@ def open_session(
     threads: int = 0,
     allow_spinning: bool = False,
     optimize: bool = True,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> ort.InferenceSession:
-    """A CPU InferenceSession; idle worker threads do not spin unless ``allow_spinning``.
+    """An InferenceSession whose worker threads stop spinning between runs unless
+    ``allow_spinning`` (ORT's default: keep spinning after each run, burning idle CPU).
 
     ``model`` is a path or serialized bytes; ``optimize=False`` runs the graph as written.
     """
@@ -52,16 +61,45 @@ def open_session(
         so.intra_op_num_threads = threads
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    if not allow_spinning:
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, so, providers=list(providers))
     except Exception as exc:
         name = "the model" if isinstance(model, bytes) else str(model)
+        op = unsupported_op(str(exc))
+        if op:
+            raise ModelLoadError(
+                f"onnxruntime cannot run {name}: it has no kernel for op {op}; replace the op, "
+                "or run the model in another backend (--backend openvino)"
+            ) from exc
         raise ModelLoadError(
             f"onnxruntime cannot load {name} ({str(exc).splitlines()[0][:160]}): "
             "check the file with `edgeinfer inspect`"
         ) from exc
+
+
+#: how onnxruntime names an op it cannot run, in its load errors
+_OP_PATTERNS = (
+    re.compile(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'"),
+    re.compile(r"([\w.]+:\w+)\(-?\d+\) is not a registered function/op"),
+    re.compile(r"[Nn]o (?:[Oo]p|schema) registered for (\w+) with domain_version of (\d+)"),
+)
+
+
+def unsupported_op(message: str) -> str | None:
+    """``'Foo'`` (with node name or opset where known) if ``message`` is ORT's missing-op error."""
+    for pattern in _OP_PATTERNS:
+        m = pattern.search(message)
+        if m:
+            op = f"'{m.group(1)}'"
+            if len(m.groups()) == 3:
+                op += f" (opset {m.group(2)}, node '{m.group(3)}')"
+            elif len(m.groups()) == 2:
+                op += f" (opset {m.group(2)})"
+            return op
+    return None
 
 
 def with_outputs(model: onnx.ModelProto, names: Sequence[str]) -> bytes:

@@ -22,11 +22,14 @@ def test_with_outputs_exposes_intermediate_tensors():
     assert [o.name for o in model.graph.output] == ["y"]  # the original is untouched
 
 
-def test_spinning_is_off_by_default_and_threads_are_set(tiny_onnx):
+def test_spinning_stops_between_runs_by_default_and_threads_are_set(tiny_onnx):
     sess = open_session(tiny_onnx, threads=1)
     opts = sess.get_session_options()
     assert opts.intra_op_num_threads == 1
-    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
+    spinning = open_session(tiny_onnx, allow_spinning=True).get_session_options()
+    with pytest.raises(RuntimeError):  # ORT's default: no such entry, workers keep spinning
+        spinning.get_session_config_entry("session.force_spinning_stop")
 
 
 def test_load_failure_is_one_line_naming_the_file(tmp_path):

@@ -1,7 +1,15 @@
-"""The Engine: one model loaded in one backend, behind a small backend-neutral interface."""
+"""The Engine: one model loaded in one backend, behind a small backend-neutral interface.
+
+The backend and its options come from the caller, else from the artifact's ``runtime``
+section (written by ``edgeinfer tune``), else from the model format's default. On load the
+Engine runs one warm-up inference (kernels are compiled, arenas planned, pages touched), so
+the first real request does not pay the cold start; ``warmup_s`` is what that cost.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +25,58 @@ from edgeinfer.runtime.backends import (
 )
 
 
+def _dtype_or_none(name: str) -> np.dtype | None:
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None
+
+
 class Engine:
-    """A loaded model. Immutable after load; ``run`` checks feeds against the input specs."""
+    """A loaded model; ``run`` checks feeds against the input specs, then calls the backend."""
 
     def __init__(
         self,
         artifact: Artifact,
         backend: str | None = None,
         options: BackendOptions | None = None,
+        *,
+        warmup: bool = True,
     ) -> None:
         self.artifact = artifact
-        fmt = artifact.manifest.model.format
-        name = backend or DEFAULT_BACKEND.get(fmt)
+        m = artifact.manifest
+        runtime = m.runtime
+        name = backend or (runtime.backend if runtime else None) or DEFAULT_BACKEND.get(
+            m.model.format
+        )
         if name is None:
             raise EdgeInferError(
-                f"no backend runs {fmt} models yet: use an ONNX or TFLite artifact"
+                f"no backend runs {m.model.format} models yet: use an ONNX or TFLite artifact"
             )
-        self.backend: Backend = create_backend(name, artifact.model_path, options)
+        if options is None and runtime is not None and runtime.backend == name:
+            fields = runtime.model_dump(exclude={"backend", "chosen_by"})
+            options = BackendOptions(**fields)
+        self.options = options or BackendOptions()
+        t0 = time.perf_counter()
+        self.backend: Backend = create_backend(name, artifact.model_path, self.options)
+        self.load_s = time.perf_counter() - t0
+        quantizes = getattr(self.backend, "quantizes_float_inputs", False)
+        self._checks = [
+            (
+                s.name,
+                len(s.shape),
+                [(i, d) for i, d in enumerate(s.shape) if d is not None],
+                _dtype_or_none(s.dtype),
+                quantizes and np.dtype(s.dtype).kind in "iu",
+            )
+            for s in self.backend.inputs
+        ]
+        self.warmup_s: float | None = self._warm_up() if warmup else None
+
+    @property
+    def name(self) -> str:
+        """The backend's name (ort, litert, openvino, reference)."""
+        return self.backend.name
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -45,30 +88,89 @@ class Engine:
         """Output specs as the backend reports them."""
         return self.backend.outputs
 
+    def describe(self) -> dict[str, object]:
+        """Backend, device and options, JSON-ready (for reports)."""
+        return {
+            "backend": self.backend.name,
+            "device": getattr(self.backend, "device", "cpu"),
+            **asdict(self.options),
+        }
+
+    def example_feeds(self) -> dict[str, np.ndarray] | None:
+        """Zero feeds of the input shapes (dynamic dims from the manifest), or None when a
+        dimension is known to neither the backend nor the manifest."""
+        declared = {i.name: i.shape for i in self.artifact.manifest.inputs}
+        ordered = [i.shape for i in self.artifact.manifest.inputs]
+        feeds = {}
+        for k, spec in enumerate(self.inputs):
+            fallback = declared.get(spec.name) or (ordered[k] if k < len(ordered) else None)
+            shape = []
+            for j, d in enumerate(spec.shape):
+                if d is None:
+                    if fallback is None or len(fallback) != len(spec.shape) or fallback[j] <= 0:
+                        return None
+                    d = fallback[j]
+                shape.append(d)
+            dtype = _dtype_or_none(spec.dtype) or np.dtype(np.float32)
+            feeds[spec.name] = np.zeros(shape, dtype)
+        return feeds
+
+    def _warm_up(self) -> float | None:
+        feeds = self.example_feeds()
+        if feeds is None:
+            return None
+        t0 = time.perf_counter()
+        self.backend.run(feeds)
+        return time.perf_counter() - t0
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run one inference after checking names, ranks and fixed dimensions of ``feeds``."""
-        for spec in self.inputs:
-            if spec.name not in feeds:
+        """Run one inference after checking names, ranks, fixed dimensions and dtypes."""
+        for name, rank, fixed, dtype, quantizes in self._checks:
+            arr = feeds.get(name)
+            if arr is None:
                 raise ShapeError(
-                    f"missing input '{spec.name}': the model's inputs are "
+                    f"missing input '{name}': the model's inputs are "
                     f"{[s.name for s in self.inputs]}"
                 )
-            arr = feeds[spec.name]
-            if len(arr.shape) != len(spec.shape) or any(
-                d is not None and d != a for d, a in zip(spec.shape, arr.shape, strict=True)
-            ):
+            shape = arr.shape
+            if len(shape) != rank or any(shape[i] != d for i, d in fixed):
+                spec = next(s for s in self.inputs if s.name == name)
                 raise ShapeError(
-                    f"input '{spec.name}' has shape {list(arr.shape)}, the model "
+                    f"input '{name}' has shape {list(shape)}, the model "
                     f"expects {[d if d is not None else '?' for d in spec.shape]}: "
                     "fix the shape (see `edgeinfer inspect`)"
                 )
+            if dtype is not None and arr.dtype != dtype and not (
+                quantizes and arr.dtype.kind == "f"
+            ):
+                raise ShapeError(
+                    f"input '{name}' is {arr.dtype}, the model expects {dtype}: "
+                    f"convert it with .astype(np.{dtype})"
+                )
         return self.backend.run(feeds)
+
+    def close(self) -> None:
+        """Release the backend; the Engine is unusable afterwards."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @classmethod
     def open(
-        cls, path: str | Path, backend: str | None = None, options: BackendOptions | None = None
+        cls,
+        path: str | Path,
+        backend: str | None = None,
+        options: BackendOptions | None = None,
+        *,
+        warmup: bool = True,
     ) -> Engine:
         """Load an artifact directory or a bare model file into an Engine."""
         from edgeinfer.api import load
 
-        return cls(load(path), backend, options)
+        return cls(load(path), backend, options, warmup=warmup)

@@ -1,18 +1,25 @@
 """Backends, one module each, imported only when used (``edgeinfer.runtime.backends.<name>``).
 
 A backend module defines ``create(path, options) -> Backend``. Backends never import each other.
+The registry below says which Python package each one needs, which extra installs it, and
+which model formats it reads, so that a missing backend is one line naming the extra, and
+``bench``/``tune`` know what to try on a model without importing anything.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.errors import EdgeInferError, MissingDependencyError
+
+Device = Literal["cpu", "gpu", "auto"]
+Hint = Literal["latency", "throughput"]
 
 
 @dataclass(frozen=True)
@@ -26,42 +33,108 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class BackendOptions:
-    """Options common to backends."""
+    """Options common to backends; each backend maps them onto its own knobs.
 
-    threads: int = 0  # 0: the backend's default
+    ``threads``: 0 is the backend's default. ``allow_spinning``: let ONNX Runtime's idle worker
+    threads keep spinning after a run (its default; burns CPU while idle); by default they spin
+    only inside a run. ``device``: ``gpu`` asks for the accelerator (CUDA/TensorRT provider,
+    LiteRT GPU delegate, OpenVINO GPU plugin) and fails if there is none; ``auto`` takes it when
+    present. ``hint``: OpenVINO's performance hint. ``streams``: OpenVINO streams (0: from the
+    hint). ``compute_precision``: what OpenVINO computes in (``f32`` keeps results independent
+    of the CPU; ``bf16`` and ``f16`` are faster where the CPU has those units; ``default`` lets
+    the plugin choose). ``providers``: ONNX Runtime providers to use instead of those
+    ``device`` picks. ``io_binding``: ONNX Runtime I/O binding into pooled output buffers (None:
+    on an accelerator only).
+    """
+
+    threads: int = 0
     allow_spinning: bool = False
+    device: Device = "cpu"
+    hint: Hint = "latency"
+    streams: int = 0
+    compute_precision: Literal["f32", "bf16", "f16", "default"] = "f32"
+    providers: tuple[str, ...] = ()
+    io_binding: bool | None = None
 
 
 class Backend(Protocol):
-    """What the Engine needs from a runtime: specs and a run call."""
+    """What the Engine needs from a runtime: specs, a run call and close."""
 
     name: str
+    device: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run one inference and return the outputs in ``outputs`` order."""
+        """Run one inference and return new arrays in ``outputs`` order."""
+        ...
+
+    def close(self) -> None:
+        """Release the runtime's resources; the backend is unusable afterwards."""
         ...
 
 
-#: backend name -> (module, extra that installs it)
-KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
-    "ort": ("edgeinfer.runtime.backends.ort", "core"),
-    "litert": ("edgeinfer.runtime.backends.litert", "litert"),
-    "openvino": ("edgeinfer.runtime.backends.openvino", "openvino"),
+@dataclass(frozen=True)
+class BackendInfo:
+    """A registry entry: where the backend lives and what it needs."""
+
+    module: str
+    package: str  # the Python package it imports
+    extra: str  # `pip install 'edgeinfer[extra]'`; "core" when always installed
+    formats: tuple[str, ...]  # model formats it reads
+
+
+KNOWN_BACKENDS: dict[str, BackendInfo] = {
+    "ort": BackendInfo("edgeinfer.runtime.backends.ort", "onnxruntime", "core", ("onnx",)),
+    "litert": BackendInfo(
+        "edgeinfer.runtime.backends.litert", "ai_edge_litert", "litert", ("tflite",)
+    ),
+    "openvino": BackendInfo(
+        "edgeinfer.runtime.backends.openvino",
+        "openvino",
+        "openvino",
+        ("openvino", "onnx", "tflite"),
+    ),
+    "reference": BackendInfo(
+        "edgeinfer.runtime.backends.reference", "onnx", "core", ("onnx",)
+    ),
 }
 
 #: model file format -> the backend used when none is named
 DEFAULT_BACKEND = {"onnx": "ort", "tflite": "litert", "openvino": "openvino"}
 
+#: backends fit for timing: the reference backend is for correctness only
+PRODUCTION_BACKENDS = ("ort", "litert", "openvino")
+
+
+def is_installed(name: str) -> bool:
+    """Whether the package backend ``name`` needs can be imported (nothing is imported)."""
+    return importlib.util.find_spec(KNOWN_BACKENDS[name].package) is not None
+
+
+def available_backends(fmt: str | None = None, *, production: bool = True) -> list[str]:
+    """Installed backends (that read ``fmt``, if given); without the reference backend unless
+    ``production`` is False."""
+    names = PRODUCTION_BACKENDS if production else tuple(KNOWN_BACKENDS)
+    return [
+        n
+        for n in names
+        if is_installed(n) and (fmt is None or fmt in KNOWN_BACKENDS[n].formats)
+    ]
+
 
 def create_backend(name: str, path: str | Path, options: BackendOptions | None = None) -> Backend:
     """Load ``path`` in the backend called ``name``."""
     try:
-        module_name, _extra = KNOWN_BACKENDS[name]
+        info = KNOWN_BACKENDS[name]
     except KeyError:
         raise EdgeInferError(
             f"unknown backend '{name}': choose one of {sorted(KNOWN_BACKENDS)}"
         ) from None
-    module = importlib.import_module(module_name)
+    if not is_installed(name):
+        raise MissingDependencyError(
+            f"backend '{name}' needs the Python package '{info.package}', which is not "
+            f"installed: run `pip install 'edgeinfer[{info.extra}]'`"
+        )
+    module = importlib.import_module(info.module)
     return module.create(Path(path), options or BackendOptions())
