@@ -160,3 +160,44 @@ def render_optimize(report: dict[str, Any], console: Console) -> None:
         )
     if not report["problems"]:
         console.print(f"[green]recommended:[/green] {report['recommended']}")
+
+
+def render_tune(report: dict[str, Any], console: Console) -> None:
+    """The candidates ``tune`` tried, fastest first, and the winner against the baseline."""
+    table = Table(title=f"tune: {report['objective']}, max drop {report['max_drop']:.2%}")
+    for col in ("candidate", "status", "drop", "screen p50", "final p50", "p90", "fps", "size"):
+        table.add_column(
+            col,
+            justify="left" if col in ("candidate", "status") else "right",
+            no_wrap=col != "status",
+        )
+
+    def ms(v: float | None) -> str:
+        return "" if v is None else f"{v:.2f} ms"
+
+    rows = sorted(
+        report["candidates"],
+        key=lambda c: (c["status"] != "ok", c.get("p50_ms") or 1e9, c["screen_p50_ms"] or 1e9),
+    )
+    for c in rows:
+        label = c["label"] + (" *" if c["label"] == report["winner"] else "")
+        status = c["status"] if c["status"] == "ok" else f"{c['status']}: {c['reason'][:60]}"
+        table.add_row(
+            label,
+            status,
+            "" if c["drop"] is None else f"{c['drop']:.2%}",
+            ms(c["screen_p50_ms"]),
+            ms(c.get("p50_ms")),
+            ms(c.get("p90_ms")),
+            "" if c.get("throughput_fps") is None else f"{c['throughput_fps']:.0f}",
+            human_bytes(c["bytes"]),
+        )
+    console.print(table)
+    b = report["baseline"]
+    console.print(
+        f"winner: [bold]{report['winner']}[/bold] {report['winner_p50_ms']:.2f} ms p50; "
+        f"baseline ({b['label']}) {b['p50_ms']:.2f} ms: "
+        f"speed-up [bold]{report['speedup_vs_baseline']:.2f}x[/bold]"
+    )
+    for note in report["notes"]:
+        console.print(f"note: {note}")
