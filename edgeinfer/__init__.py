@@ -9,6 +9,8 @@ Public API::
     artifact = edgeinfer.load("artifact_dir")               # validated manifest
     edgeinfer.zoo_get("efficientnet-lite0", "out/effnet")   # pretrained, offline
     engine = edgeinfer.Engine(artifact)                      # run it
+    edgeinfer.bench(["model.onnx"], backends="all", threads=[1, 2])  # every backend, timed
+    edgeinfer.tune("model.onnx", "art-tuned", calib="img/")  # fastest config within 1% drop
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from edgeinfer.errors import (
 if TYPE_CHECKING:
     from edgeinfer.api import convert, inspect, load, optimize
     from edgeinfer.artifact import Artifact
+    from edgeinfer.benchmark import bench
     from edgeinfer.conversion import ConvertConfig
     from edgeinfer.optimization.optimizer import OptimizeConfig
     from edgeinfer.runtime.engine import Engine
+    from edgeinfer.tuning import TuneConfig, tune
 
 __version__ = "0.1.0"
 
@@ -44,13 +48,16 @@ __all__ = [
     "ModelLoadError",
     "OptimizeConfig",
     "ShapeError",
+    "TuneConfig",
     "UnsupportedOpsetError",
     "ZooError",
+    "bench",
     "convert",
     "export",
     "inspect",
     "load",
     "optimize",
+    "tune",
     "zoo_get",
 ]
 
@@ -58,6 +65,7 @@ _LAZY = {
     "Artifact": ("edgeinfer.artifact", "Artifact"),
     "ConvertConfig": ("edgeinfer.conversion", "ConvertConfig"),
     "OptimizeConfig": ("edgeinfer.optimization.optimizer", "OptimizeConfig"),
+    "bench": ("edgeinfer.benchmark", "bench"),
     "convert": ("edgeinfer.api", "convert"),
     "optimize": ("edgeinfer.api", "optimize"),
     "Engine": ("edgeinfer.runtime.engine", "Engine"),
@@ -65,6 +73,8 @@ _LAZY = {
     "inspect": ("edgeinfer.api", "inspect"),
     "load": ("edgeinfer.api", "load"),
     "zoo_get": ("edgeinfer.zoo", "get"),
+    "tune": ("edgeinfer.tuning", "tune"),
+    "TuneConfig": ("edgeinfer.tuning", "TuneConfig"),
 }
 
 

@@ -58,6 +58,25 @@ def _parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] 
     return shapes
 
 
+def _parse_drop(max_drop: str) -> float:
+    """``1%`` or ``0.01`` -> 0.01."""
+    text = max_drop.strip().rstrip("%")
+    try:
+        return float(text) / (100 if max_drop.strip().endswith("%") else 1)
+    except ValueError:
+        raise EdgeInferError(f"bad --max-drop '{max_drop}': write it like 1% or 0.01") from None
+
+
+def _csv(value: str | None, cast: type = str) -> tuple:
+    """``"a,b"`` -> ``("a", "b")`` (cast each); None or empty -> ()."""
+    if not value:
+        return ()
+    try:
+        return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise EdgeInferError(f"bad list '{value}': write it comma-separated, like 1,2") from None
+
+
 def _resolve_model(model: str) -> Path:
     """A path as given, or a zoo name built into the user cache directory."""
     path = Path(model)
@@ -190,11 +209,7 @@ def optimize(
             "optimize needs calibration data: pass --calib IMAGE_DIR|VIDEO|.npy "
             "(images like the ones the model will see)"
         )
-    text = max_drop.strip().rstrip("%")
-    try:
-        drop = float(text) / (100 if max_drop.strip().endswith("%") else 1)
-    except ValueError:
-        raise EdgeInferError(f"bad --max-drop '{max_drop}': write it like 1% or 0.01") from None
+    drop = _parse_drop(max_drop)
     config = OptimizeConfig(
         precision=precision,  # type: ignore[arg-type]
         calib_method=calib_method,
@@ -266,6 +281,139 @@ def convert(
     )
     console.print(table)
     console.print(f"verified on {r['verified_on']}; wrote {out}: {result.manifest.model.path}")
+
+
+@app.command()
+def bench(
+    models: Annotated[
+        list[str],
+        typer.Argument(help="Model files (.onnx, .tflite), artifact dirs or zoo names."),
+    ],
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Comma-separated: ort, litert, openvino, or all (every installed backend that "
+            "reads the model's format).",
+        ),
+    ] = "all",
+    threads: Annotated[
+        str | None,
+        typer.Option(help="Thread counts, e.g. 1,2 (default: the CPUs available; 0: backend's)."),
+    ] = None,
+    input_shape: Annotated[
+        list[str] | None,
+        typer.Option("--input-shape", help="Resolve dynamic dims: NAME=1x3x640x640 (repeatable)."),
+    ] = None,
+    runs: Annotated[
+        int | None, typer.Option(help="Timed inferences per configuration (default 100).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Time each configuration for this many seconds instead.")
+    ] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed runs after the cold first run.")] = 10,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Write everything (raw latencies, machine) to this file."),
+    ] = None,
+    html_path: Annotated[
+        Path | None, typer.Option("--html", help="Write an HTML report with latency plots.")
+    ] = None,
+) -> None:
+    """Latency percentiles, cold start, memory and output agreement on every backend."""
+    from edgeinfer.benchmark import bench as run_bench
+
+    report = run_bench(
+        [str(_resolve_model(m)) for m in models],
+        backends=backend,
+        threads=threads,
+        input_shapes=_parse_input_shapes(input_shape),
+        runs=runs,
+        duration=duration,
+        warmup=warmup,
+        progress=True,
+    )
+    report.render(console)
+    if json_path is not None:
+        console.print(f"wrote {report.write_json(json_path)}")
+    if html_path is not None:
+        console.print(f"wrote {report.write_html(html_path)}")
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="ONNX/TFLite model, artifact dir or zoo name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to write.")],
+    calib: Annotated[
+        str | None,
+        typer.Option(help="Images (dir, video or .npy) to calibrate INT8 and check accuracy."),
+    ] = None,
+    eval_source: Annotated[
+        str | None, typer.Option("--eval", help="Separate evaluation images.")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="Labels of the --eval images: NAME CLASS lines.")
+    ] = None,
+    max_drop: Annotated[
+        str, typer.Option(help="Largest accuracy/agreement drop against FP32, e.g. 1%.")
+    ] = "1%",
+    objective: Annotated[str, typer.Option(help="latency or throughput.")] = "latency",
+    backend: Annotated[
+        str | None, typer.Option(help="Backends to try, e.g. ort,openvino (default: all).")
+    ] = None,
+    threads: Annotated[
+        str | None, typer.Option(help="Thread counts to try, e.g. 1,2 (default: 1..CPUs).")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="Precisions to try.")] = "fp32,int8",
+    tflite: Annotated[
+        bool, typer.Option(help="Convert to TFLite so LiteRT competes (onnx2tf, slower).")
+    ] = True,
+    input_shape: Annotated[
+        list[str] | None,
+        typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x640x640 (repeatable)."),
+    ] = None,
+    keep_candidates: Annotated[
+        bool, typer.Option(help="Keep every candidate model in OUT/candidates.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Pick the fastest backend x precision x threads within --max-drop; write it as an artifact."""
+    from edgeinfer._render import render_tune
+    from edgeinfer.tuning import TuneConfig
+    from edgeinfer.tuning import tune as run_tune
+
+    if objective not in ("latency", "throughput"):
+        raise EdgeInferError(f"unknown --objective '{objective}': choose latency or throughput")
+    known = ("fp32", "int8")
+    precisions = _csv(precision)
+    if not precisions or any(p not in known for p in precisions):
+        raise EdgeInferError(f"bad --precision '{precision}': choose from {list(known)}")
+    config = TuneConfig(
+        max_drop=_parse_drop(max_drop),
+        objective=objective,  # type: ignore[arg-type]
+        backends=_csv(backend),
+        threads=_csv(threads, int),
+        precisions=precisions,
+        tflite=tflite,
+    )
+    artifact = run_tune(
+        _resolve_model(model),
+        out,
+        config,
+        calib=calib,
+        eval_source=eval_source,
+        labels=labels,
+        input_shapes=_parse_input_shapes(input_shape),
+        keep_candidates=keep_candidates,
+        force=force,
+    )
+    report = artifact.manifest.reports["tune"]
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        render_tune(report, console)
+        console.print(f"artifact: {out}")
 
 
 @app.command()

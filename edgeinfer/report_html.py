@@ -7,6 +7,7 @@ core install, which the edge device also gets.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +41,145 @@ def bar_chart(
         parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 14}">{value:.3g} {unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+#: colours of series (percentiles, configurations), colour-blind friendly (seaborn "muted")
+PALETTE = (
+    "#4878d0", "#ee854a", "#6acc64", "#d65f5f", "#956cb4",
+    "#8c613c", "#dc7ec0", "#797979", "#d5bb67", "#82c6e2",
+)
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained HTML page (the shared style, no external resources) around ``body``."""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}</body></html>"
+    )
+
+
+def grouped_bar_chart(
+    title: str,
+    labels: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    unit: str,
+    width: int = 640,
+) -> str:
+    """Horizontal bars, one group per label and one bar per series (e.g. p50/p90/p99), as an
+    inline SVG string; a None value leaves its bar out."""
+    names = list(series)
+    bar, gap, left, pad = 12, 10, 230, 90
+    group = bar * len(names) + gap
+    height = 48 + group * len(labels)
+    values = [v for vs in series.values() for v in vs if v is not None]
+    top = max(values) if values and max(values) > 0 else 1.0
+    parts = [
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
+        f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for j, name in enumerate(names):
+        x = left + j * 80
+        parts.append(
+            f'<rect x="{x}" y="24" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
+            f'<text x="{x + 14}" y="33">{html.escape(name)}</text>'
+        )
+    for i, label in enumerate(labels):
+        y0 = 42 + i * group
+        parts.append(
+            f'<text x="0" y="{y0 + group / 2:.1f}">{html.escape(label)}</text>'
+        )
+        for j, name in enumerate(names):
+            value = series[name][i]
+            if value is None:
+                continue
+            y = y0 + j * bar
+            w = (width - left - pad) * value / top
+            parts.append(
+                f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar - 2}" '
+                f'fill="{PALETTE[j % len(PALETTE)]}"/>'
+                f'<text x="{left + w + 4:.1f}" y="{y + bar - 3}" font-size="10">'
+                f"{value:.3g} {html.escape(unit)}</text>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def cdf_chart(
+    title: str,
+    curves: dict[str, Sequence[float]],
+    unit: str = "ms",
+    width: int = 640,
+    height: int = 300,
+) -> str:
+    """Empirical cumulative distribution of each sample set (x: value, y: share of samples at
+    or below it) as an inline SVG line chart.
+
+    The x axis runs from 0 to 1.25x the largest 99th percentile, so one slow outlier does not
+    squash the curves; the few samples beyond sit on the right edge. At most 400 steps are
+    drawn per curve (evenly spaced in rank).
+    """
+    left, right, top_m, bottom = 50, 20, 30, 40
+    plot_w, plot_h = width - left - right, height - top_m - bottom
+    data = {k: sorted(v) for k, v in curves.items() if len(v)}
+    p99s = [v[min(len(v) - 1, int(0.99 * len(v)))] for v in data.values()]
+    step = _nice_step(1.25 * max(p99s, default=1.0) / 5)
+    ticks = math.ceil(1.25 * max(p99s, default=1.0) / step)
+    xmax = step * ticks
+    legend_h = 16 * len(data)
+    parts = [
+        f'<svg width="{width}" height="{height + legend_h}" role="img" '
+        f'aria-label="{html.escape(title)}">',
+        f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>',
+        f'<rect x="{left}" y="{top_m}" width="{plot_w}" height="{plot_h}" fill="none" '
+        'stroke="#999"/>',
+    ]
+    for k in range(ticks + 1):  # vertical grid and x labels at round values
+        x = left + plot_w * k / ticks
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{top_m}" x2="{x:.1f}" y2="{top_m + plot_h}" stroke="#eee"/>'
+            f'<text x="{x:.1f}" y="{top_m + plot_h + 14}" text-anchor="middle">'
+            f"{k * step:.4g}</text>"
+        )
+    for k in range(6):  # horizontal grid and y labels
+        y = top_m + plot_h - plot_h * k / 5
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eee"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{k / 5:.1f}</text>'
+        )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.1f}" y="{top_m + plot_h + 30}" text-anchor="middle">'
+        f"latency ({html.escape(unit)})</text>"
+    )
+    for i, (name, values) in enumerate(data.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        n = len(values)
+        ranks = range(n) if n <= 400 else sorted({round(k * (n - 1) / 399) for k in range(400)})
+        points = [f"{left:.1f},{top_m + plot_h:.1f}"]
+        prev = 0
+        for j in ranks:  # a step function: up at each sample
+            x = left + plot_w * min(values[j], xmax) / xmax
+            points.append(f"{x:.1f},{top_m + plot_h - plot_h * prev / n:.1f}")
+            points.append(f"{x:.1f},{top_m + plot_h - plot_h * (j + 1) / n:.1f}")
+            prev = j + 1
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
+            f'points="{" ".join(points)}"/>'
+        )
+        ly = height + 16 * i
+        parts.append(
+            f'<rect x="{left}" y="{ly - 9}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{left + 14}" y="{ly}">{html.escape(name)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten that is at least ``raw`` (> 0)."""
+    if not raw > 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 
 def optimize_report_html(name: str, report: dict[str, Any]) -> str:

@@ -8,6 +8,8 @@ the first real request does not pay the cold start; ``warmup_s`` is what that co
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +32,27 @@ def _dtype_or_none(name: str) -> np.dtype | None:
         return np.dtype(name)
     except TypeError:
         return None
+
+
+def _trim_heap() -> None:
+    """Return the heap's free pages to the OS (glibc ``malloc_trim``).
+
+    Without it, RSS after an unload keeps tens of MiB that glibc holds for reuse, and swings
+    from one load/unload cycle to the next (docs/benchmarks.md, steady memory).
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):  # not glibc: nothing to trim
+            _LIBC = False
+    if _LIBC:
+        gc.collect()
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: ctypes.CDLL | bool | None = None
 
 
 class Engine:
@@ -150,10 +173,12 @@ class Engine:
         return self.backend.run(feeds)
 
     def close(self) -> None:
-        """Release the backend; the Engine is unusable afterwards."""
+        """Release the backend and hand freed memory back to the OS; the Engine is unusable
+        afterwards."""
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
+        _trim_heap()
 
     def __enter__(self) -> Engine:
         return self

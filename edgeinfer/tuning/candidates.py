@@ -14,13 +14,18 @@ compute precision is the CPU's way to use half-precision units, and it is tried 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgeinfer.runtime.backends import KNOWN_BACKENDS, BackendOptions, Hint, is_installed
+from edgeinfer.runtime.backends import (
+    KNOWN_BACKENDS,
+    BackendOptions,
+    Hint,
+    available_cpus,
+    is_installed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +66,7 @@ class Config:
 
 def thread_counts(cpus: int | None = None) -> tuple[int, ...]:
     """1, 2, 4, ... up to the number of CPUs this process may use, and that number."""
-    if cpus is None:
-        has_affinity = hasattr(os, "sched_getaffinity")
-        cpus = len(os.sched_getaffinity(0)) if has_affinity else (os.cpu_count() or 1)
-    n = max(1, cpus)
+    n = max(1, cpus if cpus is not None else available_cpus())
     counts = {1, n}
     k = 2
     while k < n:

@@ -2,7 +2,9 @@
 
 The interpreter owns its input and output buffers (an arena planned at ``allocate_tensors``);
 feeds are copied in and outputs copied out, and the arena is re-planned only when an input's
-shape changes (a model with a dynamic dimension). The GPU delegate is loaded when asked for
+shape changes (a model with a dynamic dimension). Threads default to the CPUs this process may
+use (LiteRT's own default is one thread: 4.7 ms against 2.7 ms on EfficientNet-Lite0 with two
+here). The GPU delegate is loaded when asked for
 and present; pip's ai-edge-litert wheel ships none for Linux desktops.
 """
 
@@ -18,7 +20,7 @@ import numpy as np
 from edgeinfer._deps import require
 from edgeinfer.errors import DeviceUnavailableError, ModelLoadError
 from edgeinfer.quantized_io import dequantize, quantize_input
-from edgeinfer.runtime.backends import BackendOptions, TensorSpec
+from edgeinfer.runtime.backends import BackendOptions, TensorSpec, available_cpus
 
 #: shared-library names of the LiteRT GPU delegate, tried in order
 GPU_DELEGATES = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerator.so")
@@ -63,7 +65,7 @@ class LiteRTBackend:
         try:
             self._interp = interp_mod.Interpreter(
                 model_path=str(path),
-                num_threads=options.threads or None,
+                num_threads=options.threads or available_cpus(),
                 experimental_delegates=delegates or None,
             )
             self._interp.allocate_tensors()
@@ -117,10 +119,10 @@ class LiteRTBackend:
             self._interp.invoke()
             outs = []
             for d in self._out:
-                y = self._interp.get_tensor(d["index"])
+                y = self._interp.get_tensor(d["index"])  # a copy: the interpreter keeps its own
                 if np.dtype(d["dtype"]).kind in "iu" and d["quantization"][0]:
-                    y = dequantize(y, *d["quantization"])  # a new array, not the interpreter's
-                outs.append(np.array(y, copy=True))
+                    y = dequantize(y, *d["quantization"])
+                outs.append(y)
             return outs
 
     def close(self) -> None:
