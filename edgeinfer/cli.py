@@ -1,4 +1,5 @@
-"""The ``edgeinfer`` command line: verbs that follow the flow (zoo, inspect, run, demo).
+"""The ``edgeinfer`` command line: verbs that follow the flow (zoo, inspect, optimize, convert,
+bench, tune, run, demo).
 
 Every user error is one line on stderr naming the thing and the fix, exit code 2; ``--debug``
 shows the traceback.
@@ -79,22 +80,9 @@ def _csv(value: str | None, cast: type = str) -> tuple:
 
 def _resolve_model(model: str) -> Path:
     """A path as given, or a zoo name built into the user cache directory."""
-    path = Path(model)
-    if path.exists():
-        return path
-    from edgeinfer import zoo
+    from edgeinfer.zoo import resolve
 
-    if model in zoo.ZOO:
-        cache = Path.home() / ".cache" / "edgeinfer" / "zoo" / model
-        if not (cache / "edgeinfer.json").exists():
-            zoo.get(model, cache)
-        return cache
-    from edgeinfer.errors import ModelLoadError
-
-    raise ModelLoadError(
-        f"{model}: no such file, and not a zoo model name: check the path "
-        f"or see `edgeinfer zoo list`"
-    )
+    return resolve(model)
 
 
 @app.command()

@@ -287,13 +287,13 @@ def _plan_models(
     fixed dimensions it fits; it is an error when no model has that input, or none it fits.
     """
     from edgeinfer.api import load
-    from edgeinfer.cli import _resolve_model
     from edgeinfer.runtime.backends import KNOWN_BACKENDS, PRODUCTION_BACKENDS
+    from edgeinfer.zoo import resolve
 
     loaded = []
     names_seen: set[str] = set()
     for model in models:
-        path = _resolve_model(str(model))
+        path = resolve(model)
         artifact = load(path)
         is_artifact = path.is_dir() and (path / MANIFEST_NAME).exists()
         base = artifact.manifest.name if is_artifact else path.name
