@@ -71,6 +71,10 @@ def with_activations(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
 
 #: memory the calibrator may hold in intermediate outputs at once (all activations of a chunk)
 CALIB_MEMORY_BYTES = 1 << 30
+#: ORT's percentile/entropy histograms grow new bins of the first chunk's bin width when a later
+#: chunk has a larger range: with chunks of one or two samples that runs out of memory (seen on
+#: PP-OCR det at 640). Below this chunk size calibration uses min/max, which merges exactly.
+MIN_HISTOGRAM_CHUNK = 8
 
 
 def calibration_stride(
@@ -125,8 +129,16 @@ def quantize_int8_static(
     if settings.calib_method == "percentile":
         extra["CalibPercentile"] = 99.999
     stride = calibration_stride(src, len(reader)) if hasattr(reader, "set_range") else None
+    method = settings.calib_method
     if stride:
         extra["CalibStridedMinMax"] = stride
+        if stride < MIN_HISTOGRAM_CHUNK and method in ("percentile", "entropy"):
+            log.warning(
+                "%s: calibrating %s in chunks of %d samples to bound memory; %s histograms "
+                "cannot merge chunks that small, so min/max ranges are used",
+                src, method, stride, method,
+            )
+            method = "minmax"
     graph = onnx.load(str(src), load_external_data=False) if (exclude or only) else None
     try:
         # ORT prints calibration chatter on stdout and advice on the root logger.
@@ -142,7 +154,7 @@ def quantize_int8_static(
                 weight_type=getattr(QuantType, settings.weight_type),
                 nodes_to_exclude=with_activations(graph, exclude) if exclude else [],
                 nodes_to_quantize=with_activations(graph, only) if only else None,
-                calibrate_method=methods[settings.calib_method],
+                calibrate_method=methods[method],
                 extra_options=extra,
                 calibration_cache_path=str(cache_path) if cache_path else None,
             )
