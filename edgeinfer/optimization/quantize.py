@@ -77,6 +77,32 @@ CALIB_MEMORY_BYTES = 1 << 30
 MIN_HISTOGRAM_CHUNK = 8
 
 
+#: per-channel DequantizeLinear (its ``axis`` attribute) needs opset 13
+PER_CHANNEL_OPSET = 13
+
+
+def at_least_opset(src: str | Path, opset: int, scratch: Path) -> Path:
+    """``src``, or a copy converted to ``opset`` in ``scratch`` when its default-domain opset is
+    older. ORT's quantizer writes per-channel ``DequantizeLinear(axis=...)`` into the model's own
+    opset, which an opset-12 model (PP-OCRv4 det from paddle2onnx) then fails to load with."""
+    model = onnx.load(str(src), load_external_data=False)
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return Path(src)
+    from onnx import version_converter
+
+    model = onnx.load(str(src))
+    try:
+        converted = version_converter.convert_version(model, opset)
+    except Exception as exc:
+        raise EdgeInferError(
+            f"{src} uses opset {current}; INT8 per-channel needs opset {opset} and the "
+            f"conversion failed ({str(exc).splitlines()[0][:120]}): re-export with opset >= {opset}"
+        ) from exc
+    onnx.save(converted, str(scratch))
+    return scratch
+
+
 def calibration_stride(
     src: str | Path, samples: int, budget: int | None = None
 ) -> int | None:
@@ -140,6 +166,7 @@ def quantize_int8_static(
             )
             method = "minmax"
     graph = onnx.load(str(src), load_external_data=False) if (exclude or only) else None
+    src = at_least_opset(src, PER_CHANNEL_OPSET, Path(dst).with_suffix(".opset13.onnx"))
     try:
         # ORT prints calibration chatter on stdout and advice on the root logger.
         with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
@@ -200,6 +227,7 @@ def quantize_int8_dynamic(src: str | Path, dst: str | Path, per_channel: bool = 
     """Dynamic INT8: weights INT8 offline, activations quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    src = at_least_opset(src, PER_CHANNEL_OPSET, Path(dst).with_suffix(".opset13.onnx"))
     quantize_dynamic(str(src), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8)
     return Path(dst)
 

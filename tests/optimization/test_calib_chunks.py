@@ -44,3 +44,18 @@ def test_chunked_minmax_calibration_gives_the_same_model(tmp_path, monkeypatch):
     assert _scales(whole) == _scales(chunked)
     reader.rewind()
     assert len(list(iter(reader.get_next, None))) == 12  # the full range is restored
+
+
+def test_an_opset_12_model_quantizes_per_channel_into_a_loadable_model(tmp_path):
+    import onnxruntime as ort
+
+    path = tmp_path / "m12.onnx"
+    onnx.save(conv_model([1, 3, 16, 16], opset=12), str(path))
+    x = np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32)
+    out = q.quantize_int8_static(
+        path, tmp_path / "q.onnx", CalibrationReader(x, "x"), q.QuantSettings(per_channel=True)
+    )
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])  # loads
+    assert sess.run(None, {"x": x[:1]})[0].shape == (1, 2)
+    dyn = q.quantize_int8_dynamic(path, tmp_path / "d.onnx")
+    ort.InferenceSession(str(dyn), providers=["CPUExecutionProvider"])
