@@ -407,32 +407,67 @@ def tune(
 @app.command()
 def run(
     artifact: Annotated[str, typer.Argument(help="Artifact directory or zoo name.")],
-    source: Annotated[Path, typer.Option("--source", "-s", help="Image file or directory.")],
+    source: Annotated[
+        Path, typer.Option("--source", "-s", help="Image file, folder of images, or video.")
+    ],
+    tile: Annotated[
+        int | None, typer.Option(help="Tiled inference: tile size in pixels, e.g. 640.")
+    ] = None,
+    overlap: Annotated[float, typer.Option(help="Tile overlap, 0..0.9.")] = 0.2,
+    batch: Annotated[int, typer.Option(help="Tiles per inference (dynamic-batch models).")] = 4,
+    full_frame: Annotated[
+        bool, typer.Option(help="With --tile: also run the whole frame (large objects).")
+    ] = False,
+    save: Annotated[
+        Path | None, typer.Option(help="Write annotated images (or the video) here.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Backend (default: the artifact's tuned one).")
+    ] = None,
     top_k: Annotated[int, typer.Option(help="Classes to show (classification).")] = 5,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per image.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON line per frame, then a summary line.")
+    ] = False,
 ) -> None:
-    """Run an artifact on images: preprocessing, inference and decoding from its manifest."""
-    from edgeinfer.pipeline.predict import Predictor, iter_images
+    """Run an artifact on images or video: preprocessing, inference, decoding from its manifest."""
+    from edgeinfer.pipeline.runner import make_predictor, run_source
     from edgeinfer.runtime.engine import Engine
 
-    predictor = Predictor(Engine.open(_resolve_model(artifact)))
-    for name, image in iter_images(source):
-        pred = predictor.predict(image, name)
-        result = pred.result[:top_k] if isinstance(pred.result, list) else pred.result
+    if tile is not None and tile < 32:
+        raise EdgeInferError(f"bad --tile {tile}: give the tile size in pixels, e.g. 640")
+    if not 0 <= overlap < 0.9:
+        raise EdgeInferError(f"bad --overlap {overlap}: give a fraction in [0, 0.9)")
+    engine = Engine.open(_resolve_model(artifact), backend)
+    predictor = make_predictor(engine, tile, overlap, batch, full_frame)
+
+    def show(pred) -> None:
+        result = pred.result
+        items = result.to_dicts() if hasattr(result, "to_dicts") else list(result)[:top_k]
         if as_json:
-            print(
-                json.dumps(
-                    {
-                        "source": name,
-                        "result": result,
-                        "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()},
-                    }
-                )
-            )
-            continue
-        console.print(f"[bold]{name}[/bold]  ({pred.times_ms['infer']:.1f} ms inference)")
-        for r in result:
-            console.print(f"  {r['class_id']:>5}  {r['label']:<30} {r['score']:.3f}")
+            print(json.dumps({
+                "source": pred.source,
+                "result": items,
+                "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()},
+            }))
+            return
+        total = sum(pred.times_ms.values())
+        console.print(f"[bold]{pred.source}[/bold]  ({total:.1f} ms, {len(items)} results)")
+        for r in items[: max(top_k, 20)]:
+            where = " ".join(f"{v:.0f}" for v in r["box"]) if "box" in r else ""
+            console.print(f"  {r['class_id']:>5}  {r['label']:<24} {r['score']:.3f}  {where}")
+
+    summary = run_source(predictor, source, save=save, limit=limit, on_frame=show).to_dict()
+    if as_json:
+        print(json.dumps({"summary": summary}))
+        return
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stages_ms"].items())
+    console.print(
+        f"{summary['frames']} frames in {summary['seconds']:.2f} s "
+        f"({summary['fps']:.1f} fps); latency p50 {summary['p50_ms']:.1f} ms, "
+        f"p99 {summary['p99_ms']:.1f} ms; mean ms per stage: {stages}"
+        + (f"; saved {len(summary['saved'])} file(s) in {save}" if save else "")
+    )
 
 
 @app.command()

@@ -1,0 +1,112 @@
+"""``edgeinfer run``: frames from a source through an artifact, with per-frame results, annotated
+output and a summary (frames, fps, latency percentiles, mean time per stage)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.pipeline.sources import is_video, iter_frames, video_fps
+from edgeinfer.runtime.engine import Engine
+from edgeinfer.vision.draw import annotate
+
+
+@dataclass
+class RunSummary:
+    """What a run did: frames, wall time, per-frame latency and per-stage mean times (ms)."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    saved: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        lat = sorted(self.latencies_ms)
+
+        def pct(q: float) -> float | None:
+            return lat[min(len(lat) - 1, round(q * (len(lat) - 1)))] if lat else None
+
+        return {
+            "frames": self.frames,
+            "seconds": self.seconds,
+            "fps": self.frames / self.seconds if self.seconds else None,
+            "p50_ms": statistics.median(lat) if lat else None,
+            "p99_ms": pct(0.99),
+            "stages_ms": {k: v / max(1, self.frames) for k, v in self.stages_ms.items()},
+            "saved": self.saved,
+        }
+
+
+def make_predictor(
+    engine: Engine, tile: int | None = None, overlap: float = 0.2, batch: int = 4,
+    full_frame: bool = False,
+) -> Any:
+    """The whole-frame ``Predictor``, or a ``TiledPredictor`` when ``tile`` is given."""
+    if tile:
+        from edgeinfer.pipeline.tiled import TiledPredictor
+
+        return TiledPredictor(engine, tile=tile, overlap=overlap, batch=batch,
+                              full_frame=full_frame)
+    from edgeinfer.pipeline.predict import Predictor
+
+    return Predictor(engine)
+
+
+def run_source(
+    predictor: Any,
+    source: str | Path,
+    *,
+    save: str | Path | None = None,
+    limit: int | None = None,
+    on_frame: Callable[[Any], None] | None = None,
+) -> RunSummary:
+    """Run every frame of ``source`` through ``predictor``; annotated frames go to ``save``
+    (images as ``NAME.jpg``, a video as ``STEM.annotated.mp4``)."""
+    summary = RunSummary()
+    out_dir = Path(save) if save else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    writer = None
+    t0 = time.perf_counter()
+    try:
+        for name, frame in iter_frames(source, limit):
+            f0 = time.perf_counter()
+            pred = predictor.predict(frame, name)
+            summary.latencies_ms.append((time.perf_counter() - f0) * 1e3)
+            summary.frames += 1
+            for k, v in pred.times_ms.items():
+                summary.stages_ms[k] = summary.stages_ms.get(k, 0.0) + v
+            if on_frame:
+                on_frame(pred)
+            if out_dir is None:
+                continue
+            drawn = annotate(frame, pred.result)
+            if is_video(source):
+                if writer is None:
+                    path = out_dir / f"{Path(source).stem}.annotated.mp4"
+                    fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                    h, w = drawn.shape[:2]
+                    writer = cv2.VideoWriter(str(path), fourcc, video_fps(source), (w, h))
+                    if not writer.isOpened():
+                        raise EdgeInferError(f"cannot write {path}: check --save")
+                    summary.saved.append(str(path))
+                writer.write(drawn)
+            else:
+                path = out_dir / f"{Path(name).stem}.jpg"
+                if not cv2.imwrite(str(path), drawn):
+                    raise EdgeInferError(f"cannot write {path}: check --save and free disk space")
+                summary.saved.append(str(path))
+    finally:
+        if writer is not None:
+            writer.release()
+        summary.seconds = time.perf_counter() - t0
+    return summary
