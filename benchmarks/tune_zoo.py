@@ -112,14 +112,16 @@ def _peers(art_dir: Path, source: Path, x_nchw: np.ndarray, src_layout: str) -> 
     return peers
 
 
-def bench_model(name: str, photos: Path, work: Path, quick: bool) -> dict:
+def bench_model(
+    name: str, photos: Path, work: Path, quick: bool, calib_limit: int | None = None
+) -> dict:
     """Tune one zoo model and time it against the hand-run peers."""
     source = work / name
     zoo.get(name, source)
     cfg = TuneConfig(
         screen_rounds=2 if quick else 3,
         final_rounds=3 if quick else 7,
-        calib_limit=64 if quick else 200,
+        calib_limit=calib_limit or (64 if quick else 200),
     )
     t0 = time.perf_counter()
     art = tune(source, work / f"{name}-tuned", cfg, calib=photos, keep_candidates=True)
@@ -170,12 +172,13 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--calib-limit", type=int, help="photos to read (default 200)")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="tune-zoo-") as tmp:
         photos = _photos_dir(Path(tmp))
         for name in args.models.split(","):
-            r = bench_model(name, photos, Path(tmp), args.quick)
+            r = bench_model(name, photos, Path(tmp), args.quick, args.calib_limit)
             results.append(r)
             print(f"\n== {name}: tune chose {r['winner']} in {r['tune_seconds']:.0f} s")
             for k, v in sorted(r["p50_ms"].items(), key=lambda kv: kv[1]):
