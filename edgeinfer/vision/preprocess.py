@@ -6,7 +6,7 @@ transform is ``((pixel * scale) - mean) / std`` per channel, in the manifest's c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -31,12 +31,18 @@ CROP_FRACTION = 0.875
 
 @dataclass(frozen=True)
 class Transform:
-    """How input-tensor pixels map back to the original image: ``orig = (t - pad) / scale``."""
+    """How input-tensor pixels map back to the original image: ``orig = (t - pad) / scale``.
+
+    ``image_width`` and ``image_height`` are the original image's size when known (``resize``
+    sets them; detection decoders clip boxes to it); they take no part in equality.
+    """
 
     scale_x: float
     scale_y: float
     pad_x: float
     pad_y: float
+    image_width: int | None = field(default=None, compare=False)
+    image_height: int | None = field(default=None, compare=False)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -83,16 +89,16 @@ def resize(
                 f"image is {iw}x{ih}, the model needs {w}x{h} and resize is "
                 "'none': resize the image or set preprocess.resize"
             )
-        return image, Transform(1.0, 1.0, 0.0, 0.0)
+        return image, Transform(1.0, 1.0, 0.0, 0.0, iw, ih)
     if pre.resize == "stretch":
         out = cv2.resize(image, (w, h), interpolation=interp)
-        return out, Transform(w / iw, h / ih, 0.0, 0.0)
+        return out, Transform(w / iw, h / ih, 0.0, 0.0, iw, ih)
     if pre.resize == "center-crop":
         r = max(h, w) / CROP_FRACTION / min(ih, iw)
         rw, rh = max(w, round(iw * r)), max(h, round(ih * r))
         scaled = cv2.resize(image, (rw, rh), interpolation=interp)
         y, x = (rh - h) // 2, (rw - w) // 2
-        return scaled[y : y + h, x : x + w], Transform(rw / iw, rh / ih, -x, -y)
+        return scaled[y : y + h, x : x + w], Transform(rw / iw, rh / ih, -x, -y, iw, ih)
     # letterbox: keep aspect ratio, pad to size
     r = min(h / ih, w / iw)
     rw, rh = round(iw * r), round(ih * r)
@@ -107,7 +113,7 @@ def resize(
         cv2.BORDER_CONSTANT,
         value=(pre.pad_value,) * 3,
     )
-    return out, Transform(r, r, float(left), float(top))
+    return out, Transform(r, r, float(left), float(top), iw, ih)
 
 
 def to_tensor(image: np.ndarray, spec: InputSpec, pre: Preprocess) -> tuple[np.ndarray, Transform]:
