@@ -75,6 +75,7 @@ CALIB_MEMORY_BYTES = 1 << 30
 #: chunk has a larger range: with chunks of one or two samples that runs out of memory (seen on
 #: PP-OCR det at 640). Below this chunk size calibration uses min/max, which merges exactly.
 MIN_HISTOGRAM_CHUNK = 8
+_WARNED: set[str] = set()  # sources already warned about (the fallback re-quantizes often)
 
 
 #: per-channel DequantizeLinear (its ``axis`` attribute) needs opset 13
@@ -159,7 +160,9 @@ def quantize_int8_static(
     if stride:
         extra["CalibStridedMinMax"] = stride
         if stride < MIN_HISTOGRAM_CHUNK and method in ("percentile", "entropy"):
-            log.warning(
+            warn = log.warning if str(src) not in _WARNED else log.debug
+            _WARNED.add(str(src))
+            warn(
                 "%s: calibrating %s in chunks of %d samples to bound memory; %s histograms "
                 "cannot merge chunks that small, so min/max ranges are used",
                 src, method, stride, method,
