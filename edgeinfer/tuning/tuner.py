@@ -344,10 +344,17 @@ def tune(
                 _check(row, artifacts, samples, reference, ref_layout, ref_agree, config)
                 bar.advance(task)
         ok = [r for r in rows if r.status == "ok"]
+        for r in rows:
+            log.info("%s: %s %s", r.config.label, r.status, r.reason)
         if not ok:
+            failed = [r for r in rows if r.status == "failed"]
+            best = min((r.drop for r in rows if r.drop is not None), default=None)
             raise EdgeInferError(
-                f"no configuration of {source} stays within --max-drop {config.max_drop:.2%}: "
-                "raise --max-drop, or give calibration images closer to the deployment data"
+                f"no configuration of {source} stays within --max-drop {config.max_drop:.2%} "
+                f"({len(rows) - len(failed)} rejected, smallest drop "
+                f"{'n/a' if best is None else f'{best:.2%}'}; {len(failed)} failed"
+                + (f", first: {failed[0].config.label}: {failed[0].reason}" if failed else "")
+                + "): raise --max-drop, or give calibration images closer to the deployment data"
             )
         sample = samples.evaluation[0]
         baseline_label, baseline_fn = _baseline(art, _in_layout(sample, ref_layout, art))
