@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from conftest import conv_model
 
 from edgeinfer.optimization import quantize as q
@@ -59,3 +60,13 @@ def test_an_opset_12_model_quantizes_per_channel_into_a_loadable_model(tmp_path)
     assert sess.run(None, {"x": x[:1]})[0].shape == (1, 2)
     dyn = q.quantize_int8_dynamic(path, tmp_path / "d.onnx")
     ort.InferenceSession(str(dyn), providers=["CPUExecutionProvider"])
+
+
+def test_cosine_agreement_of_tiny_identical_maps_is_one():
+    from edgeinfer.optimization.evaluate import compare
+
+    tiny = np.random.default_rng(0).random((3, 1, 8, 8)) * 1e-8  # a detector's empty map
+    assert compare(tiny, tiny.copy()).value == pytest.approx(1.0, abs=1e-12)  # was 0.93
+    zeros = np.zeros((2, 1, 2, 2))
+    assert compare(zeros, zeros).value == 1.0
+    assert compare(np.ones((2, 1, 2, 2)), zeros).value == 0.0
