@@ -1,7 +1,11 @@
 """Measure a candidate model honestly: outputs on held-out samples, agreement or accuracy, latency.
 
 Agreement is top-1 agreement with the FP32 reference for classifier-shaped outputs ([N, C]),
-and the mean cosine similarity of the outputs otherwise. With labels, accuracy is computed too.
+and otherwise the cosine similarity of all outputs of all samples taken as one vector: weighted
+by energy, so a sample whose output is nearly empty (a text detector's map of a photo with no
+text, norm ~1e-7, where FP32 runtimes differ in the noise) does not count as much as one with
+text in it. A per-sample mean scored two FP32 runtimes 4% apart on PP-OCR for that reason. With
+labels, accuracy is computed too.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def compare(
         return Agreement("top1", float((ref_top == cand_top).mean()), by_conf, acc, ref_acc)
     a = reference.reshape(len(reference), -1).astype(np.float64)
     b = candidate.reshape(len(candidate), -1).astype(np.float64)
-    return Agreement("cosine", float(cosine_rows(a, b).mean()), {})
+    return Agreement("cosine", float(cosine_rows(a.reshape(1, -1), b.reshape(1, -1))[0]), {})
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

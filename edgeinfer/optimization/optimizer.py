@@ -83,7 +83,7 @@ def drop_metric(config: OptimizeConfig, labels: bool, metric: str) -> str:
         return "accuracy drop (labels)"
     if metric == "top1":
         return f"top-1 disagreement with FP32 where FP32 confidence >= {config.agree_confidence}"
-    return "1 - mean output cosine vs FP32"
+    return "1 - output cosine vs FP32 (all samples as one vector)"
 
 
 def _ms(value: float) -> str:

@@ -85,7 +85,7 @@ def test_max_drop_rejects_candidates_that_change_outputs(tmp_path):
     cfg = TuneConfig(backends=BACKENDS, threads=(1,), precisions=("fp32",), max_drop=1e-9,
                      **QUICK)
     report = tune(src.path, tmp_path / "t", cfg).manifest.reports["tune"]
-    assert report["drop_metric"] == "1 - mean output cosine vs FP32"
+    assert report["drop_metric"] == "1 - output cosine vs FP32 (all samples as one vector)"
     assert any("synthetic random pixels" in n for n in report["notes"])
     for row in report["candidates"]:
         if row["compute_precision"] in ("bf16", "f16"):  # half-precision compute moves outputs
