@@ -1,0 +1,258 @@
+"""Tiled inference on large frames: overhead against model time, and memory against frame size.
+
+``TiledPredictor`` (640 px tiles, overlap 0.2, batches of 4 on a dynamic-batch model) on
+SYNTHETIC inspection frames (``examples/inspection/generator.py``) of 1 MP (1152x864), 5 MP
+(2592x1944) and 20 MP (5184x3888). Each frame size runs in its own child process (this script
+with ``--child``), so one size cannot move another's memory baseline. Per size:
+
+- time per frame and per stage; the **overhead** is everything but the engine call: the stages
+  slice + preprocess + decode + merge, and (stricter) the call's total minus inference, which
+  adds the loop itself. Target: at most 10% of the model time.
+- memory: the process's peak RSS during ``predict`` (``VmHWM`` reset at the start of the call),
+  the RSS when the call began (engine loaded, frame in memory), the call's growth above that,
+  and the frame's own size. Target: peak RSS flat within +-10% from 1 MP to 20 MP. The frame
+  is the caller's (a 20 MP BGR frame is 58 MiB); the table gives the peak with and without it.
+
+The detector is the zoo's ``defect-detector`` (trained on synthetic defects) when its ONNX file
+is present in ``edgeinfer/data/defects``; otherwise a STAND-IN: the same architecture
+(``examples/inspection/model.py``) with random weights, exported here, for timing only (its
+detections are noise; the table says which one ran). ``--model`` takes any artifact or zoo
+name whose decoder gives Detections, or the output folder of ``examples/inspection/train.py``.
+
+    .venv/bin/python benchmarks/tiling.py [--quick] [--model NAME_OR_PATH] [--batch 4]
+        [--threads N] [--repeats 3] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+INSPECTION = ROOT / "examples" / "inspection"
+SIZES = {"1MP": (864, 1152), "5MP": (1944, 2592), "20MP": (3888, 5184)}  # (height, width)
+OVERHEAD_TARGET = 0.10
+RSS_TARGET = 0.10
+
+
+def _trim() -> None:
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    fn = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if fn is not None:
+        fn(0)
+
+
+def stand_in_artifact(directory: Path) -> Path:
+    """The inspection detector's architecture with random weights, as a 640 px artifact with
+    the zoo entry's preprocessing and decoder (timing only)."""
+    import torch
+
+    sys.path.insert(0, str(INSPECTION))
+    from generator import CLASSES
+    from model import DefectDetector
+
+    from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
+    from edgeinfer.model.export import export
+
+    torch.manual_seed(0)
+    net = DefectDetector(num_classes=len(CLASSES)).eval()
+    onnx_path = export(net, torch.zeros(1, 3, 640, 640), directory / "stand-in.onnx",
+                       input_names=("images",), output_names=("output0",), dynamic_batch=True)
+    Artifact.create(
+        directory / "art",
+        onnx_path,
+        name="defect-detector-random-weights",
+        task="detection",
+        inputs=(InputSpec(name="images", shape=(1, 3, 640, 640)),),
+        preprocess=Preprocess(resize="letterbox", interpolation="linear", channel_order="RGB",
+                              scale=1 / 255),
+        labels=list(CLASSES),
+        decoder="yolo",
+        decoder_params={"conf_threshold": 0.25, "iou_threshold": 0.5,
+                        "num_classes": len(CLASSES)},
+        source=SourceInfo(name="random weights (benchmarks/tiling.py stand-in)"),
+    )
+    return directory / "art"
+
+
+def detector_artifact(directory: Path, out: Path) -> Path:
+    """An artifact, set up as the zoo's ``defect-detector``, of ``train.py``'s output folder
+    (``defect-detector.onnx`` + ``labels.txt``)."""
+    from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
+
+    labels = (directory / "labels.txt").read_text(encoding="utf-8").splitlines()
+    Artifact.create(
+        out,
+        directory / "defect-detector.onnx",
+        name="defect-detector",
+        task="detection",
+        inputs=(InputSpec(name="images", shape=(1, 3, 640, 640)),),
+        preprocess=Preprocess(resize="letterbox", interpolation="linear", channel_order="RGB",
+                              scale=1 / 255),
+        labels=labels,
+        decoder="yolo",
+        decoder_params={"conf_threshold": 0.25, "iou_threshold": 0.5,
+                        "num_classes": len(labels)},
+        source=SourceInfo(name=str(directory / "defect-detector.onnx")),
+    )
+    return out
+
+
+def resolve_model(model: str | None, workdir: Path) -> tuple[Path, str]:
+    """(artifact or model path, description)."""
+    from edgeinfer.zoo import resolve
+
+    if model:
+        path = Path(model)
+        if (path / "defect-detector.onnx").exists() and not (path / "edgeinfer.json").exists():
+            return detector_artifact(path, workdir / "art"), f"{model} (train.py output)"
+        return resolve(model), model
+    if (ROOT / "edgeinfer" / "data" / "defects" / "defect-detector.onnx").exists():
+        return resolve("defect-detector"), "defect-detector (zoo, trained on synthetic defects)"
+    return (stand_in_artifact(workdir),
+            "STAND-IN: defect-detector architecture, random weights (timing only)")
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """One frame size in this process: load, generate the frame, warm up, measure."""
+    import cv2
+    import numpy as np
+
+    sys.path.insert(0, str(INSPECTION))
+    from generator import make_frame
+
+    from edgeinfer.api import load
+    from edgeinfer.pipeline.tiled import STAGES, TiledPredictor
+    from edgeinfer.runtime.backends import BackendOptions, available_cpus
+    from edgeinfer.runtime.engine import Engine
+
+    cv2.setNumThreads(1)  # the frame generator's threads must not linger into the timing
+    height, width = SIZES[args.size]
+    engine = Engine(load(args.artifact), "ort",
+                    BackendOptions(threads=args.threads or available_cpus()))
+    frame, boxes, _ = make_frame(args.seed, width, height)
+    del boxes
+    _trim()
+    predictor = TiledPredictor(engine, tile=640, overlap=0.2, batch=args.batch)
+    for _ in range(2):  # warm-up: buffers, ORT's arena and memory pattern at this batch size
+        predictor.predict(frame)
+    runs = []
+    for _ in range(args.repeats):
+        _trim()
+        t0 = time.perf_counter()
+        pred = predictor.predict(frame)
+        wall = (time.perf_counter() - t0) * 1e3
+        runs.append({"wall_ms": wall, "times_ms": pred.times_ms,
+                     "peak_rss": pred.peak_rss_bytes, "rss_before": pred.rss_before_bytes,
+                     "detections": len(pred.detections)})
+    med = {k: statistics.median(r["times_ms"][k] for r in runs) for k in (*STAGES, "total")}
+    return {
+        "size": args.size,
+        "frame": [height, width],
+        "megapixels": height * width / 1e6,
+        "frame_bytes": int(frame.nbytes),
+        "tiles": pred.tiles,
+        "batches": pred.batches,
+        "detections": runs[-1]["detections"],
+        "median_ms": med,
+        "stages_overhead_ms": med["slice"] + med["preprocess"] + med["decode"] + med["merge"],
+        "call_overhead_ms": statistics.median(
+            r["times_ms"]["total"] - r["times_ms"]["infer"] for r in runs),
+        # the run with the highest peak, and where that run began
+        **({"peak_rss": worst["peak_rss"], "rss_before": worst["rss_before"]}
+           if (worst := max(runs, key=lambda r: r["peak_rss"] or 0))["peak_rss"]
+           else {"peak_rss": None, "rss_before": None}),
+        "runs": runs,
+        "threads": args.threads or available_cpus(),
+        "numpy": np.__version__,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one repeat per size")
+    parser.add_argument("--model", help="artifact, model file or zoo name (default: see doc)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0, help="ORT threads (0: all CPUs)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=9999_00)
+    parser.add_argument("--sizes", default=",".join(SIZES))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    parser.add_argument("--artifact", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    if args.quick:
+        args.repeats = 1
+    sizes = [s for s in args.sizes.split(",") if s]
+    with tempfile.TemporaryDirectory(prefix="tiling-bench-") as tmp:
+        artifact, described = resolve_model(args.model, Path(tmp))
+        results = []
+        for size in sizes:
+            cmd = [sys.executable, __file__, "--child", "--size", size, "--artifact",
+                   str(artifact), "--batch", str(args.batch), "--threads", str(args.threads),
+                   "--repeats", str(args.repeats), "--seed", str(args.seed)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    report(results, described, args)
+    if args.json:
+        args.json.write_text(json.dumps({"model": described, "machine": platform.processor()
+                                         or platform.machine(), "results": results}, indent=2))
+
+
+def report(results: list[dict[str, Any]], described: str, args: argparse.Namespace) -> None:
+    """Print the tables and the verdicts."""
+    mib = 1 / 2**20
+    print(f"model: {described}; tile 640, overlap 0.2, batch {args.batch}, "
+          f"threads {results[0]['threads']}, median of {args.repeats} after a warm-up\n")
+    print(f"{'frame':>6} {'px':>10} {'tiles':>5} {'ms/frame':>9} {'infer':>8} {'slice':>6} "
+          f"{'prep':>6} {'decode':>6} {'merge':>6} {'overhead':>9} {'(total-infer)':>13} "
+          f"{'dets':>5}")
+    for r in results:
+        m = r["median_ms"]
+        h, w = r["frame"]
+        print(f"{r['size']:>6} {w}x{h:<5} {r['tiles']:>5} {m['total']:>9.0f} {m['infer']:>8.0f} "
+              f"{m['slice']:>6.1f} {m['preprocess']:>6.1f} {m['decode']:>6.1f} {m['merge']:>6.1f} "
+              f"{r['stages_overhead_ms'] / m['infer']:>8.1%} "
+              f"{r['call_overhead_ms'] / m['infer']:>13.1%} {r['detections']:>5}")
+    print(f"\n{'frame':>6} {'frame MiB':>9} {'RSS before':>10} {'peak RSS':>9} {'growth':>7} "
+          f"{'peak - frame':>12}   (MiB)")
+    for r in results:
+        if r["peak_rss"] is None:
+            print(f"{r['size']:>6} (peak RSS not measurable here)")
+            continue
+        print(f"{r['size']:>6} {r['frame_bytes'] * mib:>9.1f} {r['rss_before'] * mib:>10.1f} "
+              f"{r['peak_rss'] * mib:>9.1f} {(r['peak_rss'] - r['rss_before']) * mib:>7.1f} "
+              f"{(r['peak_rss'] - r['frame_bytes']) * mib:>12.1f}")
+    worst = max(r["call_overhead_ms"] / r["median_ms"]["infer"] for r in results)
+    print(f"\noverhead (total - infer) at most {worst:.1%} of model time: "
+          f"{'meets' if worst <= OVERHEAD_TARGET else 'MISSES'} the <= 10% target")
+    measured = [r for r in results if r["peak_rss"] is not None]
+    if len(measured) >= 2:
+        lo, hi = measured[0], measured[-1]
+        raw = hi["peak_rss"] / lo["peak_rss"] - 1
+        net = (hi["peak_rss"] - hi["frame_bytes"]) / (lo["peak_rss"] - lo["frame_bytes"]) - 1
+        growth = [(r["peak_rss"] - r["rss_before"]) * mib for r in (hi, lo)]
+        print(f"peak RSS {hi['size']} vs {lo['size']}: {raw:+.1%} with the frame, {net:+.1%} "
+              f"without it (+-10% target: {'meets' if abs(net) <= RSS_TARGET else 'MISSES'} "
+              f"without the caller's frame, {'meets' if abs(raw) <= RSS_TARGET else 'misses'} "
+              f"with it); the call's own growth {growth[1]:.1f} -> {growth[0]:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
