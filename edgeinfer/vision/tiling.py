@@ -225,14 +225,17 @@ class TileMerger:
         pool_scores = np.concatenate([self._scores[near], scores])
         pool_classes = np.concatenate([self._classes[near], classes])
         pool_cuts = np.concatenate([self._cuts[near], cuts])
-        if self.border_merge:
-            pool_boxes, pool_scores, pool_classes, pool_cuts = self._fuse(
-                pool_boxes, pool_scores, pool_classes, pool_cuts
-            )
-        keep = nms(pool_boxes, pool_scores, self.iou_threshold, class_ids=pool_classes)
-        if self.contain_threshold is not None:
-            keep = keep[_not_contained(pool_boxes[keep], pool_classes[keep],
-                                       self.contain_threshold)]
+        if len(pool_scores) > 1:  # one box alone has nothing to fuse with or suppress
+            if self.border_merge:
+                pool_boxes, pool_scores, pool_classes, pool_cuts = self._fuse(
+                    pool_boxes, pool_scores, pool_classes, pool_cuts
+                )
+            keep = nms(pool_boxes, pool_scores, self.iou_threshold, class_ids=pool_classes)
+            if self.contain_threshold is not None and len(keep) > 1:
+                keep = keep[_not_contained(pool_boxes[keep], pool_classes[keep],
+                                           self.contain_threshold)]
+        else:
+            keep = np.arange(len(pool_scores))
         self._boxes = np.concatenate([self._boxes[far], pool_boxes[keep]])
         self._scores = np.concatenate([self._scores[far], pool_scores[keep]])
         self._classes = np.concatenate([self._classes[far], pool_classes[keep]])
