@@ -1,0 +1,168 @@
+"""A compact anchor-free YOLO-style defect detector in plain PyTorch (no torchvision).
+
+Backbone: strided 3x3 convolutions and CSP blocks down to stride 16; neck: a small PAN that
+mixes strides 8 and 16; heads: one per stride, decoupled (a box branch regressing the distances
+from the cell centre to the four box sides, FCOS/YOLOv8 style, and a class branch). Activations
+are ReLU, which quantizes well and fuses into Conv on every runtime.
+
+``forward`` in training mode returns the raw per-cell predictions; in eval mode (and in the
+exported ONNX) it returns ONE tensor ``[B, 4 + C, N]`` - rows ``cx, cy, w, h`` in input pixels,
+then the C sigmoid class scores - over ``N = (H/8)(W/8) + (H/16)(W/16)`` cells: the YOLOv8
+export layout that edgeinfer's ``yolo`` decoder reads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
+from torch import nn
+
+STRIDES: tuple[int, ...] = (8, 16)
+
+
+class ConvBN(nn.Module):
+    """Conv (no bias) -> BatchNorm -> ReLU."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Bottleneck(nn.Module):
+    """Two 3x3 convolutions with a residual connection."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a = ConvBN(c, c, 3)
+        self.b = ConvBN(c, c, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.b(self.a(x))
+
+
+class CSP(nn.Module):
+    """Cross-stage partial block (YOLOv8's C2f, simplified): split, ``n`` bottlenecks on one
+    half keeping every intermediate, concatenate, fuse with a 1x1 convolution."""
+
+    def __init__(self, cin: int, cout: int, n: int = 1) -> None:
+        super().__init__()
+        h = cout // 2
+        self.split = ConvBN(cin, 2 * h, 1)
+        self.blocks = nn.ModuleList(Bottleneck(h) for _ in range(n))
+        self.fuse = ConvBN((2 + n) * h, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = list(self.split(x).chunk(2, 1))
+        for block in self.blocks:
+            parts.append(block(parts[-1]))
+        return self.fuse(torch.cat(parts, 1))
+
+
+class SPPF(nn.Module):
+    """Spatial pyramid pooling, fast: three chained 5x5 max-pools, concatenated."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        h = c // 2
+        self.reduce = ConvBN(c, h, 1)
+        self.fuse = ConvBN(4 * h, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = [self.reduce(x)]
+        for _ in range(3):
+            y.append(F.max_pool2d(y[-1], 5, 1, 2))
+        return self.fuse(torch.cat(y, 1))
+
+
+class Head(nn.Module):
+    """Decoupled head for one stride: a shared 1x1 stem, then a box branch (4 distances) and a
+    class branch (C logits), each two 3x3 convolutions deep."""
+
+    def __init__(self, cin: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.stem = ConvBN(cin, hidden, 1)
+        self.box = nn.Sequential(ConvBN(hidden, hidden, 3), ConvBN(hidden, hidden, 3),
+                                 nn.Conv2d(hidden, 4, 1))
+        self.cls = nn.Sequential(ConvBN(hidden, hidden, 3), ConvBN(hidden, hidden, 3),
+                                 nn.Conv2d(hidden, num_classes, 1))
+        # softplus(0.55) ~ 1: boxes start about two strides across; class scores start at 1%.
+        nn.init.constant_(self.box[-1].bias, 0.55)
+        nn.init.constant_(self.cls[-1].bias, -4.6)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.stem(x)
+        return self.box(x), self.cls(x)
+
+
+class DefectDetector(nn.Module):
+    """Anchor-free detector with stride-8 and stride-16 heads; see the module docstring."""
+
+    def __init__(self, num_classes: int = 4, width: int = 16, head: int = 48) -> None:
+        super().__init__()
+        w = width
+        self.num_classes = num_classes
+        self.stem = nn.Sequential(ConvBN(3, w, 3, 2), ConvBN(w, 2 * w, 3, 2), CSP(2 * w, 2 * w))
+        self.stage3 = nn.Sequential(ConvBN(2 * w, 4 * w, 3, 2), CSP(4 * w, 4 * w, 2))
+        self.stage4 = nn.Sequential(ConvBN(4 * w, 8 * w, 3, 2), CSP(8 * w, 8 * w, 1), SPPF(8 * w))
+        self.lateral = ConvBN(8 * w, 4 * w, 1)
+        self.top_down = CSP(8 * w, 4 * w)
+        self.down = ConvBN(4 * w, 4 * w, 3, 2)
+        self.bottom_up = CSP(8 * w, 8 * w)
+        self.heads = nn.ModuleList(
+            [Head(4 * w, head, num_classes), Head(8 * w, head, num_classes)]
+        )
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The stride-8 and stride-16 feature maps after the neck."""
+        c3 = self.stage3(self.stem(x))
+        c4 = self.stage4(c3)
+        lat = self.lateral(c4)
+        p3 = self.top_down(torch.cat([c3, F.interpolate(lat, scale_factor=2.0)], 1))
+        p4 = self.bottom_up(torch.cat([self.down(p3), lat], 1))
+        return [p3, p4]
+
+    def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training outputs over all cells: box distances ``[B, N, 4]`` (l, t, r, b in input
+        pixels), class logits ``[B, N, C]`` and the cell centres ``[N, 3]`` (x, y, stride)."""
+        dists, logits, points = [], [], []
+        for feat, head, stride in zip(self.features(x), self.heads, STRIDES, strict=True):
+            box, cls = head(feat)
+            h, w = box.shape[2:]
+            dists.append((F.softplus(box) * stride).flatten(2).transpose(1, 2))
+            logits.append(cls.flatten(2).transpose(1, 2))
+            points.append(_grid(h, w, stride, box.device))
+        return torch.cat(dists, 1), torch.cat(logits, 1), torch.cat(points, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if self.training:
+            return self.raw(x)
+        outs = []
+        for feat, head, stride in zip(self.features(x), self.heads, STRIDES, strict=True):
+            box, cls = head(feat)
+            h, w = box.shape[2:]
+            ys = (torch.arange(h, dtype=box.dtype, device=box.device) + 0.5) * stride
+            xs = (torch.arange(w, dtype=box.dtype, device=box.device) + 0.5) * stride
+            d = F.softplus(box) * stride
+            left, top, right, bottom = d[:, 0], d[:, 1], d[:, 2], d[:, 3]
+            cx = xs.view(1, 1, w) + (right - left) / 2
+            cy = ys.view(1, h, 1) + (bottom - top) / 2
+            xywh = torch.stack([cx, cy, left + right, top + bottom], 1)
+            outs.append(torch.cat([xywh, cls.sigmoid()], 1).flatten(2))
+        return torch.cat(outs, 2)
+
+
+def _grid(h: int, w: int, stride: int, device: torch.device) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device),
+                            indexing="ij")
+    pts = torch.stack([xs.flatten(), ys.flatten()], 1).float().add(0.5).mul(stride)
+    return torch.cat([pts, torch.full((h * w, 1), float(stride), device=device)], 1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
