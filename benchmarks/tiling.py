@@ -1,7 +1,7 @@
 """Tiled inference on large frames: overhead against model time, and memory against frame size.
 
 ``TiledPredictor`` (640 px tiles, overlap 0.2, batches of 4 on a dynamic-batch model) on
-SYNTHETIC inspection frames (``examples/inspection/generator.py``) of 1 MP (1152x864), 5 MP
+SYNTHETIC inspection frames (``edgeinfer/synthetic/defects.py``) of 1 MP (1152x864), 5 MP
 (2592x1944) and 20 MP (5184x3888). Each frame size runs in its own child process (this script
 with ``--child``), so one size cannot move another's memory baseline. Per size:
 
@@ -60,11 +60,11 @@ def stand_in_artifact(directory: Path) -> Path:
     import torch
 
     sys.path.insert(0, str(INSPECTION))
-    from generator import CLASSES
     from model import DefectDetector
 
     from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
     from edgeinfer.model.export import export
+    from edgeinfer.synthetic.defects import CLASSES
 
     torch.manual_seed(0)
     net = DefectDetector(num_classes=len(CLASSES)).eval()
@@ -131,12 +131,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     sys.path.insert(0, str(INSPECTION))
-    from generator import make_frame
-
     from edgeinfer.api import load
     from edgeinfer.pipeline.tiled import STAGES, TiledPredictor
     from edgeinfer.runtime.backends import BackendOptions, available_cpus
     from edgeinfer.runtime.engine import Engine
+    from edgeinfer.synthetic.defects import make_frame
 
     cv2.setNumThreads(1)  # the frame generator's threads must not linger into the timing
     height, width = SIZES[args.size]

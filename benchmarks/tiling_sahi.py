@@ -9,7 +9,7 @@ decoder. So the two differ only in slicing, batching and the merge.
 
 Both use 640 px tiles with 0.2 overlap, no full-frame pass (SAHI's ``perform_standard_pred``
 off, our ``full_frame`` off) unless ``--full-frame``. Frames: SYNTHETIC inspection frames
-(``examples/inspection/generator.py``, evaluation seeds, never seen in training) at 5 MP and
+(``edgeinfer/synthetic/defects.py``, evaluation seeds, never seen in training) at 5 MP and
 20 MP, with their exact ground-truth boxes. Per method, in its own child process: time per
 frame, peak RSS growth during the call, and recall / precision at IoU >= 0.5 (same class;
 greedy matching by score), plus how many predictions overlap a ground-truth box without
@@ -147,12 +147,11 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import cv2
 
     sys.path.insert(0, str(INSPECTION))
-    from generator import make_frame
-
     from edgeinfer.api import load
     from edgeinfer.pipeline.tiled import TiledPredictor
     from edgeinfer.runtime.backends import BackendOptions, available_cpus
     from edgeinfer.runtime.engine import Engine
+    from edgeinfer.synthetic.defects import make_frame
 
     cv2.setNumThreads(1)
     engine = Engine(load(args.artifact), "ort",

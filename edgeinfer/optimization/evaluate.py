@@ -6,6 +6,13 @@ by energy, so a sample whose output is nearly empty (a text detector's map of a 
 text, norm ~1e-7, where FP32 runtimes differ in the noise) does not count as much as one with
 text in it. A per-sample mean scored two FP32 runtimes 4% apart on PP-OCR for that reason. With
 labels, accuracy is computed too.
+
+For a detector (the artifact names a single-output detection decoder such as ``yolo``), neither
+of those measures what matters: a YOLO output holds box coordinates in pixels beside class
+scores in 0..1, so an INT8 model that rounds every score to zero keeps an output cosine of
+0.99996 with FP32. There, agreement is AP@0.5 of the candidate's decoded detections scored
+against FP32's own detections as ground truth (class-aware, averaged over the classes FP32
+found).
 """
 
 from __future__ import annotations
@@ -20,6 +27,35 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.ort_session import open_session
+from edgeinfer.vision.boxes import Detections, box_iou
+
+
+@dataclass(frozen=True)
+class DetectionDecode:
+    """Reads one sample's first output (batch dimension removed) as detections with an
+    artifact's decoder: at its own score threshold for the reference, or down to
+    ``LOW_SCORE`` for a candidate, so that a detection whose score moved just under the
+    threshold ranks low instead of vanishing (as COCO evaluation keeps scores down to 0.001)."""
+
+    decoder: Callable[..., Detections]
+    params: dict
+    labels: tuple[str, ...] | None
+    conf: float
+
+    def __call__(self, output: np.ndarray, candidate: bool = False) -> Detections:
+        """Detections of one output (see the class docstring)."""
+        from edgeinfer.vision.preprocess import Transform
+
+        params = {**self.params, "conf_threshold": LOW_SCORE if candidate else self.conf}
+        labels = list(self.labels) if self.labels is not None else None
+        return self.decoder([output[None]], params, Transform(1.0, 1.0, 0.0, 0.0), labels)
+
+
+#: lowest score a candidate's detections are read down to (see :class:`DetectionDecode`)
+LOW_SCORE = 0.01
+
+#: decoders whose detections come from the model's first output alone
+SINGLE_OUTPUT_DETECTORS = ("yolo",)
 
 
 def run_outputs(path: str | Path, inputs: np.ndarray, input_name: str | None = None) -> np.ndarray:
@@ -34,7 +70,7 @@ def run_outputs(path: str | Path, inputs: np.ndarray, input_name: str | None = N
 class Agreement:
     """How a candidate's outputs compare with the reference's on the same samples."""
 
-    metric: str  # "top1" or "cosine"
+    metric: str  # "top1", "cosine" or "det-ap50"
     value: float  # agreement on all samples
     by_confidence: dict[str, float]  # top-1 agreement where the reference's top-1 prob >= t
     accuracy: float | None = None  # vs labels, when given
@@ -52,12 +88,17 @@ def compare(
     candidate: np.ndarray,
     labels: Sequence[int] | None = None,
     confidence: float = 0.5,
+    decode: DetectionDecode | None = None,
 ) -> Agreement:
     """Agreement of ``candidate`` with ``reference`` (outputs of the same samples).
 
-    For classifiers, ``by_confidence`` holds top-1 agreement on the samples where the
+    With ``decode``, AP@0.5 of the candidate's detections against the reference's. For
+    classifiers, ``by_confidence`` holds top-1 agreement on the samples where the
     reference's top-1 probability is >= 0.3, >= 0.5 and >= ``confidence``.
     """
+    if decode is not None:
+        ap = detection_ap50([decode(r) for r in reference], [decode(c, True) for c in candidate])
+        return Agreement("det-ap50", ap, {})
     if reference.ndim == 2 and reference.shape[1] > 1:
         ref_top, cand_top = reference.argmax(1), candidate.argmax(1)
         probs = reference if np.allclose(reference.sum(1), 1, atol=1e-3) else _softmax(reference)
@@ -75,6 +116,44 @@ def compare(
     a = reference.reshape(len(reference), -1).astype(np.float64)
     b = candidate.reshape(len(candidate), -1).astype(np.float64)
     return Agreement("cosine", float(cosine_rows(a.reshape(1, -1), b.reshape(1, -1))[0]), {})
+
+
+def detection_ap50(reference: Sequence[Detections], candidate: Sequence[Detections]) -> float:
+    """Mean over the reference's classes of the candidate's AP at IoU 0.5 (all-point
+    interpolation, as COCO/VOC), the reference's detections taken as ground truth. 1.0 when
+    neither finds anything, 0.0 when only the candidate does."""
+    classes = sorted({int(c) for d in reference for c in d.class_ids})
+    if not classes:
+        return 0.0 if any(len(d) for d in candidate) else 1.0
+    aps = []
+    for cls in classes:
+        hits: list[tuple[float, bool]] = []
+        n_ref = 0
+        for ref, cand in zip(reference, candidate, strict=True):
+            gt = ref.boxes[ref.class_ids == cls]
+            sel = cand.class_ids == cls
+            boxes, scores = cand.boxes[sel], cand.scores[sel]
+            n_ref += len(gt)
+            taken = np.zeros(len(gt), bool)
+            ious = box_iou(boxes, gt) if len(boxes) and len(gt) else None
+            for i in np.argsort(-scores, kind="stable"):
+                ok = False
+                if ious is not None:
+                    cand_iou = np.where(taken, -1.0, ious[i])
+                    j = int(cand_iou.argmax())
+                    if cand_iou[j] >= 0.5:
+                        taken[j] = ok = True
+                hits.append((float(scores[i]), ok))
+        if not n_ref:
+            continue
+        hits.sort(key=lambda h: -h[0])
+        tp = np.cumsum([h[1] for h in hits]) if hits else np.zeros(0)
+        recall = tp / n_ref
+        precision = tp / np.arange(1, len(hits) + 1)
+        envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(hits) else precision
+        steps = np.diff(np.concatenate([[0.0], recall]))
+        aps.append(float((steps * envelope).sum()))
+    return float(np.mean(aps))
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

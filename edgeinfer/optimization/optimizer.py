@@ -25,7 +25,14 @@ from edgeinfer.artifact import Artifact, SourceInfo, file_sha256
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.optimization import quantize as q
 from edgeinfer.optimization.calibration import CalibrationReader, load_samples, split_samples
-from edgeinfer.optimization.evaluate import Agreement, compare, interleaved_latency, run_outputs
+from edgeinfer.optimization.evaluate import (
+    SINGLE_OUTPUT_DETECTORS,
+    Agreement,
+    DetectionDecode,
+    compare,
+    interleaved_latency,
+    run_outputs,
+)
 from edgeinfer.optimization.passes import optimize_graph
 from edgeinfer.optimization.sensitivity import IsolatedSensitivity, rank_isolated, rank_layers
 
@@ -66,6 +73,24 @@ class Samples:
     evaluation: np.ndarray
     labels: tuple[int, ...] | None = None
     origin: str = ""
+    #: for detectors: one sample's output -> detections (agreement is then AP@0.5 vs FP32)
+    decode: DetectionDecode | None = None
+
+
+def detection_decode(artifact: Artifact) -> DetectionDecode | None:
+    """How to read a sample's output as detections, for artifacts whose decoder makes them
+    from the first output alone (see ``SINGLE_OUTPUT_DETECTORS``); None for the others."""
+    from edgeinfer.vision.decoders import get_decoder
+
+    m = artifact.manifest
+    if m.decoder not in SINGLE_OUTPUT_DETECTORS:
+        return None
+    params = {k: v for k, v in m.decoder_params.items() if k != "image_size"}
+    conf = float(params.get("conf_threshold", 0.25))
+    labels = artifact.labels()
+    return DetectionDecode(
+        get_decoder(m.decoder), params, tuple(labels) if labels else None, conf
+    )
 
 
 def _drop(ref: Agreement, cand: Agreement, confidence: float) -> float:
@@ -81,6 +106,8 @@ def drop_metric(config: OptimizeConfig, labels: bool, metric: str) -> str:
     """Words for what ``_drop`` measured, for the report."""
     if labels:
         return "accuracy drop (labels)"
+    if metric == "det-ap50":
+        return "1 - AP@0.5 of the detections against FP32's detections"
     if metric == "top1":
         return f"top-1 disagreement with FP32 where FP32 confidence >= {config.agree_confidence}"
     return "1 - output cosine vs FP32 (all samples as one vector)"
@@ -108,7 +135,7 @@ def optimize_model(
     input_name = onnx.load(str(fp32)).graph.input[0].name
     ref_out = run_outputs(fp32, samples.evaluation, input_name)
     labels = samples.labels
-    ref = compare(ref_out, ref_out, labels, config.agree_confidence)
+    ref = compare(ref_out, ref_out, labels, config.agree_confidence, samples.decode)
     report: dict[str, Any] = {
         "precision_requested": config.precision,
         "max_drop": config.max_drop,
@@ -152,6 +179,7 @@ def optimize_model(
             run_outputs(plain, samples.evaluation, input_name),
             labels,
             config.agree_confidence,
+            samples.decode,
         )
         report["plain_int8"] = _agreement_dict(plain_agree)
         shutil.copyfile(plain, candidate)
@@ -207,6 +235,7 @@ def optimize_model(
         run_outputs(candidate, samples.evaluation, input_name),
         labels,
         config.agree_confidence,
+        samples.decode,
     )
     timed = [fp32, candidate] + ([workdir / "int8.onnx"] if kept else [])
     lat_ref, lat_cand, *lat_plain = interleaved_latency(
@@ -279,6 +308,7 @@ def _fallback_search(
             run_outputs(path, samples.evaluation, input_name),
             samples.labels,
             config.agree_confidence,
+            samples.decode,
         )
         drop = _drop(ref, agree, config.agree_confidence)
         trials.append({"kept": k, "drop": drop, "agreement": agree.value})
@@ -433,4 +463,4 @@ def build_samples(
     skipped = len(set(cal.skipped) | set(ev.skipped))
     if skipped:
         origin += f"; {skipped} unreadable files skipped"
-    return Samples(cal.inputs, ev.inputs, labels, origin)
+    return Samples(cal.inputs, ev.inputs, labels, origin, detection_decode(artifact))

@@ -69,6 +69,33 @@ def with_activations(model: onnx.ModelProto, names: Sequence[str]) -> list[str]:
     return [*names, *extra]
 
 
+def output_tail(model: onnx.ModelProto) -> list[str]:
+    """Nodes between the last quantizable layers and the graph outputs (a detector's box
+    decoding, sigmoid, reshape and concat), which static INT8 keeps in float.
+
+    INT8 there buys no speed (a few elementwise ops on a small tensor) and rounds the outputs:
+    a YOLO head concatenates box coordinates (0..640 px) with class scores (0..1) into one
+    tensor, and one INT8 scale for both rounds every score to 0 (seen on the inspection
+    detector: cosine 0.99996 against FP32, no detection left). Box coordinates alone would
+    still be rounded to 2.5 px steps, too coarse for 10 px defects.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    tail: dict[str, None] = {}
+    stack = [o.name for o in model.graph.output]
+    seen: set[str] = set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in QUANTIZABLE_OPS:
+            continue
+        if node.name:
+            tail[node.name] = None
+        stack.extend(i for i in node.input if i)
+    return list(tail)
+
+
 #: memory the calibrator may hold in intermediate outputs at once (all activations of a chunk)
 CALIB_MEMORY_BYTES = 1 << 30
 #: ORT's percentile/entropy histograms grow new bins of the first chunk's bin width when a later
@@ -168,7 +195,8 @@ def quantize_int8_static(
                 src, method, stride, method,
             )
             method = "minmax"
-    graph = onnx.load(str(src), load_external_data=False) if (exclude or only) else None
+    graph = onnx.load(str(src), load_external_data=False)
+    keep_float = [*with_activations(graph, exclude), *output_tail(graph)]
     src = at_least_opset(src, PER_CHANNEL_OPSET, Path(dst).with_suffix(".opset13.onnx"))
     try:
         # ORT prints calibration chatter on stdout and advice on the root logger.
@@ -182,7 +210,7 @@ def quantize_int8_static(
                 reduce_range=settings.reduce_range,
                 activation_type=getattr(QuantType, settings.activation_type),
                 weight_type=getattr(QuantType, settings.weight_type),
-                nodes_to_exclude=with_activations(graph, exclude) if exclude else [],
+                nodes_to_exclude=keep_float,
                 nodes_to_quantize=with_activations(graph, only) if only else None,
                 calibrate_method=methods[method],
                 extra_options=extra,

@@ -333,7 +333,9 @@ def tune(
         ref_engine = Engine(ref_art, "ort" if fmt == "onnx" else None)
         ref_layout = (ref_variant or variants[0]).layout
         reference = measure.outputs(ref_engine, samples.evaluation)
-        ref_agree = compare(reference, reference, samples.labels, config.agree_confidence)
+        ref_agree = compare(
+            reference, reference, samples.labels, config.agree_confidence, samples.decode
+        )
         ref_engine.close()
         rows = [_Row(c) for c in configs]
         artifacts = {v.label: _variant_artifact(work_art, v, inputs) for v in variants}
@@ -430,7 +432,7 @@ def _check(
         row.reason = f"output shape {list(got.shape)} differs from the reference's"
         engine.close()
         return
-    agree = compare(reference, got, samples.labels, config.agree_confidence)
+    agree = compare(reference, got, samples.labels, config.agree_confidence, samples.decode)
     row.drop = _drop(ref_agree, agree, config.agree_confidence)
     row.agreement = agree.value
     if row.drop > config.max_drop:

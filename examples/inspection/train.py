@@ -2,13 +2,16 @@
 
     .venv/bin/python examples/inspection/train.py --seed 0 --out edgeinfer/data/defects
 
-Reproducible: the training tiles come from ``generator.make_tiles(seed, ...)`` (frames
-``seed * 100000 + k``; the evaluation uses seed 9999, so frames never overlap), and every random
-choice of the training (initialisation, batch order, flips) draws from ``--seed``. Steps:
+Reproducible: the training tiles come from
+``edgeinfer.synthetic.defects.make_tiles(seed, ...)`` (frames ``seed * 100000 + k``; the
+evaluation uses seed 9999, so frames never overlap), and every random choice of the training
+(initialisation, batch order, flips) draws from ``--seed``. Steps:
 
-1. generate ``--tiles`` crops of ``--tile`` pixels (default 320: the network is fully
-   convolutional, so it trains on small crops and runs on 640x640 tiles), in ``--workers``
-   processes, in fixed chunks so the data do not depend on the worker count;
+1. generate ``--tiles`` crops of ``--tile`` pixels (default 10000 of 256x256, 20 per frame,
+   85% of them around a defect, from frames drawn with 16-28 defects instead of 3-12: more
+   distinct defects per generated frame) in ``--workers`` processes, in fixed chunks so that
+   the data do not depend on the worker count. The network is fully convolutional: it trains
+   on small crops (cheaper) and runs on 640x640 tiles;
 2. train ``--steps`` AdamW steps (batch ``--batch``, warm-up then cosine learning rate, random
    flips and transposes, an exponential moving average of the weights);
 3. export the averaged model: ``defect-detector.onnx`` (opset 17, input ``images``
@@ -37,28 +40,31 @@ import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generator import CLASSES, Frame, make_tiles
 from model import DefectDetector, count_parameters
+
+from edgeinfer.synthetic.defects import CLASSES, Frame, make_tiles
 
 #: tiles per generation chunk (a chunk is ``make_tiles(seed, CHUNK, start=...)``)
 CHUNK = 240
 
 
-def _chunk(args: tuple[int, int, int, int, float, int]) -> list[Frame]:
-    seed, n, tile, per_frame, p_defect, start = args
+def _chunk(args: tuple[int, int, int, int, float, int, tuple[int, int]]) -> list[Frame]:
+    seed, n, tile, per_frame, p_defect, start, frame_defects = args
     import cv2
 
     cv2.setNumThreads(1)
-    return list(make_tiles(seed, n, tile, per_frame=per_frame, p_defect=p_defect, start=start))
+    return list(make_tiles(seed, n, tile, per_frame=per_frame, p_defect=p_defect, start=start,
+                           frame_defects=frame_defects))
 
 
 def generate(
-    seed: int, n: int, tile: int, per_frame: int, p_defect: float, workers: int
+    seed: int, n: int, tile: int, per_frame: int, p_defect: float,
+    frame_defects: tuple[int, int], workers: int,
 ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     """``n`` training tiles as a uint8 array ``[n, tile, tile, 3]`` (BGR) plus boxes/classes."""
     frames_per_chunk = math.ceil(CHUNK / per_frame)
-    jobs = [(seed, min(CHUNK, n - i), tile, per_frame, p_defect, (i // CHUNK) * frames_per_chunk)
-            for i in range(0, n, CHUNK)]
+    jobs = [(seed, min(CHUNK, n - i), tile, per_frame, p_defect, (i // CHUNK) * frames_per_chunk,
+             frame_defects) for i in range(0, n, CHUNK)]
     images = np.empty((n, tile, tile, 3), np.uint8)
     boxes, classes = [], []
     ctx = multiprocessing.get_context("fork")
@@ -77,7 +83,8 @@ def generate(
 
 
 def assign(
-    points: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, radius: float = 2.5
+    points: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, radius: float = 2.5,
+    p3_max: float = 64.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Centre-sampling assignment. ``points`` [N, 3] (x, y, stride), ``gt`` [B, M, 4] xyxy,
     ``valid`` [B, M]. Returns positive mask [B, N] and the index of each cell's box [B, N]."""
@@ -87,7 +94,7 @@ def assign(
     inside = (px > x1) & (px < x2) & (py > y1) & (py < y2)
     near = ((px - cx).abs() < radius * s) & ((py - cy).abs() < radius * s)
     size = torch.maximum(x2 - x1, y2 - y1)
-    level = torch.where(s == 8, size <= 64, size >= 48)
+    level = torch.where(s == 8, size <= p3_max, size >= 48)
     ok = level & valid[:, None, :]
     cand = inside & near & ok
     lonely = valid & ~cand.any(1)  # [B, M]: boxes too small or thin for any cell centre
@@ -123,9 +130,10 @@ def detection_loss(
     gt_cls: torch.Tensor,
     valid: torch.Tensor,
     box_weight: float = 2.0,
+    p3_max: float = 64.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Quality focal loss + GIoU loss, both normalised by the number of positive cells."""
-    pos, idx = assign(points, gt, valid)
+    pos, idx = assign(points, gt, valid, p3_max=p3_max)
     num_pos = max(int(pos.sum()), 1)
     target = torch.zeros_like(logits)
     box_loss = dists.sum() * 0.0
@@ -196,7 +204,7 @@ def train(args: argparse.Namespace) -> DefectDetector:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     images, boxes, classes = generate(args.seed, args.tiles, args.tile, args.per_frame,
-                                      args.p_defect, args.workers)
+                                      args.p_defect, tuple(args.frame_defects), args.workers)
     n_boxes = sum(len(b) for b in boxes)
     print(f"data: {len(images)} tiles {args.tile}x{args.tile}, {n_boxes} defects, "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -227,7 +235,7 @@ def train(args: argparse.Namespace) -> DefectDetector:
         cursor += args.batch
         imgs, gt, cls, valid = batch(images, boxes, classes, index, gen)
         dists, logits, points = model(imgs.contiguous(memory_format=torch.channels_last))
-        loss, parts = detection_loss(dists, logits, points, gt, cls, valid)
+        loss, parts = detection_loss(dists, logits, points, gt, cls, valid, p3_max=args.p3_max)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -272,6 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-frame", type=int, default=20, help="tiles cut from each frame")
     ap.add_argument("--p-defect", type=float, default=0.85,
                     help="share of tiles cut around a defect (the rest lie anywhere)")
+    ap.add_argument("--frame-defects", type=int, nargs=2, default=(16, 28), metavar=("LO", "HI"),
+                    help="defects per training frame (test frames have 3-12)")
+    ap.add_argument("--p3-max", type=float, default=64.0,
+                    help="largest box side (px) the stride-8 head learns (stride 16: from 48)")
     ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=3e-3)

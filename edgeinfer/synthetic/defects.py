@@ -416,6 +416,7 @@ def make_tiles(
     per_frame: int = 4,
     p_defect: float = 0.75,
     start: int = 0,
+    frame_defects: tuple[int, int] | None = None,
     width: int = 2592,
     height: int = 1944,
 ) -> Iterator[Frame]:
@@ -424,14 +425,18 @@ def make_tiles(
     Crops come ``per_frame`` at a time (see :func:`frame_tiles`) from frames
     ``seed * FRAMES_PER_SEED + k`` for ``k = start, start + 1, ...``, so different seeds never
     share a frame and disjoint ``start`` ranges split one seed's series into independent
-    chunks. Deterministic for a given argument list.
+    chunks. ``frame_defects=(lo, hi)`` draws lo..hi defects per frame instead of the frames'
+    own 3-12 (the training set uses more, which gives more distinct defects per generated
+    frame). Deterministic for a given argument list.
     """
     if not 0 <= seed < 2**63 // FRAMES_PER_SEED:
         raise ValueError(f"seed must be a non-negative integer below {2**63 // FRAMES_PER_SEED}")
     made, k = 0, start
     while made < n:
-        frame = make_frame(seed * FRAMES_PER_SEED + k, width, height)
         rng = np.random.default_rng(np.random.SeedSequence([seed, k, tile, per_frame]))
+        count = None if frame_defects is None else int(rng.integers(frame_defects[0],
+                                                                    frame_defects[1] + 1))
+        frame = make_frame(seed * FRAMES_PER_SEED + k, width, height, n_defects=count)
         k += 1
         for item in frame_tiles(frame, min(per_frame, n - made), tile, rng, p_defect):
             yield item

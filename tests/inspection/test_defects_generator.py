@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inspection"
-
-
-def _load(name: str) -> ModuleType:
-    """Import one of the example's modules (they import each other by plain name)."""
-    if str(EXAMPLE) not in sys.path:
-        sys.path.insert(0, str(EXAMPLE))
-    module = importlib.import_module(name)
-    assert Path(module.__file__).parent == EXAMPLE, f"another '{name}' module shadows the example"
-    return module
-
-
-gen = _load("generator")
+from edgeinfer.synthetic import defects as gen
 
 
 @pytest.fixture(scope="module")
