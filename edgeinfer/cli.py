@@ -475,11 +475,16 @@ def demo(
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write artifacts.")] = Path(
         "demo-out"
     ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Short form (CI): fewer tiles, runs and frames.")
+    ] = False,
 ) -> None:
-    """The main job on embedded defaults: zoo get -> inspect -> classify a sample image."""
+    """The main job on embedded defaults: the defect detector through zoo get -> inspect ->
+    optimize INT8 -> bench FP32 vs INT8 -> tiled inspection of generated 5 MP frames, with a
+    summary table and an HTML report."""
     from edgeinfer.demo import run_demo
 
-    run_demo(out, console)
+    run_demo(out, console, quick=quick)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,33 @@
+"""``edgeinfer demo --quick``: the main job end to end, as CI runs it (about half a minute)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeinfer.cli import main
+
+
+@pytest.mark.slow
+def test_demo_quick_runs_the_inspection_case(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"].startswith("SYNTHETIC")
+    assert summary["int8"]["precision"] == "int8"
+    assert summary["int8"]["agreement"] >= 0.97
+    assert summary["int8"]["bytes"] < 0.4 * summary["int8"]["fp32_bytes"]
+    assert {b["name"].split(",")[0] for b in summary["bench"]} == {"FP32", "INT8"}
+    rows = {r["name"]: r for r in summary["frames"]}
+    tiled, whole = rows["FP32 tiled"], rows["FP32 whole frame 640"]
+    assert tiled["defects"] > 5
+    assert tiled["recall"] >= 0.85 > whole["recall"]
+    assert rows["INT8 tiled"]["recall"] >= 0.85
+    assert tiled["class_accuracy"] >= 0.9
+    report = (out / "report.html").read_text()
+    images = sorted(p.name for p in (out / "frames").glob("*.jpg"))
+    assert len(images) == 4 and all(name in report for name in images)
+    assert "SYNTHETIC" in report and "<svg" in report
+
