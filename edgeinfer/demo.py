@@ -78,6 +78,19 @@ def _tiles(seed: int, n: int, artifact: Artifact) -> np.ndarray:
     return np.concatenate([to_tensor(t[0], spec, pre)[0] for t in make_tiles(seed, n, 640)])
 
 
+def make_int8(artifact: Artifact, out: Path, size: DemoSize) -> Artifact:
+    """Static INT8 of the detector through ``optimize``: calibrated on generated tiles, judged
+    against FP32 by AP@0.5 on other generated tiles."""
+    samples = Samples(
+        _tiles(CALIB_SEED, size.calib_tiles, artifact),
+        _tiles(HOLDOUT_SEED, size.holdout_tiles, artifact),
+        origin=f"SYNTHETIC tiles: {size.calib_tiles} (seed {CALIB_SEED}) calibration, "
+        f"{size.holdout_tiles} (seed {HOLDOUT_SEED}) evaluation",
+        decode=detection_decode(artifact),
+    )
+    return optimize(artifact.path, out, OptimizeConfig(latency_rounds=3), samples)
+
+
 def _variant_row(name: str, score: DetectionScore, seconds: list[float]) -> dict[str, Any]:
     row = score.summary(CLASSES)
     row["name"] = name
@@ -141,11 +154,13 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def _render_frames(rows: list[dict[str, Any]], console: Console) -> None:
+def render_frames(rows: list[dict[str, Any]], console: Console) -> None:
+    """Print :func:`inspect_frames` rows as a table."""
     table = Table(title="SYNTHETIC 5 MP frames (2592x1944) against their exact ground truth")
     for col in ("variant", "recall", "recall < 32 px", "precision", "class accuracy",
                 "s/frame p50", "fps"):
-        table.add_column(col, justify="left" if col == "variant" else "right")
+        table.add_column(col, justify="left" if col == "variant" else "right",
+                         no_wrap=col == "variant")
     for r in rows:
         table.add_row(r["name"], _pct(r["recall"]), _pct(r["recall_small"]),
                       _pct(r["precision"]), _pct(r["class_accuracy"]),
@@ -228,14 +243,7 @@ def run_demo(out: Path, console: Console, quick: bool = False) -> dict[str, Any]
     render_inspect(report, console)
 
     console.rule("3. optimize: static INT8, calibrated on generated tiles")
-    samples = Samples(
-        _tiles(CALIB_SEED, size.calib_tiles, artifact),
-        _tiles(HOLDOUT_SEED, size.holdout_tiles, artifact),
-        origin=f"SYNTHETIC tiles: {size.calib_tiles} (seed {CALIB_SEED}) calibration, "
-        f"{size.holdout_tiles} (seed {HOLDOUT_SEED}) evaluation",
-        decode=detection_decode(artifact),
-    )
-    int8 = optimize(fp32_dir, int8_dir, OptimizeConfig(latency_rounds=3), samples)
+    int8 = make_int8(artifact, int8_dir, size)
     opt = int8.manifest.reports["optimize"]
     agreement = opt["result"]["agreement"]["value"]
     console.print(
@@ -260,7 +268,7 @@ def run_demo(out: Path, console: Console, quick: bool = False) -> dict[str, Any]
     frames_dir.mkdir(exist_ok=True)
     with Engine(artifact) as e32, Engine(int8) as e8:
         rows = inspect_frames({"FP32": e32, "INT8": e8}, size.frames, frames_dir)
-    _render_frames(rows, console)
+    render_frames(rows, console)
 
     machine = machine_line(machine_info())
     summary = {
