@@ -13,11 +13,8 @@ with ``--child``), so one size cannot move another's memory baseline. Per size:
   and the frame's own size. Target: peak RSS flat within +-10% from 1 MP to 20 MP. The frame
   is the caller's (a 20 MP BGR frame is 58 MiB); the table gives the peak with and without it.
 
-The detector is the zoo's ``defect-detector`` (trained on synthetic defects) when its ONNX file
-is present in ``edgeinfer/data/defects``; otherwise a STAND-IN: the same architecture
-(``examples/inspection/model.py``) with random weights, exported here, for timing only (its
-detections are noise; the table says which one ran). ``--model`` takes any artifact or zoo
-name whose decoder gives Detections, or the output folder of ``examples/inspection/train.py``.
+The detector is the zoo's ``defect-detector`` (trained on synthetic defects); ``--model``
+takes any artifact or zoo name whose decoder gives Detections.
 
     .venv/bin/python benchmarks/tiling.py [--quick] [--model NAME_OR_PATH] [--batch 4]
         [--threads N] [--repeats 3] [--json PATH]
@@ -40,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-INSPECTION = ROOT / "examples" / "inspection"
 SIZES = {"1MP": (864, 1152), "5MP": (1944, 2592), "20MP": (3888, 5184)}  # (height, width)
 OVERHEAD_TARGET = 0.10
 RSS_TARGET = 0.10
@@ -54,75 +50,14 @@ def _trim() -> None:
         fn(0)
 
 
-def stand_in_artifact(directory: Path) -> Path:
-    """The inspection detector's architecture with random weights, as a 640 px artifact with
-    the zoo entry's preprocessing and decoder (timing only)."""
-    import torch
-
-    sys.path.insert(0, str(INSPECTION))
-    from model import DefectDetector
-
-    from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
-    from edgeinfer.model.export import export
-    from edgeinfer.synthetic.defects import CLASSES
-
-    torch.manual_seed(0)
-    net = DefectDetector(num_classes=len(CLASSES)).eval()
-    onnx_path = export(net, torch.zeros(1, 3, 640, 640), directory / "stand-in.onnx",
-                       input_names=("images",), output_names=("output0",), dynamic_batch=True)
-    Artifact.create(
-        directory / "art",
-        onnx_path,
-        name="defect-detector-random-weights",
-        task="detection",
-        inputs=(InputSpec(name="images", shape=(1, 3, 640, 640)),),
-        preprocess=Preprocess(resize="letterbox", interpolation="linear", channel_order="RGB",
-                              scale=1 / 255),
-        labels=list(CLASSES),
-        decoder="yolo",
-        decoder_params={"conf_threshold": 0.25, "iou_threshold": 0.5,
-                        "num_classes": len(CLASSES)},
-        source=SourceInfo(name="random weights (benchmarks/tiling.py stand-in)"),
-    )
-    return directory / "art"
-
-
-def detector_artifact(directory: Path, out: Path) -> Path:
-    """An artifact, set up as the zoo's ``defect-detector``, of ``train.py``'s output folder
-    (``defect-detector.onnx`` + ``labels.txt``)."""
-    from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
-
-    labels = (directory / "labels.txt").read_text(encoding="utf-8").splitlines()
-    Artifact.create(
-        out,
-        directory / "defect-detector.onnx",
-        name="defect-detector",
-        task="detection",
-        inputs=(InputSpec(name="images", shape=(1, 3, 640, 640)),),
-        preprocess=Preprocess(resize="letterbox", interpolation="linear", channel_order="RGB",
-                              scale=1 / 255),
-        labels=labels,
-        decoder="yolo",
-        decoder_params={"conf_threshold": 0.25, "iou_threshold": 0.5,
-                        "num_classes": len(labels)},
-        source=SourceInfo(name=str(directory / "defect-detector.onnx")),
-    )
-    return out
-
-
 def resolve_model(model: str | None, workdir: Path) -> tuple[Path, str]:
-    """(artifact or model path, description)."""
+    """(artifact or model path, description): ``--model``, else the zoo's defect detector."""
     from edgeinfer.zoo import resolve
 
+    del workdir  # artifacts of zoo names live in the user cache
     if model:
-        path = Path(model)
-        if (path / "defect-detector.onnx").exists() and not (path / "edgeinfer.json").exists():
-            return detector_artifact(path, workdir / "art"), f"{model} (train.py output)"
         return resolve(model), model
-    if (ROOT / "edgeinfer" / "data" / "defects" / "defect-detector.onnx").exists():
-        return resolve("defect-detector"), "defect-detector (zoo, trained on synthetic defects)"
-    return (stand_in_artifact(workdir),
-            "STAND-IN: defect-detector architecture, random weights (timing only)")
+    return resolve("defect-detector"), "defect-detector (zoo, trained on synthetic defects)"
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,7 +65,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import cv2
     import numpy as np
 
-    sys.path.insert(0, str(INSPECTION))
     from edgeinfer.api import load
     from edgeinfer.pipeline.tiled import STAGES, TiledPredictor
     from edgeinfer.runtime.backends import BackendOptions, available_cpus

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiling import INSPECTION, ROOT, _trim, resolve_model
+from tiling import ROOT, _trim, resolve_model
 
 SIZES = {"5MP": (1944, 2592), "20MP": (3888, 5184)}
 #: first evaluation frame: the inspection evaluation draws frames 9999 * 100000 + k
@@ -146,7 +146,6 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """One method on every frame, in this process."""
     import cv2
 
-    sys.path.insert(0, str(INSPECTION))
     from edgeinfer.api import load
     from edgeinfer.pipeline.tiled import TiledPredictor
     from edgeinfer.runtime.backends import BackendOptions, available_cpus
