@@ -404,11 +404,24 @@ def tune(
         console.print(f"artifact: {out}")
 
 
+def _quiet_capture_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings (connection refused...) off stderr: the
+    stream source logs what happens and the CLI reports errors in one line."""
+    import os
+
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 @app.command()
 def run(
     artifact: Annotated[str, typer.Argument(help="Artifact directory or zoo name.")],
     source: Annotated[
-        Path, typer.Option("--source", "-s", help="Image file, folder of images, or video.")
+        str, typer.Option("--source", "-s",
+                          help="Image file, folder of images, video, camera index (0), or "
+                               "rtsp:// / http:// URL.")
     ],
     tile: Annotated[
         int | None, typer.Option(help="Tiled inference: tile size in pixels, e.g. 640.")
@@ -429,15 +442,46 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON line per frame, then a summary line.")
     ] = False,
+    live: Annotated[
+        bool, typer.Option("--live", help="Pace a file at its fps through the drop-oldest "
+                                           "queue, as a camera would deliver it.")
+    ] = False,
+    fps: Annotated[
+        float | None, typer.Option(help="With --live: frames per second (default: the "
+                                        "video's own, 25 for images).")
+    ] = None,
+    queue: Annotated[int, typer.Option(help="Streams: frames waiting at most (drop-oldest).")
+    ] = 2,
+    retries: Annotated[
+        int, typer.Option(help="Camera/URL: consecutive failed attempts before giving up "
+                               "(0: retry forever).")
+    ] = 5,
+    max_backoff: Annotated[
+        float, typer.Option(help="Camera/URL: longest wait between reconnects, seconds.")
+    ] = 10.0,
 ) -> None:
-    """Run an artifact on images or video: preprocessing, inference, decoding from its manifest."""
-    from edgeinfer.pipeline.runner import make_predictor, run_source
+    """Run an artifact on images, video, a camera or a stream: preprocessing, inference and
+    decoding from its manifest."""
+    from edgeinfer.pipeline.runner import make_predictor, run_source, run_stream
+    from edgeinfer.pipeline.sources import ReconnectPolicy, source_kind
     from edgeinfer.runtime.engine import Engine
 
     if tile is not None and tile < 32:
         raise EdgeInferError(f"bad --tile {tile}: give the tile size in pixels, e.g. 640")
     if not 0 <= overlap < 0.9:
         raise EdgeInferError(f"bad --overlap {overlap}: give a fraction in [0, 0.9)")
+    if queue < 1:
+        raise EdgeInferError(f"bad --queue {queue}: give at least 1 frame")
+    if retries < 0:
+        raise EdgeInferError(f"bad --retries {retries}: give 0 (forever) or more")
+    kind = source_kind(source)
+    streaming = live or kind != "file"
+    policy = None
+    if kind != "file":
+        policy = ReconnectPolicy(max_retries=retries or None,
+                                 max_backoff_s=max_backoff, initial_s=min(0.5, max_backoff))
+        if not _state["debug"]:
+            _quiet_capture_logs()
     engine = Engine.open(_resolve_model(artifact), backend)
     predictor = make_predictor(engine, tile, overlap, batch, full_frame)
 
@@ -449,7 +493,7 @@ def run(
                 "source": pred.source,
                 "result": items,
                 "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()},
-            }))
+            }), flush=True)
             return
         total = sum(pred.times_ms.values())
         console.print(f"[bold]{pred.source}[/bold]  ({total:.1f} ms, {len(items)} results)")
@@ -457,15 +501,23 @@ def run(
             where = " ".join(f"{v:.0f}" for v in r["box"]) if "box" in r else ""
             console.print(f"  {r['class_id']:>5}  {r['label']:<24} {r['score']:.3f}  {where}")
 
-    summary = run_source(predictor, source, save=save, limit=limit, on_frame=show).to_dict()
+    if streaming:
+        summary = run_stream(predictor, source, save=save, limit=limit, on_frame=show,
+                             live=live, fps=fps, policy=policy, queue_size=queue).to_dict()
+    else:
+        summary = run_source(predictor, Path(source), save=save, limit=limit,
+                             on_frame=show).to_dict()
     if as_json:
         print(json.dumps({"summary": summary}))
         return
     stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stages_ms"].items())
+    fps_text = f"{summary['fps']:.1f}" if summary["fps"] else "-"
+    lat = (f"latency p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms"
+           if summary["p50_ms"] is not None else "no latency")
     console.print(
-        f"{summary['frames']} frames in {summary['seconds']:.2f} s "
-        f"({summary['fps']:.1f} fps); latency p50 {summary['p50_ms']:.1f} ms, "
-        f"p99 {summary['p99_ms']:.1f} ms; mean ms per stage: {stages}"
+        f"{summary['frames']} frames in {summary['seconds']:.2f} s ({fps_text} fps); {lat}; "
+        f"dropped {summary['dropped']}, reconnects {summary['reconnects']}; "
+        f"mean ms per stage: {stages}"
         + (f"; saved {len(summary['saved'])} file(s) in {save}" if save else "")
     )
 

@@ -1,8 +1,14 @@
 """``edgeinfer run``: frames from a source through an artifact, with per-frame results, annotated
-output and a summary (frames, fps, latency percentiles, mean time per stage)."""
+output and a summary (frames, fps, latency percentiles, mean time per stage, and for streams
+dropped frames and reconnects).
+
+:func:`run_source` reads files in order and processes every frame; :func:`run_stream` puts a
+camera, a URL or a paced ("live") file through the stream runner's drop-oldest queue.
+"""
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -13,20 +19,35 @@ from typing import Any
 import cv2
 
 from edgeinfer.errors import EdgeInferError
-from edgeinfer.pipeline.sources import is_video, iter_frames, video_fps
+from edgeinfer.pipeline.sinks import CallbackSink, ImageSink, Sink, VideoSink, slug
+from edgeinfer.pipeline.sources import (
+    ReconnectPolicy,
+    is_video,
+    iter_frames,
+    open_source,
+    source_kind,
+    video_fps,
+)
+from edgeinfer.pipeline.streams import StreamRunner
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.vision.draw import annotate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunSummary:
-    """What a run did: frames, wall time, per-frame latency and per-stage mean times (ms)."""
+    """What a run did: frames, wall time, per-frame latency and per-stage mean times (ms);
+    for a stream also the frames read, dropped (queue full) and reconnects."""
 
     frames: int = 0
     seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     stages_ms: dict[str, float] = field(default_factory=dict)
     saved: list[str] = field(default_factory=list)
+    frames_in: int | None = None
+    dropped: int = 0
+    reconnects: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -43,6 +64,9 @@ class RunSummary:
             "p99_ms": pct(0.99),
             "stages_ms": {k: v / max(1, self.frames) for k, v in self.stages_ms.items()},
             "saved": self.saved,
+            "frames_in": self.frames if self.frames_in is None else self.frames_in,
+            "dropped": self.dropped,
+            "reconnects": self.reconnects,
         }
 
 
@@ -110,3 +134,53 @@ def run_source(
             writer.release()
         summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _stream_sinks(source: str, name: str, save: Path, fps: float) -> Sink:
+    """Annotated images for an image or folder, else one annotated MP4."""
+    if source_kind(source) == "file" and not is_video(source):
+        return ImageSink(save)
+    stem = Path(source).stem if source_kind(source) == "file" else slug(name)
+    return VideoSink(save / f"{stem}.annotated.mp4", fps=fps)
+
+
+def run_stream(
+    predictor: Any,
+    source: str | Path,
+    *,
+    save: str | Path | None = None,
+    limit: int | None = None,
+    on_frame: Callable[[Any], None] | None = None,
+    live: bool = False,
+    fps: float | None = None,
+    policy: ReconnectPolicy | None = None,
+    queue_size: int = 2,
+) -> RunSummary:
+    """Run a camera index, an rtsp/http URL or a file (paced at its fps when ``live``)
+    through :class:`~edgeinfer.pipeline.streams.StreamRunner`; Ctrl-C ends the run with its
+    summary. Latencies are capture to result."""
+    src = open_source(source, live=live, fps=fps, policy=policy)
+    sinks: list[Sink] = []
+    if save is not None:
+        rate = fps or getattr(src, "fps", None) or 25.0
+        sinks.append(_stream_sinks(str(source), src.name, Path(save), rate))
+    if on_frame is not None:
+        sinks.append(CallbackSink(on_frame))
+    runner = StreamRunner(src, predictor, sinks, queue_size=queue_size, limit=limit)
+    try:
+        stats = runner.run()
+    except KeyboardInterrupt:
+        log.info("%s: interrupted", src.name)
+        stats = runner.stats()
+    saved = sinks[0] if save is not None else None
+    return RunSummary(
+        frames=stats.processed,
+        seconds=stats.seconds,
+        latencies_ms=runner.latencies_ms(),
+        stages_ms=runner.stage_totals_ms(),
+        saved=(saved.saved if isinstance(saved, ImageSink)
+               else [str(saved.path)] if isinstance(saved, VideoSink) and saved.frames else []),
+        frames_in=stats.frames_in,
+        dropped=stats.dropped,
+        reconnects=stats.reconnects,
+    )
