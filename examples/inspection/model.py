@@ -13,6 +13,8 @@ export layout that edgeinfer's ``yolo`` decoder reads.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 from torch import nn
@@ -144,16 +146,27 @@ class DefectDetector(nn.Module):
         outs = []
         for feat, head, stride in zip(self.features(x), self.heads, STRIDES, strict=True):
             box, cls = head(feat)
-            h, w = box.shape[2:]
-            ys = (torch.arange(h, dtype=box.dtype, device=box.device) + 0.5) * stride
-            xs = (torch.arange(w, dtype=box.dtype, device=box.device) + 0.5) * stride
-            d = F.softplus(box) * stride
-            left, top, right, bottom = d[:, 0], d[:, 1], d[:, 2], d[:, 3]
-            cx = xs.view(1, 1, w) + (right - left) / 2
-            cy = ys.view(1, h, 1) + (bottom - top) / 2
-            xywh = torch.stack([cx, cy, left + right, top + bottom], 1)
-            outs.append(torch.cat([xywh, cls.sigmoid()], 1).flatten(2))
+            outs.append(torch.cat([_decode_boxes(box, stride), cls.sigmoid()], 1).flatten(2))
         return torch.cat(outs, 2)
+
+
+def _decode_boxes(box: torch.Tensor, stride: int) -> torch.Tensor:
+    """Box distances ``[B, 4, H, W]`` -> ``cx, cy, w, h`` in input pixels ``[B, 4, H, W]``.
+
+    The cell centres come from the feature map itself (``ones_like`` + ``cumsum`` along each
+    axis), never from Python integers: an ONNX export then computes the grid at run time, so
+    one file runs at any input size that is a multiple of 16 (320, 480, 640, ...). A grid built
+    from ``box.shape`` gets frozen into a constant of the export resolution once the graph is
+    simplified, and the file then fails at any other size (a broadcast error in an Add).
+    """
+    ones = torch.ones_like(box[:, :1])  # [B, 1, H, W]
+    xs = (ones.cumsum(3) - 0.5) * stride  # cell centre x, per cell
+    ys = (ones.cumsum(2) - 0.5) * stride
+    d = F.softplus(box) * stride
+    left, top, right, bottom = d[:, 0:1], d[:, 1:2], d[:, 2:3], d[:, 3:4]
+    cx = xs + (right - left) / 2
+    cy = ys + (bottom - top) / 2
+    return torch.cat([cx, cy, left + right, top + bottom], 1)
 
 
 def _grid(h: int, w: int, stride: int, device: torch.device) -> torch.Tensor:
@@ -161,6 +174,59 @@ def _grid(h: int, w: int, stride: int, device: torch.device) -> torch.Tensor:
                             indexing="ij")
     pts = torch.stack([xs.flatten(), ys.flatten()], 1).float().add(0.5).mul(stride)
     return torch.cat([pts, torch.full((h * w, 1), float(stride), device=device)], 1)
+
+
+def onnx_module_name(node_name: str) -> str:
+    """The module path of a node named by the TorchScript exporter: ``/heads.1/box/box.2/Conv``
+    -> ``heads.1.box.2`` (a child of a container repeats its parent's name with an index)."""
+    parts: list[str] = []
+    for comp in node_name.strip("/").split("/")[:-1]:
+        if parts and comp.startswith(parts[-1] + "."):
+            parts[-1] = comp
+        else:
+            parts.append(comp)
+    return ".".join(parts)
+
+
+def load_onnx_weights(model: DefectDetector, path: str | Path) -> DefectDetector:
+    """Fill ``model`` with the weights of an exported ``defect-detector.onnx``; returns it.
+
+    The export folded every BatchNorm into its convolution, so each ``ConvBN`` gets the fused
+    kernel and an identity BatchNorm carrying the fused bias (eval mode reproduces the file;
+    training from here would restart the BatchNorm statistics). Every Conv of the file must
+    find its module with the same shape, and every convolution of the model must be filled.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    modules = dict(model.named_modules())
+    filled = set()
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        name = onnx_module_name(node.name)
+        conv = modules.get(name)
+        weight, bias = inits[node.input[1]], inits[node.input[2]]
+        if not isinstance(conv, nn.Conv2d) or conv.weight.shape != weight.shape:
+            raise ValueError(f"{path}: Conv node {node.name} matches no convolution of the model")
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            parent = modules[name.rpartition(".")[0]] if "." in name else None
+            if isinstance(parent, ConvBN):
+                bn = parent.bn
+                bn.weight.fill_(1.0)
+                bn.bias.copy_(bias)
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+            else:
+                conv.bias.copy_(bias)
+        filled.add(name)
+    missing = {n for n, m in modules.items() if isinstance(m, nn.Conv2d)} - filled
+    if missing:
+        raise ValueError(f"{path} holds no weights for {sorted(missing)}")
+    return model.eval()
 
 
 def count_parameters(model: nn.Module) -> int:

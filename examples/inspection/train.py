@@ -259,12 +259,12 @@ def train(args: argparse.Namespace) -> DefectDetector:
 
 
 def export_onnx(model: DefectDetector, out: Path) -> Path:
-    """Write ``defect-detector.onnx`` (opset 17, dynamic batch) and ``labels.txt`` to ``out``."""
-    from edgeinfer.model.export import export
+    """Write ``defect-detector.onnx`` (opset 17, dynamic batch, height and width; see
+    ``export.py``) and ``labels.txt`` to ``out``."""
+    from export import export_dynamic
 
     out.mkdir(parents=True, exist_ok=True)
-    path = export(model.eval(), torch.zeros(1, 3, 640, 640), out / "defect-detector.onnx",
-                  input_names=("images",), output_names=("output0",), dynamic_batch=True)
+    path = export_dynamic(model.eval(), out / "defect-detector.onnx")
     (out / "labels.txt").write_text("\n".join(CLASSES) + "\n", encoding="utf-8")
     return path
 

@@ -47,13 +47,14 @@ def session() -> ort.InferenceSession:
     return ort.InferenceSession(str(MODEL), opts, providers=["CPUExecutionProvider"])
 
 
-def test_shipped_model_is_small_opset17_with_dynamic_batch() -> None:
+def test_shipped_model_is_small_opset17_with_dynamic_batch_and_size() -> None:
     assert MODEL.stat().st_size < 3_000_000
     model = onnx.load(str(MODEL))
     assert {o.domain: o.version for o in model.opset_import}[""] == 17
     (inp,) = model.graph.input
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
-    assert inp.name == "images" and dims[1:] == [3, 640, 640] and isinstance(dims[0], str)
+    assert inp.name == "images" and dims[1] == 3
+    assert all(isinstance(dims[i], str) for i in (0, 2, 3)), dims  # batch, height, width
 
 
 def test_output_is_yolov8_layout(session) -> None:
@@ -65,6 +66,22 @@ def test_output_is_yolov8_layout(session) -> None:
     assert ((out[:, 4:] >= 0) & (out[:, 4:] <= 1)).all()  # sigmoid scores
     (one,) = session.run(None, {"images": x[1:]})
     np.testing.assert_allclose(one[0], out[1], rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("size", [320, 480])
+def test_runs_at_other_sizes_with_the_grid_of_that_size(session, size) -> None:
+    """The cell grid follows the input: at 320 and 480 the output has that size's cells, and
+    a defect in a tile shrunk to ``size`` is found where it lies (centres in input pixels)."""
+    import cv2
+
+    img, boxes, _ = gen.crop(gen.make_frame(HELD_OUT[0][0], n_defects=24), *HELD_OUT[0][1:], 640)
+    small = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    (out,) = session.run(None, {"images": ev.to_input(small)})
+    assert out.shape == (1, 4 + len(gen.CLASSES), (size // 8) ** 2 + (size // 16) ** 2)
+    cells = out[0].T
+    best = cells[cells[:, 4:].max(1).argmax()]
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 * (size / 640)
+    assert np.hypot(*(centres - best[:2]).T).min() < 8, best[:4]
 
 
 def test_finds_the_defects_of_held_out_tiles(session) -> None:
