@@ -539,6 +539,174 @@ def demo(
     run_demo(out, console, quick=quick)
 
 
+@app.command()
+def serve(
+    repository: Annotated[Path, typer.Argument(help="Model repository: a directory of artifacts.")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
+    token: Annotated[
+        str | None, typer.Option(help="API bearer token (default: $EDGEINFER_TOKEN).")
+    ] = None,
+    allow_anonymous: Annotated[
+        bool, typer.Option("--allow-anonymous", help="No token, loopback --host only.")
+    ] = False,
+    streams: Annotated[
+        Path | None, typer.Option(help="YAML file of camera streams to run.")
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 16.0,
+    queue_size: Annotated[int, typer.Option(help="Queued requests per model (then 429).")] = 64,
+    workers: Annotated[int, typer.Option(help="Scheduler workers (0: automatic).")] = 0,
+    node_name: Annotated[str, typer.Option(help="This node's name.")] = "edge-node",
+    uplink_host: Annotated[
+        str | None, typer.Option(help="MQTT broker for stream results.")
+    ] = None,
+    uplink_port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    site: Annotated[str, typer.Option(help="Site name in the uplink topics.")] = "site",
+) -> None:
+    """Serve a model repository over HTTP: models, inference, metrics and a dashboard."""
+    from edgeinfer.serve.config import NodeConfig, UplinkSettings
+    from edgeinfer.serve.server import run_server
+
+    uplink = UplinkSettings(uplink_host, uplink_port, site) if uplink_host else None
+    config = NodeConfig(
+        repository=repository, host=host, port=port, token=token,
+        allow_anonymous=allow_anonymous, streams=streams,
+        max_upload_bytes=int(max_upload_mb * 2**20), queue_size=queue_size, workers=workers,
+        node_name=node_name, uplink=uplink,
+    )
+    run_server(config, console)
+
+
+@app.command()
+def streams(
+    config: Annotated[Path, typer.Argument(help="Streams config (YAML): models and streams.")],
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to run (default: until the streams end or "
+                                        "Ctrl-C).")
+    ] = None,
+    as_json: Annotated[
+        Path | None, typer.Option("--json", help="Write the final figures here.")
+    ] = None,
+) -> None:
+    """Run several camera streams through one scheduler: a live per-stream table (fps, p50
+    latency, drops, active/idle), then a summary with process CPU time while busy vs idle."""
+    from edgeinfer.pipeline.multistream import run_streams_config
+
+    _quiet_capture_logs()
+    summary = run_streams_config(config, duration, console)
+    if as_json is not None:
+        as_json.write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+
+
+@app.command()
+def split(
+    model: Annotated[str, typer.Argument(help="ONNX file, artifact directory or zoo name.")],
+    node: Annotated[str, typer.Option("--node", help="The node's offload URL, e.g. "
+                                      "http://127.0.0.1:8600/v1/offload.")],
+    bandwidth: Annotated[str, typer.Option(
+        "--bandwidth", help="auto (measure the link) or a rate like 20mbit: simulates that link "
+        "in our transport (token bucket) and plans for it.")] = "auto",
+    rtt_ms: Annotated[float, typer.Option("--rtt-ms", help="Round-trip delay to add.")] = 0.0,
+    device_threads: Annotated[int, typer.Option(help="Device intra-op threads.")] = 1,
+    slowdown: Annotated[float, typer.Option(
+        help="Device latency multiplier (4 = a CPU 4x slower than one core here).")] = 1.0,
+    compression: Annotated[str, typer.Option(
+        help="Cut encoding+codec: raw, fp16, int8 with +lz4 or +zstd.")] = "int8+lz4",
+    name: Annotated[str | None, typer.Option(help="Model name on the node.")] = None,
+    runs: Annotated[int, typer.Option(help="Measured runs per mode.")] = 5,
+) -> None:
+    """Split MODEL between this device and a node: pick the cut for the link, then report the
+    latency breakdown (head, transfer, tail) against all-on-device and all-on-node."""
+    from edgeinfer.collab.offload import run_split_cli
+
+    run_split_cli(console, model, node, bandwidth, rtt_ms, device_threads, slowdown,
+                  compression, name, runs)
+
+
+@app.command("split-node")
+def split_node(
+    model: Annotated[list[str], typer.Argument(help="ONNX file(s), artifact(s) or zoo name(s).")],
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8600,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    threads: Annotated[int, typer.Option(help="Intra-op threads per engine (0: default).")] = 0,
+) -> None:
+    """Run a standalone offload node serving the tails of MODEL at /v1/offload."""
+    from edgeinfer.collab.offload import serve_node
+
+    models = {Path(m).stem: m for m in model}
+    console.print(f"offload node for {sorted(models)} at http://{host}:{port}/v1/offload")
+    serve_node(models, host, port, threads)
+
+
+@app.command()
+def collect(
+    host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    db: Annotated[Path | None, typer.Option(help="SQLite file to store into.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="postgresql://user:pass@host/db instead of --db.")
+    ] = None,
+    client_id: Annotated[str, typer.Option(help="MQTT client id (keeps the session).")] = (
+        "edgeinfer-collect"
+    ),
+    username: Annotated[str | None, typer.Option(help="MQTT username.")] = None,
+    password: Annotated[str | None, typer.Option(help="MQTT password.")] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="Connect with TLS.")] = False,
+    ca_certs: Annotated[str | None, typer.Option(help="CA bundle (PEM) for --tls.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Subscribe to every node's results, features and presence and store each message once."""
+    from edgeinfer.serve.collect import CollectConfig, open_store, run_collect
+
+    store = open_store(db, url)
+    cfg = CollectConfig(host=host, port=port, client_id=client_id, username=username,
+                        password=password, tls=tls, ca_certs=ca_certs)
+    counts = run_collect(cfg, store, duration, console)
+    console.print(f"stored {counts['stored']}, dropped {counts['duplicates']} duplicates, "
+                  f"rejected {counts['rejected']}")
+
+
+@app.command("uplink-send")
+def uplink_send(
+    host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    site: Annotated[str, typer.Option(help="Site name in the topics.")] = "site1",
+    node: Annotated[str, typer.Option(help="Node name in the topics.")] = "node1",
+    stream: Annotated[str, typer.Option(help="Stream name in the topics.")] = "test",
+    count: Annotated[int, typer.Option(help="Messages to send.")] = 10,
+    outbox: Annotated[Path, typer.Option(help="Outbox file.")] = Path("outbox.sqlite"),
+    encoding: Annotated[str, typer.Option(help="json | cbor")] = "json",
+    username: Annotated[str | None, typer.Option(help="MQTT username.")] = None,
+    password: Annotated[str | None, typer.Option(help="MQTT password.")] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="Connect with TLS.")] = False,
+    ca_certs: Annotated[str | None, typer.Option(help="CA bundle (PEM) for --tls.")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for acknowledgements.")] = 10.0,
+) -> None:
+    """Send COUNT synthetic results through the uplink (a quick check of broker and outbox)."""
+    from edgeinfer.serve.uplink import UplinkConfig, send_test_messages
+
+    cfg = UplinkConfig(host=host, port=port, site=site, node=node, outbox=str(outbox),
+                       encoding=encoding, username=username, password=password, tls=tls,
+                       ca_certs=ca_certs)
+    stats = send_test_messages(cfg, stream, count, wait)
+    console.print(f"acknowledged {stats['messages_sent']}, {stats['bytes_sent']} bytes sent, "
+                  f"{stats['backlog']} left in the outbox {outbox}")
+    if stats["backlog"]:
+        raise typer.Exit(1)
+
+
+def _add_fl() -> None:
+    """``edgeinfer fl server|client`` (federated learning); flwr itself is imported lazily."""
+    from edgeinfer.collab.fl.cli import fl_app
+
+    app.add_typer(fl_app, name="fl")
+
+
+_add_fl()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning EdgeInferError into one line and exit code 2."""
     try:
