@@ -1,0 +1,43 @@
+"""Fixtures of the uplink tests: real Mosquitto brokers on free loopback ports (anonymous, with
+a password file, with TLS), killed at teardown. Helpers live in ``uplink_broker.py``."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from uplink_broker import MOSQUITTO, MOSQUITTO_PASSWD, Broker
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """An anonymous mosquitto on a free 127.0.0.1 port; killed at teardown."""
+    if not Path(MOSQUITTO).exists():
+        pytest.fail(f"{MOSQUITTO} not found: apt-get install mosquitto")
+    broker = Broker(tmp_path / "broker").start()
+    yield broker
+    broker.kill()
+
+
+@pytest.fixture
+def mosquitto_auth(tmp_path: Path) -> Iterator[Broker]:
+    """A mosquitto that demands username 'node1' / password 's3cret'."""
+    if not Path(MOSQUITTO_PASSWD).exists() or not Path(MOSQUITTO).exists():
+        pytest.fail("mosquitto / mosquitto_passwd not found: apt-get install mosquitto")
+    broker = Broker(tmp_path / "broker-auth", users={"node1": "s3cret"}).start()
+    yield broker
+    broker.kill()
+
+
+@pytest.fixture
+def mosquitto_tls(tmp_path: Path) -> Iterator[Broker]:
+    """A mosquitto that speaks only TLS, with a throwaway CA (``broker.ca_cert``)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make test certificates")
+    broker = Broker(tmp_path / "broker-tls", tls=True).start()
+    yield broker
+    broker.kill()
+
+
