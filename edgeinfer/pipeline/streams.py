@@ -7,7 +7,9 @@ waits for inference: when the worker falls behind, the oldest queued frame is dr
 counted, so memory stays bounded by the queue size whatever the speed gap, and the worker
 always takes the freshest frame. A file that is not live makes the reader wait instead, so no
 frame is lost. Counters per stream (:class:`StreamStats`): frames in, processed, dropped,
-reconnects, fps over a sliding window and capture-to-result latency p50/p99.
+reconnects, fps over a sliding window and capture-to-result latency p50/p99, frames the
+predictor chose to skip (it raises :class:`FrameSkipped`: idle mode, a rejected request), and
+the queue's length now and its high-water mark.
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ from edgeinfer.pipeline.queues import DropOldestQueue, QueueClosedError
 from edgeinfer.pipeline.sinks import Sink, StreamResult
 from edgeinfer.pipeline.sources import Source
 
-__all__ = ["StreamRunner", "StreamStats", "run_streams"]
+__all__ = ["FrameSkipped", "StreamRunner", "StreamStats", "run_streams"]
 
 log = logging.getLogger(__name__)
+
+
+class FrameSkipped(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a predictor to pass over one frame without ending the stream (counted in
+    ``skipped``; no result, the sinks see nothing)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,10 @@ class StreamStats:
     seconds: float
     running: bool
     error: str | None = None
+    skipped: int = 0
+    queue_len: int = 0
+    queue_max: int = 0
+    queue_bound: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -105,6 +116,8 @@ class StreamRunner:
         self._stopping = threading.Event()
         self._frames_in = 0
         self._processed = 0
+        self._skipped = 0
+        self._queue_max = 0
         self._latencies: deque[float] = deque(maxlen=latency_window)
         self._done_at: deque[float] = deque()
         self._stages: dict[str, float] = {}
@@ -188,6 +201,7 @@ class StreamRunner:
             lat = list(self._latencies)
             processed, frames_in = self._processed, self._frames_in
             in_window = len(self._done_at)
+            skipped, queue_max = self._skipped, self._queue_max
         seconds = end - start
         return StreamStats(
             name=self.name,
@@ -202,6 +216,10 @@ class StreamRunner:
             seconds=seconds,
             running=self.running,
             error=None if self._error is None else str(self._error),
+            skipped=skipped,
+            queue_len=len(self._queue),
+            queue_max=queue_max,
+            queue_bound=self._queue.maxsize,
         )
 
     def latencies_ms(self) -> list[float]:
@@ -230,6 +248,9 @@ class StreamRunner:
                     index = self._frames_in
                     self._frames_in += 1
                 self._queue.put((index, captured_at, frame), block=block)
+                held = len(self._queue)
+                with self._lock:
+                    self._queue_max = max(self._queue_max, held)
                 if self._stopping.is_set():
                     break
         except QueueClosedError:
@@ -251,7 +272,12 @@ class StreamRunner:
                     break
                 if self._stopping.is_set():
                     break
-                prediction = self._predict(frame)
+                try:
+                    prediction = self._predict(frame)
+                except FrameSkipped:
+                    with self._lock:
+                        self._skipped += 1
+                    continue
                 done = time.monotonic()
                 result = StreamResult(self.name, index, captured_at, frame, prediction,
                                       (done - captured_at) * 1e3)

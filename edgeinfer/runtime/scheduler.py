@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DeadlineMissedError",
     "RejectedError",
+    "ScheduledEngine",
     "Scheduler",
     "SchedulerConfig",
     "plan_workers",
@@ -273,6 +274,18 @@ class Scheduler:
         """``submit`` and wait for the outputs."""
         return self.submit(model, feeds, **kw).result()
 
+    def engine(
+        self, name: str, *, priority: int = 0, deadline_ms: float | None = None
+    ) -> ScheduledEngine:
+        """An Engine-like proxy of the registered model ``name`` whose ``run`` goes through this
+        scheduler at ``priority`` (and ``deadline_ms`` after each submit), so a
+        :class:`~edgeinfer.pipeline.predict.Predictor` or a stream runner works on top of it."""
+        if name not in self.cache:
+            raise EdgeInferError(
+                f"unknown model '{name}': register it first (known: {sorted(self._queues)})"
+            )
+        return ScheduledEngine(self, name, priority=priority, deadline_ms=deadline_ms)
+
     def stats(self) -> dict[str, Any]:
         """Counters per model (queue wait and run time p50/p99 in ms, deadline misses,
         rejections, skips, loads/unloads, footprint), plus workers, threads and memory."""
@@ -442,3 +455,73 @@ class Scheduler:
             if r.deadline is not None and end > r.deadline:
                 counters.deadline_misses += 1
         r.future.set_result(outputs)
+
+
+class ScheduledEngine:
+    """The surface of an :class:`~edgeinfer.runtime.engine.Engine` (``artifact``, ``inputs``,
+    ``outputs``, ``run``) for a model registered on a :class:`Scheduler`: ``run`` submits
+    with this proxy's priority and deadline and waits, so code written for one Engine shares
+    the scheduler's workers, priorities and memory budget unchanged. Thread-safe; ``run``
+    raises :class:`RejectedError` or :class:`DeadlineMissedError` as ``submit`` does.
+    The model loads on first use; ``inputs``/``outputs`` load it if it is not loaded.
+    """
+
+    def __init__(
+        self, scheduler: Scheduler, model: str, *, priority: int = 0,
+        deadline_ms: float | None = None,
+    ) -> None:
+        if deadline_ms is not None and deadline_ms <= 0:
+            raise EdgeInferError(f"bad deadline_ms {deadline_ms}: give milliseconds > 0")
+        self.scheduler = scheduler
+        self.model = model
+        self.priority = priority
+        self.deadline_ms = deadline_ms
+        self._artifact: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """``scheduler:<model>`` (an Engine's ``name`` is its backend's)."""
+        return f"scheduler:{self.model}"
+
+    @property
+    def artifact(self) -> Any:
+        """The model's artifact (manifest, labels), read once from its registered path."""
+        with self._lock:
+            if self._artifact is None:
+                from edgeinfer.api import load  # lazily, as Engine.open does
+
+                self._artifact = load(self.scheduler.cache.spec(self.model).path)
+            return self._artifact
+
+    def _specs(self, attr: str) -> Any:
+        with self.scheduler.cache.acquire(self.model) as model:
+            specs = getattr(model, attr, None)
+        if specs is None:
+            raise EdgeInferError(
+                f"model '{self.model}' was loaded by a loader whose models report no {attr}: "
+                "use the default loader (Engine) to get them"
+            )
+        return specs
+
+    @property
+    def inputs(self) -> Any:
+        """Input specs of the loaded model."""
+        return self._specs("inputs")
+
+    @property
+    def outputs(self) -> Any:
+        """Output specs of the loaded model."""
+        return self._specs("outputs")
+
+    def submit(self, feeds: Mapping[str, np.ndarray]) -> Future:
+        """Queue one run with this proxy's priority and deadline; the future of its outputs."""
+        return self.scheduler.submit(self.model, feeds, priority=self.priority,
+                                     deadline_ms=self.deadline_ms)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one inference through the scheduler and wait for its outputs."""
+        return self.submit(feeds).result()
+
+    def close(self) -> None:
+        """Nothing to release: the scheduler owns the model (``Scheduler.close`` unloads it)."""
