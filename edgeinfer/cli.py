@@ -562,12 +562,26 @@ def serve(
     ] = None,
     uplink_port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
     site: Annotated[str, typer.Option(help="Site name in the uplink topics.")] = "site",
+    uplink_encoding: Annotated[str, typer.Option(help="Uplink payloads: json or cbor.")] = "json",
+    uplink_tls: Annotated[bool, typer.Option("--uplink-tls", help="MQTT over TLS.")] = False,
+    uplink_ca: Annotated[
+        str | None, typer.Option(help="CA bundle for --uplink-tls (default: the system's).")
+    ] = None,
+    uplink_username: Annotated[
+        str | None, typer.Option(help="MQTT user (password: $EDGEINFER_UPLINK_PASSWORD).")
+    ] = None,
 ) -> None:
     """Serve a model repository over HTTP: models, inference, metrics and a dashboard."""
+    import os
+
     from edgeinfer.serve.config import NodeConfig, UplinkSettings
     from edgeinfer.serve.server import run_server
 
-    uplink = UplinkSettings(uplink_host, uplink_port, site) if uplink_host else None
+    uplink = UplinkSettings(
+        uplink_host, uplink_port, site, encoding=uplink_encoding, tls=uplink_tls,
+        ca_certs=uplink_ca, username=uplink_username,
+        password=os.environ.get("EDGEINFER_UPLINK_PASSWORD"),
+    ) if uplink_host else None
     config = NodeConfig(
         repository=repository, host=host, port=port, token=token,
         allow_anonymous=allow_anonymous, streams=streams,
@@ -614,13 +628,16 @@ def split(
         help="Cut encoding+codec: raw, fp16, int8 with +lz4 or +zstd.")] = "int8+lz4",
     name: Annotated[str | None, typer.Option(help="Model name on the node.")] = None,
     runs: Annotated[int, typer.Option(help="Measured runs per mode.")] = 5,
+    image: Annotated[str | None, typer.Option(
+        help="Image to profile and run with (default: random input, which compresses "
+        "worse than real images).")] = None,
 ) -> None:
     """Split MODEL between this device and a node: pick the cut for the link, then report the
     latency breakdown (head, transfer, tail) against all-on-device and all-on-node."""
     from edgeinfer.collab.offload import run_split_cli
 
     run_split_cli(console, model, node, bandwidth, rtt_ms, device_threads, slowdown,
-                  compression, name, runs)
+                  compression, name, runs, image)
 
 
 @app.command("split-node")

@@ -2,44 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
-#: IR version 8 goes with opset 17 and is read by every onnxruntime we support.
-IR_VERSION = 8
-
-
-def conv_model(input_dims: Sequence[int | str], opset: int = 17, seed: int = 0) -> onnx.ModelProto:
-    """x[N,3,H,W] -> Conv 4x3x3x3 pad 1 -> Relu -> GlobalAveragePool -> Flatten -> Gemm 4->2."""
-    rng = np.random.default_rng(seed)
-    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
-    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
-    fw = numpy_helper.from_array(rng.standard_normal((2, 4)).astype(np.float32), "fw")
-    fb = numpy_helper.from_array(rng.standard_normal(2).astype(np.float32), "fb")
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1),
-    ]
-    n = input_dims[0]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_dims))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, 2])],
-        [w, b, fw, fb],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION,
-        producer_name="edgeinfer-tests",
-    )
-    return model
+from onnx_builders import IR_VERSION, conv_model  # noqa: F401 (re-exported)
 
 
 @pytest.fixture

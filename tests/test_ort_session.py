@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import conv_model
+from onnx_builders import conv_model
 
 from edgeinfer.api import load
 from edgeinfer.errors import ModelLoadError, ShapeError

@@ -237,6 +237,17 @@ class ModelCache:
             self._close(victims)
             return lease
 
+    def unload(self, name: str) -> bool:
+        """Unload ``name`` now (an explicit unload, as the edge node's API offers), waiting for
+        runs in progress to release it; it loads again on its next use. True if it was loaded."""
+        entry = self._entry(name)
+        with self._cond:
+            while entry.refs > 0:
+                self._cond.wait(timeout=1.0)
+            victims = [self._unload(name)] if entry.model is not None else []
+        self._close(victims)
+        return bool(victims)
+
     def _lease(self, entry: _Entry) -> Lease:
         assert entry.model is not None  # internal invariant, held under the lock
         entry.refs += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import conv_model
+from onnx_builders import conv_model
 
 from edgeinfer.optimization import quantize as q
 from edgeinfer.optimization.calibration import CalibrationReader

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import yaml
-from conftest import conv_model
+from onnx_builders import conv_model
 
 from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.cli import main

@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 import onnx
-from conftest import conv_model
+from onnx_builders import conv_model
 
 from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.cli import main

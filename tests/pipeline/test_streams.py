@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import conv_model
+from onnx_builders import conv_model
 
 from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.cli import main

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import conv_model
 from onnx import TensorProto, helper
+from onnx_builders import conv_model
 
 from edgeinfer.api import load
 from edgeinfer.errors import (

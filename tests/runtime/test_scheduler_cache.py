@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import conv_model
+from onnx_builders import conv_model
 
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.runtime.backends import BackendOptions, is_installed
@@ -197,3 +197,24 @@ def test_real_engines(backend, tmp_path: Path):
         # measured: at least the model file's size (the floor), and the load was timed
         assert m["measured_bytes"] >= path.stat().st_size and m["load_ms"] > 0
     assert not np.allclose(outs[0], outs[1])
+
+
+def test_explicit_unload_then_reload(tmp_path) -> None:
+    """ModelCache.unload frees a loaded model at once; the next use loads it again."""
+    from edgeinfer.runtime.backends import BackendOptions
+    from edgeinfer.runtime.model_cache import ModelCache, ModelSpec
+
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_model([1, 3, 8, 8]), str(path))
+    cache = ModelCache(options=BackendOptions(threads=1))
+    cache.add(ModelSpec("m", path))
+    assert cache.unload("m") is False  # never loaded
+    with cache.acquire("m"):
+        pass
+    assert cache.is_loaded("m")
+    assert cache.unload("m") is True
+    assert not cache.is_loaded("m")
+    with cache.acquire("m") as model:
+        assert model.run({"x": np.zeros((1, 3, 8, 8), np.float32)})[0].shape == (1, 2)
+    assert cache.stats()["m"]["loads"] == 2
+    cache.close()

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import conv_model
 from onnx import TensorProto, helper, numpy_helper
+from onnx_builders import conv_model
 
 from edgeinfer.api import load
 from edgeinfer.artifact import Artifact, InputSpec, SourceInfo

@@ -1,0 +1,72 @@
+"""The edge node's configuration: one frozen object built by the CLI (or a test)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeinfer.errors import EdgeInferError
+
+__all__ = ["TOKEN_ENV", "NodeConfig", "UplinkSettings"]
+
+#: environment variable read for the API token when ``--token`` is not given
+TOKEN_ENV = "EDGEINFER_TOKEN"
+
+
+@dataclass(frozen=True)
+class UplinkSettings:
+    """Where the node sends stream results (MQTT); see :mod:`edgeinfer.serve.uplink`."""
+
+    host: str
+    port: int = 1883
+    site: str = "site"
+    outbox: Path | None = None
+    encoding: str = "json"
+    qos: int = 1
+    keepalive: int = 10
+    tls: bool = False
+    ca_certs: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything ``edgeinfer serve`` needs.
+
+    ``repository``: a directory of artifact directories (and bare .onnx files).
+    ``token``: the bearer token (None: read ``EDGEINFER_TOKEN``); anonymous access needs
+    ``allow_anonymous`` and a loopback ``host``. ``max_upload_bytes``: larger request bodies
+    get 413. ``queue_size``/``workers``: the Scheduler's bounded queues and worker threads.
+    ``load_on_start``: load every valid model when the node starts (readiness waits for it).
+    """
+
+    repository: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    allow_anonymous: bool = False
+    streams: Path | None = None
+    max_upload_bytes: int = 16 * 2**20
+    queue_size: int = 64
+    workers: int = 0
+    load_on_start: bool = True
+    node_name: str = "edge-node"
+    uplink: UplinkSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_upload_bytes < 1024:
+            raise EdgeInferError(
+                f"upload limit {self.max_upload_bytes} bytes is too small: give at least 1 KiB"
+            )
+        if not 0 <= self.port < 65536:
+            raise EdgeInferError(f"bad port {self.port}: give 0..65535")
+        if self.queue_size < 1:
+            raise EdgeInferError(f"bad queue size {self.queue_size}: give at least 1")
+        if self.streams is not None and not Path(self.streams).is_file():
+            raise EdgeInferError(f"{self.streams}: no such streams file: check the path")
+
+    def resolved_token(self) -> str | None:
+        """The token from the config, else from ``EDGEINFER_TOKEN`` (empty counts as none)."""
+        return self.token or os.environ.get(TOKEN_ENV) or None

@@ -1,0 +1,109 @@
+"""The access policy (token, anonymous only on loopback by explicit flag) and the CLI verb."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from serve_models import make_repository, wait_ready
+
+from edgeinfer.cli import main
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.serve.auth import AccessPolicy, is_loopback, policy_for
+from edgeinfer.serve.config import TOKEN_ENV, NodeConfig
+
+
+def test_serve_help() -> None:
+    assert main(["serve", "--help"]) == 0
+
+
+def test_refuses_to_start_without_token(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    with pytest.raises(EdgeInferError, match="no API token"):
+        policy_for(NodeConfig(repository=tmp_path))
+    with pytest.raises(EdgeInferError, match="open the node to the network"):
+        policy_for(NodeConfig(repository=tmp_path, host="0.0.0.0", allow_anonymous=True))
+    assert policy_for(NodeConfig(repository=tmp_path, allow_anonymous=True)).anonymous
+    with pytest.raises(EdgeInferError, match="shorter than 8"):
+        policy_for(NodeConfig(repository=tmp_path, token="abc"))
+    assert main(["serve", str(tmp_path), "--host", "0.0.0.0", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no API token" in err and len(err.strip().splitlines()) == 1
+
+
+def test_token_from_environment(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "from-the-environment")
+    policy = policy_for(NodeConfig(repository=tmp_path, host="0.0.0.0"))
+    assert policy.allows("Bearer from-the-environment")
+    assert not policy.allows("Bearer from-the-environmenT")
+    assert not policy.allows("Basic from-the-environment")
+    assert not policy.allows(None)
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert is_loopback("127.4.5.6")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+    assert not is_loopback("example.com")
+    assert AccessPolicy.is_public("/healthz") and AccessPolicy.is_public("/static/x.js")
+    assert not AccessPolicy.is_public("/v1/models") and not AccessPolicy.is_public("/metrics")
+
+
+def test_anonymous_loopback_node_serves(tmp_path, monkeypatch) -> None:
+    from edgeinfer.serve.app import create_app
+    from edgeinfer.serve.server import BackgroundServer
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    repo = make_repository(tmp_path / "repo", corrupt=False)
+    app = create_app(NodeConfig(repository=repo, allow_anonymous=True))
+    with BackgroundServer(app) as srv:
+        wait_ready(srv.url)
+        r = httpx.get(f"{srv.url}/v1/models")
+        assert r.status_code == 200
+        assert {m["name"] for m in r.json()["models"]} == {"tiny", "raw", "slow"}
+
+
+def test_missing_repository_is_one_line(tmp_path) -> None:
+    from edgeinfer.serve.repository import scan
+
+    with pytest.raises(EdgeInferError, match="no such model repository"):
+        scan(tmp_path / "nope")
+    with pytest.raises(EdgeInferError, match="no such streams file"):
+        NodeConfig(repository=tmp_path, streams=tmp_path / "streams.yaml")
+
+
+def test_cli_bad_streams_file_is_one_line(tmp_path, capsys) -> None:
+    bad = tmp_path / "streams.yaml"
+    bad.write_text("streams:\n  - {name: cam0}\n")
+    code = main(["serve", str(tmp_path), "--token", "a-long-token", "--streams", str(bad),
+                 "--port", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+def test_not_ready_when_no_model_can_serve(tmp_path) -> None:
+    from edgeinfer.serve.app import create_app
+    from edgeinfer.serve.server import BackgroundServer
+
+    repo = tmp_path / "repo"
+    (repo / "badjson").mkdir(parents=True)
+    (repo / "badjson" / "edgeinfer.json").write_text("{")
+    (repo / "junk.onnx").write_bytes(b"\x00\x01 not onnx")
+    app = create_app(NodeConfig(repository=repo, token="a-long-token"))
+    with BackgroundServer(app) as srv:
+        time.sleep(0.3)
+        assert httpx.get(f"{srv.url}/healthz").status_code == 200
+        r = httpx.get(f"{srv.url}/readyz")
+        assert r.status_code == 503 and "not ready" in r.json()["error"]
+        models = httpx.get(f"{srv.url}/v1/models",
+                           headers={"Authorization": "Bearer a-long-token"}).json()["models"]
+        assert {m["name"]: m["state"] for m in models} == {"badjson": "failed",
+                                                           "junk": "failed"}
+
+
+def test_cli_bad_uplink_option_is_one_line(tmp_path, capsys) -> None:
+    code = main(["serve", str(tmp_path), "--token", "a-long-token", "--uplink-host",
+                 "127.0.0.1", "--uplink-encoding", "xml", "--port", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "encoding" in err and len(err.strip().splitlines()) == 1, err
