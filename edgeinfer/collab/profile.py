@@ -1,0 +1,302 @@
+"""Per-cut measurements for split planning: head latency on the device, tail latency on the
+node, and the bytes that cross the cut after compression.
+
+Everything is measured with the :class:`~edgeinfer.runtime.engine.Engine` on the real head and
+tail sub-models (no per-layer regression as in Neurosurgeon: measuring is cheap at batch 1 and
+cannot be wrong about fusion across layers). The weaker device is simulated honestly and
+visibly: its engines run with ``threads`` intra-op threads, and ``slowdown`` multiplies every
+device latency (the device sleeps ``(slowdown - 1) x`` the measured time after each head run),
+so a factor of 4 reads as "a CPU four times slower than one core of this machine".
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import onnx
+
+from edgeinfer.collab.compress import ANSWER, Compression, encode
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.model.partition import Cut, Partition, load_partition, sample_cuts
+
+__all__ = [
+    "CutProfile",
+    "DeviceSim",
+    "SplitModel",
+    "image_feeds",
+    "resolve_onnx",
+]
+
+Feeds = dict[str, np.ndarray]
+T = TypeVar("T")
+
+
+def resolve_onnx(model: str | Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
+    """An ONNX file and its static input shapes from a path, an artifact directory or a zoo
+    name; a TFLite model is a one-line error (only ONNX graphs are cut)."""
+    from edgeinfer.api import load
+    from edgeinfer.zoo import resolve
+
+    art = load(resolve(model))
+    if art.manifest.model.format != "onnx":
+        raise EdgeInferError(
+            f"{model} is a {art.manifest.model.format} model: split works on ONNX graphs; "
+            "export or convert the model to ONNX first"
+        )
+    shapes = {i.name: tuple(i.shape) for i in art.manifest.inputs if all(d > 0 for d in i.shape)}
+    return art.model_path, shapes
+
+
+def image_feeds(model: str | Path, image: str | Path) -> Feeds:
+    """An image file preprocessed as the model's manifest says (real images compress very
+    differently from random inputs, so cut sizes should be profiled on one)."""
+    from edgeinfer.api import load
+    from edgeinfer.vision.preprocess import read_image, to_tensor
+    from edgeinfer.zoo import resolve
+
+    art = load(resolve(model))
+    spec = art.manifest.inputs[0]
+    x, _ = to_tensor(read_image(image), spec, art.manifest.preprocess)
+    return {spec.name: x}
+
+
+@dataclass(frozen=True)
+class DeviceSim:
+    """How the weaker device is simulated: intra-op threads, a latency multiplier, and the
+    clock its work is timed with.
+
+    ``clock="cpu"`` times the device's work by the calling thread's CPU time (exact with one
+    intra-op thread, where onnxruntime computes in the caller), so load from other processes
+    on a shared machine is not charged to the simulated device; ``wall`` uses wall time.
+    """
+
+    threads: int = 1
+    slowdown: float = 1.0
+    clock: str = "wall"
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.slowdown < 1.0:
+            raise EdgeInferError(
+                f"device threads {self.threads} / slowdown {self.slowdown}: use threads >= 1 "
+                "and a slowdown >= 1 (1 = this machine's speed)"
+            )
+        if self.clock not in ("wall", "cpu") or (self.clock == "cpu" and self.threads != 1):
+            raise EdgeInferError(
+                f"device clock '{self.clock}': use wall, or cpu with threads=1 (only then does "
+                "the calling thread do all the work)"
+            )
+
+    def time(self, fn: Callable[[], T]) -> tuple[T, float, float]:
+        """Run ``fn``: (result, device seconds = elapsed on the clock x slowdown, wall)."""
+        w0, c0 = time.perf_counter(), time.thread_time()
+        result = fn()
+        wall = time.perf_counter() - w0
+        used = time.thread_time() - c0 if self.clock == "cpu" else wall
+        return result, used * self.slowdown, wall
+
+    def run(self, fn: Callable[[], T]) -> tuple[T, float]:
+        """Run ``fn`` as the device would: sleep until the wall time matches the device time;
+        returns (result, device seconds)."""
+        result, device_s, wall = self.time(fn)
+        if device_s > wall:
+            time.sleep(device_s - wall)
+        return result, device_s
+
+    def measure(self, fn: Callable[[], object], runs: int) -> float:
+        """Median device seconds of ``runs`` calls (after one untimed), without the sleeps."""
+        fn()
+        return statistics.median(self.time(fn)[1] for _ in range(max(1, runs)))
+
+
+@dataclass
+class CutProfile:
+    """One cut, measured: times in seconds, bytes raw and as sent."""
+
+    tensors: tuple[str, ...]
+    position: int
+    raw_bytes: int
+    sent_bytes: int = 0
+    head_s: float = 0.0
+    tail_s: float = 0.0
+    out_bytes: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The cut's key (tensor names joined with '|')."""
+        return "|".join(self.tensors)
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["tensors"] = list(self.tensors)
+        return d
+
+
+class _Half:
+    """A head or tail sub-model in an Engine; ``run`` maps names to arrays."""
+
+    def __init__(self, model: onnx.ModelProto, threads: int, tmp: Path, tag: str) -> None:
+        from edgeinfer.runtime.backends import BackendOptions
+        from edgeinfer.runtime.engine import Engine
+
+        path = tmp / f"{tag}.onnx"
+        onnx.save(model, str(path))
+        self.engine = Engine.open(path, "ort", BackendOptions(threads=threads), warmup=False)
+        self.inputs = [s.name for s in self.engine.inputs]
+        self.outputs = [s.name for s in self.engine.outputs]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> Feeds:
+        outs = self.engine.run({k: feeds[k] for k in self.inputs})
+        return dict(zip(self.outputs, outs, strict=True))
+
+
+class SplitModel:
+    """One ONNX model ready to run split at any of its cuts, with head and tail engines built
+    on demand and kept (``threads`` intra-op threads each). Not thread-safe while building."""
+
+    def __init__(self, model: str | Path, threads: int = 1, max_cuts: int = 30) -> None:
+        path, shapes = resolve_onnx(model)
+        self.path = path
+        self.shapes = shapes
+        self.partition: Partition = load_partition(path, shapes or None)
+        self.threads = threads
+        self.all_cuts: list[Cut] = self.partition.cuts()
+        self.cuts: list[Cut] = sample_cuts(self.all_cuts, max_cuts)
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgeinfer-split-")
+        self._heads: dict[str, _Half | None] = {}
+        self._tails: dict[str, _Half | None] = {}
+        self._full: _Half | None = None
+        self._checked: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    @property
+    def inputs(self) -> list[str]:
+        """The model's graph inputs."""
+        return list(self.partition.inputs)
+
+    @property
+    def outputs(self) -> list[str]:
+        """The model's graph outputs."""
+        return list(self.partition.outputs)
+
+    def example_feeds(self, seed: int = 0) -> Feeds:
+        """Random inputs of the model's shapes (uniform in [-1, 1] for floats)."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for name in self.inputs:
+            info = self.partition.graph.tensors[name]
+            arr = rng.uniform(-1, 1, info.shape)
+            feeds[name] = arr.astype(info.dtype)
+        return feeds
+
+    def cut_for(self, tensors: Sequence[str]) -> tuple[str, ...]:
+        """The checked, ordered form of a cut's tensors (PartitionError if invalid; cached,
+        since the check walks the graph)."""
+        key = tuple(tensors)
+        if key not in self._checked:
+            self._checked[key] = self.partition.check(tensors)
+        return self._checked[key]
+
+    def full(self) -> _Half:
+        """The whole model in one engine (all on one side)."""
+        if self._full is None:
+            self._full = _Half(self.partition.model, self.threads, Path(self._tmp.name), "full")
+        return self._full
+
+    def head(self, tensors: Sequence[str]) -> _Half | None:
+        """The head engine of a cut (None when the cut is the inputs)."""
+        key = "|".join(self.cut_for(tensors))
+        if key not in self._heads:
+            m = self.partition.head(tensors)
+            tag = f"head{len(self._heads)}"
+            self._heads[key] = _Half(m, self.threads, Path(self._tmp.name), tag) if m else None
+        return self._heads[key]
+
+    def tail(self, tensors: Sequence[str]) -> _Half | None:
+        """The tail engine of a cut (None when the cut is the outputs)."""
+        key = "|".join(self.cut_for(tensors))
+        if key not in self._tails:
+            m = self.partition.tail(tensors)
+            tag = f"tail{len(self._tails)}"
+            self._tails[key] = _Half(m, self.threads, Path(self._tmp.name), tag) if m else None
+        return self._tails[key]
+
+    def run_head(self, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]) -> Feeds:
+        """The cut tensors computed from the inputs."""
+        cut = self.cut_for(tensors)
+        head = self.head(cut)
+        known = dict(feeds) if head is None else {**feeds, **head.run(feeds)}
+        return {t: known[t] for t in cut}
+
+    def run_tail(self, tensors: Sequence[str], cut_values: Mapping[str, np.ndarray]) -> Feeds:
+        """The graph outputs from the cut tensors (those in the cut pass through)."""
+        tail = self.tail(tensors)
+        known = dict(cut_values) if tail is None else {**cut_values, **tail.run(cut_values)}
+        return {o: known[o] for o in self.outputs}
+
+    def profile_device(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        device: DeviceSim,
+        compression: Compression,
+        runs: int = 5,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[CutProfile]:
+        """Head latency (device-scaled) and compressed cut bytes for every sampled cut."""
+        out = []
+        for k, cut in enumerate(self.cuts):
+            values = self.run_head(cut.tensors, feeds)
+            prof = CutProfile(cut.tensors, cut.position, cut.nbytes)
+            prof.sent_bytes = len(encode(values, compression))
+            head = self.head(cut.tensors)
+            if head is not None:
+                prof.head_s = device.measure(lambda h=head: h.run(feeds), runs)
+            if cut.position < len(self.partition.nodes):  # the device compresses what it sends
+                enc = device.measure(lambda v=values: encode(v, compression), runs)
+                prof.extra["encode_s"] = enc
+                prof.head_s += enc
+            out.append(prof)
+            if progress:
+                progress(k + 1, len(self.cuts))
+        return out
+
+    def profile_node(
+        self,
+        feeds: Mapping[str, np.ndarray],
+        runs: int = 5,
+        progress: Callable[[int, int], None] | None = None,
+        clock: DeviceSim | None = None,
+    ) -> list[CutProfile]:
+        """Tail latency on this machine (the node) for every sampled cut, timed by ``clock``
+        (default: wall time, no slowdown)."""
+        clock = clock or DeviceSim(max(1, self.threads))
+        out = []
+        for k, cut in enumerate(self.cuts):
+            values = self.run_head(cut.tensors, feeds)
+            prof = CutProfile(cut.tensors, cut.position, cut.nbytes)
+            tail = self.tail(cut.tensors)
+            if tail is not None:
+                prof.tail_s = clock.measure(lambda t=tail, v=values: t.run(v), runs)
+            result = self.run_tail(cut.tensors, values)
+            prof.out_bytes = len(encode(result, ANSWER))  # the answer as the node sends it
+            out.append(prof)
+            if progress:
+                progress(k + 1, len(self.cuts))
+        return out
+
+    def close(self) -> None:
+        """Release every engine and the temporary sub-model files."""
+        for half in [*self._heads.values(), *self._tails.values(), self._full]:
+            if half is not None:
+                half.engine.close()
+        self._heads.clear()
+        self._tails.clear()
+        self._full = None
+        self._tmp.cleanup()
