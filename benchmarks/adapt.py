@@ -20,7 +20,9 @@ onnxruntime CPU, 2 intra-op threads, spinning off. Three parts:
   detection and from there to the next processed frame.
 - ``cascade``: INT8 (``edgeinfer optimize``, static, calibrated on other generated tiles, as
   ``make demo`` builds it) first; FP32 again when a box scores in the uncertain band. Against
-  FP32 alone on the same tiles: inference seconds (measured, interleaved), share re-run, mAP@0.5.
+  FP32 alone on the same tiles and the same backend (``--cascade-backends``, onnxruntime and
+  OpenVINO with FP32 compute pinned): inference seconds (measured, interleaved), share re-run,
+  mAP@0.5.
 """
 
 from __future__ import annotations
@@ -226,50 +228,70 @@ def make_int8(out: Path) -> Path:
     return int8.model_path
 
 
-def bench_cascade(tiles: list[Tile], bands: list[tuple[float, float]], rounds: int = 3,
-                  ) -> dict[str, Any]:
-    """FP32 alone against INT8 -> FP32 for each uncertain band: time, share re-run, mAP@0.5."""
+def bench_cascade(tiles: list[Tile], bands: list[tuple[float, float]], rounds: int = 5,
+                  backend: str = "ort") -> dict[str, Any]:
+    """FP32 alone against INT8 -> FP32 for each uncertain band, both on ``backend`` (2 threads,
+    FP32 compute pinned on OpenVINO): time, share re-run, mAP@0.5."""
+    from edgeinfer.runtime.backends import BackendOptions
+    from edgeinfer.runtime.engine import Engine
+
+    options = BackendOptions(threads=2)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8 = session(MODEL), session(make_int8(Path(tmp)))
+        fp32 = Engine.open(MODEL, backend, options)
+        int8 = Engine.open(make_int8(Path(tmp)), backend, options)
     gts = [(b, c) for _, b, c in tiles]
     xs = [prep(img, 640) for img, _, _ in tiles]
 
-    def run(sess: ort.InferenceSession, x: np.ndarray) -> tuple[np.ndarray, ...]:
-        (out,) = sess.run(None, {"images": x})
+    infer_s = [0.0]  # seconds inside Engine.run (the compute the cascade saves)
+
+    def run(engine: Engine, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        t0 = time.perf_counter()
+        (out,) = engine.run({"images": x})
+        infer_s[0] += time.perf_counter() - t0
         return decode(out[0], 0.001, 0.6)
 
     rows: dict[str, Any] = {}
     times: dict[str, list[float]] = {"fp32": []}
+    infer: dict[str, list[float]] = {"fp32": []}
     cascades = {}
     for lo, hi in bands:
         times[f"{lo}-{hi}"] = []
+        infer[f"{lo}-{hi}"] = []
     for _ in range(rounds):  # interleaved: drift hits every variant alike
-        t = time.perf_counter()
+        t, i0 = time.perf_counter(), infer_s[0]
         fp32_dets = [run(fp32, x) for x in xs]
         times["fp32"].append(time.perf_counter() - t)
+        infer["fp32"].append(infer_s[0] - i0)
         for lo, hi in bands:
             cascade = PrecisionCascade(
                 lambda x: run(int8, x), lambda x: run(fp32, x),
                 lambda d, band=(lo, hi): detection_uncertain(d[1], band))
-            t = time.perf_counter()
+            t, i0 = time.perf_counter(), infer_s[0]
             dets = [cascade(x) for x in xs]
             times[f"{lo}-{hi}"].append(time.perf_counter() - t)
+            infer[f"{lo}-{hi}"].append(infer_s[0] - i0)
             cascades[f"{lo}-{hi}"] = (cascade, dets)
     base = coco_map(gts, fp32_dets)["map50"]
     t_fp32 = float(np.median(times["fp32"]))
+    i_fp32 = float(np.median(infer["fp32"]))
     int8_only = coco_map(gts, [run(int8, x) for x in xs])["map50"]
     print(f"  FP32 alone: mAP@0.5 {base:.3f}, {1e3 * t_fp32 / len(xs):.1f} ms/tile; INT8 alone: "
           f"mAP@0.5 {int8_only:.3f}")
     for key, (cascade, dets) in cascades.items():
         t = float(np.median(times[key]))
+        i = float(np.median(infer[key]))
         m = coco_map(gts, dets)["map50"]
         rows[key] = {"fallback_rate": cascade.fallback_rate, "time_ratio": t / t_fp32,
-                     "map50": m, "drop_points": 100 * (base - m)}
-        print(f"  band {key}: FP32 re-run on {100 * cascade.fallback_rate:.1f}% of tiles, time "
-              f"{t / t_fp32:.2f}x FP32 ({100 * (1 - t / t_fp32):.0f}% less), mAP@0.5 {m:.3f} "
+                     "inference_ratio": i / i_fp32, "map50": m, "drop_points": 100 * (base - m)}
+        print(f"  band {key}: FP32 re-run on {100 * cascade.fallback_rate:.1f}% of tiles, "
+              f"inference {i / i_fp32:.2f}x FP32 ({100 * (1 - i / i_fp32):.0f}% less), end to "
+              f"end with decoding {t / t_fp32:.2f}x, mAP@0.5 {m:.3f} "
               f"(drop {100 * (base - m):.2f} points)")
-    return {"fp32_map50": base, "int8_map50": int8_only, "fp32_ms_per_tile":
-            1e3 * t_fp32 / len(xs), "bands": rows}
+    fp32.close()
+    int8.close()
+    return {"backend": backend, "fp32_map50": base, "int8_map50": int8_only,
+            "fp32_ms_per_tile": 1e3 * t_fp32 / len(xs),
+            "fp32_inference_ms_per_tile": 1e3 * i_fp32 / len(xs), "bands": rows}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -280,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target-fps", type=float, default=60.0, help="camera rate (ladder)")
     ap.add_argument("--seconds", type=float, default=20.0, help="per ladder run")
     ap.add_argument("--rungs", default="320,480,640", help="ladder rungs, ascending")
+    ap.add_argument("--cascade-backends", default="ort,openvino",
+                    help="backends the cascade runs on (FP32 and INT8 on the same one)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     parts = args.parts.split(",")
@@ -295,8 +319,11 @@ def main(argv: list[str] | None = None) -> None:
         report["idle"] = [bench_idle(tiles, IdleConfig(idle_after_s=2.0, idle_fps=f), (4, 10, 4))
                           for f in (5.0, 2.0)]
     if "cascade" in parts:
-        print("cascade: INT8 first, FP32 when a box scores in the band")
-        report["cascade"] = bench_cascade(tiles, [(0.3, 0.6), (0.4, 0.5), (0.45, 0.5)])
+        report["cascade"] = {}
+        for backend in args.cascade_backends.split(","):
+            print(f"cascade on {backend}: INT8 first, FP32 when a box scores in the band")
+            report["cascade"][backend] = bench_cascade(
+                tiles, [(0.3, 0.6), (0.4, 0.5), (0.45, 0.5)], backend=backend)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
 
