@@ -10,17 +10,18 @@ Setup (all in one process, side by side):
 - link: a token bucket per direction plus ``--rtt-ms`` added delay inside our own httpx
   transport (``edgeinfer.collab.link``), at 1, 5, 20 and 100 Mbit/s: loopback is not shaped by
   the kernel (no ``tc netem``);
-- reference "JPEG->node" (not a planner option): the device resizes the photo and encodes it
-  as JPEG q90, the bytes go through the same throttled link, the node decodes it and runs the
-  whole model; from measured parts (device encode, the JPEG through the link, node decode,
-  the node's whole-model time from its profile);
+- "JPEG->node" is one of the planner's candidates (``where == "jpeg"``): the device resizes
+  the photo to the model's input as its manifest says and encodes it as JPEG q90 (device
+  clock), the bytes go through the same throttled link to ``/infer-image``, the node decodes,
+  normalises and runs the whole model; planned from the device's measured encode and the
+  node's published decode + whole-model time, and measured end to end like every cut;
 - cut tensors sent as int8 + lz4; input: ``edgeinfer/data/coffee.jpg`` preprocessed per model.
 - the planner's RTT: the added delay plus the HTTP overhead of one empty request (the median
   of 20 on an unthrottled link, measured once per model);
-- ground truth: every sampled cut (at most ``--max-cuts``, both extremes included) run end to
-  end through the real client (head, compress, throttled HTTP, tail); a cut whose wire time
-  alone (bytes / bandwidth, a lower bound the token bucket enforces) already exceeds the best
-  measured total is not run, since it cannot be the best.
+- ground truth: every sampled cut (at most ``--max-cuts``, both extremes and the JPEG option
+  included) run end to end through the real client (head, compress, throttled HTTP, tail); a
+  cut whose wire time alone (bytes / bandwidth, a lower bound the token bucket enforces)
+  already exceeds the best measured total is not run, since it cannot be the best.
 
     .venv/bin/python benchmarks/split_plan.py [--models efficientnet-lite0,...] [--json out]
 """
@@ -43,7 +44,7 @@ from rich.table import Table
 from edgeinfer.collab.compress import Compression
 from edgeinfer.collab.link import Link
 from edgeinfer.collab.offload import SplitClient
-from edgeinfer.collab.profile import DeviceSim, image_feeds
+from edgeinfer.collab.profile import JPEG_CUT, DeviceSim, as_image, image_feeds
 
 MODELS = ("efficientnet-lite0", "defect-detector", "ppocrv4-det", "blazeface-short")
 NEUROSURGEON = 3.1
@@ -85,12 +86,16 @@ class Node:
         self.thread.join(10)
 
 
-def measure(client: SplitClient, feeds: dict, cut: tuple[str, ...], runs: int) -> float:
+def measure(
+    client: SplitClient, feeds: dict, cut: tuple[str, ...], runs: int, image: np.ndarray
+) -> float:
     """Median end-to-end seconds of ``runs`` requests at ``cut`` (one more untimed first when
-    ``runs`` > 1: engines are built, arenas grown)."""
+    ``runs`` > 1: engines are built, arenas grown); ``image`` is sent for the JPEG option."""
     if runs > 1:
-        client.infer(feeds, cut=cut)
-    return statistics.median(client.infer(feeds, cut=cut).total_s for _ in range(runs))
+        client.infer(feeds, cut=cut, image=image)
+    return statistics.median(
+        client.infer(feeds, cut=cut, image=image).total_s for _ in range(runs)
+    )
 
 
 def http_overhead(client: SplitClient, probes: int = 20) -> float:
@@ -102,52 +107,22 @@ def http_overhead(client: SplitClient, probes: int = 20) -> float:
     return statistics.median(client._timed(url, b"") for _ in range(probes))
 
 
-def jpeg_parts(model: str, device: DeviceSim) -> tuple[bytes, float, float]:
-    """The JPEG (q 90) of the resized photo, the device's time to make it (resize + encode,
-    device clock) and the node's time to decode and normalise it (CPU time, factor 1)."""
-    import cv2
-
-    from edgeinfer.api import load
-    from edgeinfer.vision.preprocess import read_image, resize, spatial_size, to_tensor
-    from edgeinfer.zoo import resolve
-
-    art = load(resolve(model))
-    spec, pre = art.manifest.inputs[0], art.manifest.preprocess
-    photo = read_image(IMAGE)
-
-    def encode() -> bytes:
-        small, _ = resize(photo, spatial_size(spec), pre)
-        return cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-
-    jpg = encode()
-    enc_s = device.measure(encode, 5)
-    as_is = pre.model_copy(update={"resize": "none"})
-    node = DeviceSim(1, 1.0, "cpu")
-    dec_s = node.measure(
-        lambda: to_tensor(cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR), spec,
-                          as_is), 5)
-    return jpg, enc_s, dec_s
+def _where(key: str, first: str, last: str) -> str:
+    return {JPEG_CUT[0]: "jpeg", first: "node", last: "device"}.get(key, "split")
 
 
-def jpeg_reference(client: SplitClient, jpeg: tuple[bytes, float, float], runs: int) -> float:
-    """Seconds for "send a JPEG of the input, the node runs everything", from measured parts:
-    the device's encode, the JPEG's bytes through the same throttled link (echo endpoint,
-    median of ``runs``), the node's decode and its whole-model time from its profile."""
-    jpg, enc_s, dec_s = jpeg
-    url = f"{client.base}/probe"
-    wire = statistics.median(client._timed(url, jpg) for _ in range(runs))
-    first = min(client.cuts, key=lambda c: c.position)
-    return enc_s + wire + dec_s + first.tail_s
-
-
-def sweep(client: SplitClient, feeds: dict, bps: float, runs: int) -> dict[str, Any]:
-    """Plan for the link, then run the sampled cuts end to end (best first by prediction)."""
+def sweep(
+    client: SplitClient, feeds: dict, bps: float, runs: int, image: np.ndarray
+) -> dict[str, Any]:
+    """Plan for the link, then run the sampled cuts and the JPEG option end to end (best
+    first by prediction)."""
     plan = client.replanner.plan() if client.replanner else None
     if plan is None:
         raise RuntimeError("node unreachable")
     cuts = client.cuts
     last = max(cuts, key=lambda c: c.position)
-    first = min(cuts, key=lambda c: c.position)
+    first = min((c for c in cuts if c.tensors != JPEG_CUT), key=lambda c: c.position)
+    jpeg = next((c for c in cuts if c.tensors == JPEG_CUT), None)
     predicted = {
         c.key: c.head_s if c is last else
         c.head_s + client.rtt_s + 8 * (c.sent_bytes + c.out_bytes) / bps + c.tail_s
@@ -157,12 +132,12 @@ def sweep(client: SplitClient, feeds: dict, bps: float, runs: int) -> dict[str, 
     skipped = 0
     best = float("inf")
     for c in sorted(cuts, key=lambda c: predicted[c.key]):
-        must = c.key in (plan.cut.key, last.key, first.key)
+        must = c.key in (plan.cut.key, last.key, first.key) or c is jpeg
         wire = 8 * (c.sent_bytes + c.out_bytes) / bps if c is not last else 0.0
         if wire > best and not must:
             skipped += 1
             continue
-        measured[c.key] = measure(client, feeds, c.tensors, 1 if wire > 0.5 else runs)
+        measured[c.key] = measure(client, feeds, c.tensors, 1 if wire > 0.5 else runs, image)
         best = min(best, measured[c.key])
     best_key = min(measured, key=measured.get)
     got = measured[plan.cut.key]
@@ -175,12 +150,17 @@ def sweep(client: SplitClient, feeds: dict, bps: float, runs: int) -> dict[str, 
         "predicted_ms": plan.total_s * 1000,
         "planned_ms": got * 1000,
         "best_cut": best_key,
+        "best_where": _where(best_key, first.key, last.key),
         "best_ms": measured[best_key] * 1000,
         "ratio_to_best": got / measured[best_key],
         "all_device_ms": measured[last.key] * 1000,
         "all_node_ms": measured[first.key] * 1000,
         "speedup_vs_device": measured[last.key] / got,
         "speedup_vs_node": measured[first.key] / got,
+        "jpeg_node_ms": measured[jpeg.key] * 1000 if jpeg else None,
+        "jpeg_kb": jpeg.sent_bytes / 1000 if jpeg else None,
+        "jpeg_predicted_ms": predicted[jpeg.key] * 1000 if jpeg else None,
+        "planned_vs_jpeg": got / measured[jpeg.key] if jpeg else None,
         "cuts_run": len(measured),
         "cuts_pruned": skipped,
         "per_cut": [
@@ -203,20 +183,16 @@ def run_model(model: str, node: Node, args: argparse.Namespace, console: Console
     )
     try:
         feeds = image_feeds(model, IMAGE)
-        client.prepare(feeds, runs=args.profile_runs)
+        photo = as_image(IMAGE)
+        client.prepare(feeds, runs=args.profile_runs, image=None if args.no_jpeg else photo)
         overhead = http_overhead(client)
-        jpeg = jpeg_parts(model, client.device)
         client.run_local(feeds)  # build the whole-model engine before anything is timed
         rows = []
         for mbit in args.bandwidths:
             bps = mbit * 1e6
             rtt = args.rtt_ms / 1000
             client.use_link(Link(bps, bps, rtt), bps, rtt + overhead)
-            rows.append(sweep(client, feeds, bps, args.runs))
-            ref = jpeg_reference(client, jpeg, args.runs)
-            rows[-1]["jpeg_node_ms"] = ref * 1000
-            rows[-1]["jpeg_kb"] = len(jpeg[0]) / 1000
-            rows[-1]["planned_vs_jpeg"] = rows[-1]["planned_ms"] / 1000 / ref
+            rows.append(sweep(client, feeds, bps, args.runs, photo))
             console.print(f"  {model} @ {mbit:g} Mbit/s: ratio {rows[-1]['ratio_to_best']:.3f}")
         return {
             "model": model,
@@ -235,22 +211,24 @@ def render(results: list[dict], console: Console) -> None:
     """One table over models and bandwidths."""
     t = Table(title="split planning (device: 1 thread x slowdown; node: 1 thread; ms)")
     t.add_column("slow")
-    for col in ("model", "Mbit/s", "planned", "sent KB", "pred", "meas", "best", "ratio",
-                "device", "node", "x dev", "x node", "JPEG->node", "plan/JPEG"):
+    for col in ("model", "Mbit/s", "planned", "sent KB", "pred", "meas", "best", "best is",
+                "ratio", "device", "node", "x dev", "x node", "JPEG->node", "plan/JPEG"):
         t.add_column(col)
     for res in results:
         if "skipped" in res:
-            t.add_row("-", res["model"], "-", f"skipped: {res['skipped']}", *[""] * 11)
+            t.add_row("-", res["model"], "-", f"skipped: {res['skipped']}", *[""] * 12)
             continue
         for r in res["rows"]:
             t.add_row(
                 f"{res['slowdown']:g}", res["model"], f"{r['bandwidth_mbit']:g}",
                 r["planned_where"],
                 f"{r['planned_sent_kb']:.0f}", f"{r['predicted_ms']:.0f}",
-                f"{r['planned_ms']:.0f}", f"{r['best_ms']:.0f}", f"{r['ratio_to_best']:.3f}",
+                f"{r['planned_ms']:.0f}", f"{r['best_ms']:.0f}", r["best_where"],
+                f"{r['ratio_to_best']:.3f}",
                 f"{r['all_device_ms']:.0f}", f"{r['all_node_ms']:.0f}",
                 f"{r['speedup_vs_device']:.2f}", f"{r['speedup_vs_node']:.2f}",
-                f"{r['jpeg_node_ms']:.0f}", f"{r['planned_vs_jpeg']:.2f}",
+                "-" if r["jpeg_node_ms"] is None else f"{r['jpeg_node_ms']:.0f}",
+                "-" if r["planned_vs_jpeg"] is None else f"{r['planned_vs_jpeg']:.2f}",
             )
     console.print(t)
     rows = [r for res in results for r in res.get("rows", [])]
@@ -282,6 +260,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile-runs", type=int, default=3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--no-jpeg", action="store_true",
+                    help="leave the JPEG option out (neither planned nor measured)")
     args = ap.parse_args()
     args.bandwidths = [float(b) for b in args.bandwidths.split(",")]
     console = Console(width=150)

@@ -630,7 +630,8 @@ def split(
     runs: Annotated[int, typer.Option(help="Measured runs per mode.")] = 5,
     image: Annotated[str | None, typer.Option(
         help="Image to profile and run with (default: random input, which compresses "
-        "worse than real images).")] = None,
+        "worse than real images); with an artifact or zoo model it also adds the 'send a "
+        "JPEG q90 of the input' option to the plan.")] = None,
 ) -> None:
     """Split MODEL between this device and a node: pick the cut for the link, then report the
     latency breakdown (head, transfer, tail) against all-on-device and all-on-node."""

@@ -13,6 +13,9 @@ Node endpoints (mounted by ``edgeinfer serve`` under ``/v1/offload``):
     GET  /{name}/profile       the node's tail latency for every sampled cut (JSON)
     POST /{name}/infer         body: a tensor frame (the cut); answer: a frame of the outputs,
                                header ``x-edgeinfer-tail-ms``
+    POST /{name}/infer-image   body: JPEG bytes of the input (models with an artifact manifest
+                               only); the node decodes, preprocesses as the manifest says and
+                               runs the whole model; answer as /infer (tail = all of that)
     POST /probe                echoes the body size (bandwidth and RTT probes)
 """
 
@@ -33,7 +36,15 @@ from edgeinfer._deps import require
 from edgeinfer.collab.compress import ANSWER, Compression, FrameError, decode, encode
 from edgeinfer.collab.link import Link, throttled_transport
 from edgeinfer.collab.planner import BandwidthEstimator, Plan, Replanner, merge
-from edgeinfer.collab.profile import CutProfile, DeviceSim, SplitModel
+from edgeinfer.collab.planner import plan as plan_cuts
+from edgeinfer.collab.profile import (
+    JPEG_CUT,
+    CutProfile,
+    DeviceSim,
+    ImageCodec,
+    SplitModel,
+    as_image,
+)
 from edgeinfer.errors import EdgeInferError
 
 __all__ = ["SplitClient", "SplitResult", "router"]
@@ -56,6 +67,14 @@ class _NodeModel:
         self.lock = threading.Lock()
         self._split: SplitModel | None = None
         self._profile: dict[str, Any] | None = None
+        self._codec: ImageCodec | bool | None = False  # False: not looked up yet
+
+    def codec(self) -> ImageCodec | None:
+        """The JPEG option's codec, or None when the model has no manifest to preprocess by."""
+        if self._codec is False:
+            self._codec = ImageCodec.for_model(self.source)
+        assert self._codec is not True
+        return self._codec
 
     def split(self) -> SplitModel:
         if self._split is None:
@@ -66,6 +85,9 @@ class _NodeModel:
         if self._profile is None:
             sm = self.split()
             profs = sm.profile_node(sm.example_feeds(), self.runs, clock=self.clock)
+            codec = self.codec()
+            if codec is not None:  # the "send a JPEG" option, only with a manifest
+                profs.append(sm.profile_jpeg_node(codec, self.runs, self.clock))
             self._profile = {
                 "model": sm.path.name,
                 "threads": self.threads,
@@ -133,13 +155,35 @@ def router(
             cut = decode(body)
         except FrameError as exc:
             raise fastapi.HTTPException(400, str(exc)) from exc
-        import anyio.to_thread
 
         def run() -> tuple[dict[str, np.ndarray], float, float]:
             with nm.lock:
                 sm = nm.split()
                 tensors = sm.cut_for(list(cut))
                 return nm.clock.time(lambda: sm.run_tail(tensors, cut))
+
+        return await _answer(run)
+
+    @api.post("/{name}/infer-image")
+    async def infer_image(name: str, request: Request) -> Response:
+        nm = _get(name)
+        codec = nm.codec()
+        if codec is None:
+            raise fastapi.HTTPException(
+                404, f"model '{name}' has no artifact manifest to preprocess an image by: send "
+                "tensor frames to /infer, or serve an artifact directory"
+            )
+        body = await request.body()
+
+        def run() -> tuple[dict[str, np.ndarray], float, float]:
+            with nm.lock:
+                full = nm.split().full()
+                return nm.clock.time(lambda: full.run(codec.decode(body)))
+
+        return await _answer(run)
+
+    async def _answer(run: Callable[[], tuple[dict[str, np.ndarray], float, float]]) -> Any:
+        import anyio.to_thread
 
         try:
             out, tail_s, wall_s = await anyio.to_thread.run_sync(run)
@@ -182,6 +226,10 @@ class SplitClient:
 
     ``bandwidth_bps=None`` measures the link with probes and then keeps an EWMA of real
     transfers; the plan is remade when it moves (:class:`Replanner`). Single-threaded use.
+
+    With the source image at hand (``prepare(..., image=)``, ``infer(..., image=)``) and a
+    model with an artifact manifest, "send a JPEG of the input" (q90 at the model's input size)
+    is one more candidate (``where == "jpeg"``); without an image it is never chosen.
     """
 
     def __init__(
@@ -224,6 +272,16 @@ class SplitClient:
         self.cuts: list[CutProfile] = []
         self.replanner: Replanner | None = None
         self.fallbacks = 0
+        self.model = model
+        self._codec: ImageCodec | bool | None = False  # False: not looked up yet
+
+    @property
+    def codec(self) -> ImageCodec | None:
+        """The JPEG option's codec (None: the model has no manifest to preprocess by)."""
+        if self._codec is False:
+            self._codec = ImageCodec.for_model(self.model)
+        assert self._codec is not True
+        return self._codec
 
     def use_link(
         self, link: Link, bandwidth_bps: float | None = None, rtt_s: float | None = None
@@ -286,11 +344,18 @@ class SplitClient:
         feeds: Mapping[str, np.ndarray] | None = None,
         runs: int = 3,
         progress: Callable[[int, int], None] | None = None,
+        image: str | Path | np.ndarray | None = None,
     ) -> Plan | None:
         """Profile the device, fetch the node's profile, measure the link, plan. Returns None
-        (all on the device) when the node cannot be reached."""
+        (all on the device) when the node cannot be reached. With ``image`` (the source
+        photo, a path or BGR array) the JPEG option is profiled too, when the model has a
+        manifest and the node publishes it."""
         feeds = feeds if feeds is not None else self.split.example_feeds()
         device = self.split.profile_device(feeds, self.device, self.compression, runs, progress)
+        if image is not None and self.codec is not None:
+            device.append(
+                self.split.profile_jpeg_device(self.codec, as_image(image), self.device, runs)
+            )
         self.split.full().run(feeds)  # the fallback engine, built and warm before it is needed
         try:
             node = self.node_profile()
@@ -312,7 +377,8 @@ class SplitClient:
         if self.replanner is None or time.monotonic() < self.down_until:
             return None
         p = self.replanner.plan()
-        self.split.tail(p.cut.tensors)  # the fallback for this cut, built once, before it is due
+        if p.cut.tensors != JPEG_CUT:  # the JPEG option falls back to the full model, built
+            self.split.tail(p.cut.tensors)  # the fallback for this cut, built before it is due
         return p
 
     def _node_failed(self) -> None:
@@ -325,17 +391,32 @@ class SplitClient:
         return SplitResult(out, "device", tuple(self.split.outputs), head, total_s=head)
 
     def infer(
-        self, feeds: Mapping[str, np.ndarray], cut: tuple[str, ...] | None = None
+        self, feeds: Mapping[str, np.ndarray], cut: tuple[str, ...] | None = None,
+        image: str | Path | np.ndarray | None = None,
     ) -> SplitResult:
-        """One request at the planned cut (or ``cut``); finishes on the device if the node
-        fails, so it always returns outputs; while the breaker is open, all on the device."""
+        """One request at the planned cut (or ``cut``; ``JPEG_CUT`` sends a JPEG of
+        ``image``); finishes on the device if the node fails, so it always returns outputs;
+        while the breaker is open, all on the device. ``feeds`` must be ``image``
+        preprocessed when both are given (the device falls back on ``feeds``)."""
         if cut is None:
             p = self.plan()
+            if p is not None and p.where == "jpeg" and image is None:  # no image: next best
+                rest = [c for c in self.cuts if c.tensors != JPEG_CUT]
+                p = plan_cuts(rest, p.bandwidth_bps, p.rtt_s, p.objective)
             if p is None or p.where == "device":
                 return self.run_local(feeds)
             cut = p.cut.tensors
-        if set(cut) == set(self.split.outputs) or time.monotonic() < self.down_until:
-            return self.run_local(feeds)  # all on the device, or the breaker is open
+        if time.monotonic() < self.down_until:
+            return self.run_local(feeds)  # the breaker is open
+        if cut == JPEG_CUT:
+            if image is None or self.codec is None:
+                raise EdgeInferError(
+                    "the JPEG option needs the source image and a model with an artifact "
+                    "manifest: pass image= and load an artifact directory or zoo name"
+                )
+            return self._infer_jpeg(feeds, as_image(image))
+        if set(cut) == set(self.split.outputs):
+            return self.run_local(feeds)  # all on the device
         t_start = time.perf_counter()
 
         def head() -> tuple[dict[str, np.ndarray], bytes]:
@@ -367,6 +448,43 @@ class SplitClient:
             head_s + transfer_s + tail_s, len(frame),
         )
 
+    def _infer_jpeg(self, feeds: Mapping[str, np.ndarray], image: np.ndarray) -> SplitResult:
+        """Send a JPEG of the image; the node runs everything. On failure the device runs the
+        whole model on ``feeds``."""
+        codec = self.codec
+        assert codec is not None
+        t_start = time.perf_counter()
+        jpg, head_s = self.device.run(lambda: codec.encode(image))
+        t0 = time.perf_counter()
+        try:
+            r = self.http.post(
+                f"{self.base}/{self.name}/infer-image", content=jpg,
+                headers={"content-type": "image/jpeg"},
+            )
+            if r.status_code != 200:
+                raise EdgeInferError(f"node answered {r.status_code}: {r.text[:200]}")
+            outputs = decode(r.content)
+        except (self._httpx.HTTPError, EdgeInferError) as exc:
+            log.warning("node failed (%s): running the whole model on the device", exc)
+            self._node_failed()
+            self.fallbacks += 1
+            out, tail_s = self.device.run(lambda: self.split.full().run(feeds))
+            return SplitResult(
+                out, "device", JPEG_CUT, head_s,
+                max(time.perf_counter() - t_start - head_s - tail_s, 0.0), tail_s,
+                time.perf_counter() - t_start, fallback=type(exc).__name__,
+            )
+        wall = time.perf_counter() - t0
+        tail_s = float(r.headers.get("x-edgeinfer-tail-ms", "0")) / 1000.0
+        tail_wall = float(r.headers.get("x-edgeinfer-tail-wall-ms", "0")) / 1000.0 or tail_s
+        transfer_s = max(wall - tail_wall, 0.0)
+        if not self.fixed_bandwidth:
+            self.estimator.observe(len(jpg) + len(r.content), transfer_s - (self.rtt_s or 0))
+        return SplitResult(
+            {o: outputs[o] for o in self.split.outputs}, "jpeg", JPEG_CUT, head_s, transfer_s,
+            tail_s, head_s + transfer_s + tail_s, len(jpg),
+        )
+
     def _finish_locally(
         self, cut: tuple[str, ...], values: Mapping[str, np.ndarray], head_s: float,
         t_start: float, exc: Exception,
@@ -389,20 +507,28 @@ class SplitClient:
 
 
 def measure_split(
-    client: SplitClient, feeds: Mapping[str, np.ndarray], runs: int = 5
+    client: SplitClient, feeds: Mapping[str, np.ndarray], runs: int = 5,
+    image: str | Path | np.ndarray | None = None,
 ) -> dict[str, dict[str, float | str]]:
-    """Median measured breakdown (ms) of the planned cut, all on the device and all on the
-    node (the input sent), run interleaved so drift hits them equally."""
+    """Median measured breakdown (ms) of the planned cut, all on the device, all on the
+    node (the input sent) and, with ``image`` and a JPEG candidate, the JPEG sent; run
+    interleaved so drift hits them equally."""
     p = client.plan()
+    if p is not None and p.where == "jpeg" and image is None:
+        p = plan_cuts([c for c in client.cuts if c.tensors != JPEG_CUT], p.bandwidth_bps,
+                      p.rtt_s, p.objective)
     modes: dict[str, tuple[str, ...] | None] = {
         "planned": p.cut.tensors if p else tuple(client.split.outputs),
         "all on device": tuple(client.split.outputs),
         "all on node": tuple(client.split.inputs),
     }
+    img = as_image(image) if image is not None else None
+    if img is not None and any(c.tensors == JPEG_CUT for c in client.cuts):
+        modes["JPEG to node"] = JPEG_CUT
     got: dict[str, list[SplitResult]] = {m: [] for m in modes}
     for _ in range(max(1, runs)):
         for mode, cut in modes.items():
-            got[mode].append(client.infer(feeds, cut=cut))
+            got[mode].append(client.infer(feeds, cut=cut, image=img))
     out: dict[str, dict[str, float | str]] = {}
     for mode, rs in got.items():
         med = {k: float(np.median([getattr(r, k) for r in rs])) * 1000
@@ -453,8 +579,9 @@ def run_split_cli(
         feeds = image_feeds(model, image) if image else client.split.example_feeds(1)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("profiling cuts on the device", total=len(client.split.cuts))
-            p = client.prepare(feeds, progress=lambda k, n: bar.update(task, completed=k))
-        rows = measure_split(client, feeds, runs)
+            p = client.prepare(feeds, progress=lambda k, n: bar.update(task, completed=k),
+                               image=image)
+        rows = measure_split(client, feeds, runs, image)
     finally:
         client.close()
     if p is None:

@@ -4,6 +4,11 @@ least device time, an energy proxy), both extremes included; re-plan when the li
 The model of one request is Neurosurgeon's: ``head (device) + RTT + bytes up / bandwidth +
 tail (node) + bytes down / bandwidth``; "all on the device" has no transfer at all. The
 bandwidth comes from the user or from an EWMA of measured transfers.
+
+One candidate is not a cut of the graph: "send a JPEG of the input" (``where == "jpeg"``,
+cut key ``@jpeg``, position -1), whose head is the device's resize + JPEG encode and whose
+tail is the node's decode + preprocess + whole model. It is priced by the same formula, so it
+wins exactly when its predicted total is the lowest; it is lossy (see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgeinfer.collab.profile import CutProfile
+from edgeinfer.collab.profile import JPEG_CUT, CutProfile
 from edgeinfer.errors import EdgeInferError
 
 __all__ = ["BandwidthEstimator", "Plan", "Replanner", "estimate_s", "merge", "plan"]
@@ -36,7 +41,10 @@ class Plan:
 
     @property
     def where(self) -> str:
-        """``device`` (nothing sent), ``node`` (the input sent) or ``split``."""
+        """``device`` (nothing sent), ``node`` (the input tensor sent), ``jpeg`` (a JPEG of the
+        input sent, the node runs everything) or ``split``."""
+        if self.cut.tensors == JPEG_CUT:
+            return "jpeg"
         if self.cut.tail_s == 0 and self.transfer_s == 0:
             return "device"
         return "node" if self.cut.position == 0 else "split"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -27,12 +27,19 @@ from edgeinfer.errors import EdgeInferError
 from edgeinfer.model.partition import Cut, Partition, load_partition, sample_cuts
 
 __all__ = [
+    "JPEG_CUT",
     "CutProfile",
     "DeviceSim",
+    "ImageCodec",
     "SplitModel",
     "image_feeds",
     "resolve_onnx",
 ]
+
+#: the "send a JPEG of the input" candidate's cut key: not a tensor of the graph
+JPEG_CUT = ("@jpeg",)
+#: JPEG quality the device encodes with (the honest baseline of the split-computing survey)
+JPEG_QUALITY = 90
 
 Feeds = dict[str, np.ndarray]
 T = TypeVar("T")
@@ -65,6 +72,71 @@ def image_feeds(model: str | Path, image: str | Path) -> Feeds:
     spec = art.manifest.inputs[0]
     x, _ = to_tensor(read_image(image), spec, art.manifest.preprocess)
     return {spec.name: x}
+
+
+class ImageCodec:
+    """The "send a JPEG" option for a model whose artifact manifest says how to preprocess:
+    the device resizes the image to the model's input as the manifest says and encodes it as
+    JPEG q90; the node decodes it and only normalises (an image already at the input size is
+    not resized again; another size gets the manifest's full preprocessing)."""
+
+    def __init__(self, spec: Any, pre: Any) -> None:
+        from edgeinfer.vision.preprocess import spatial_size
+
+        self.spec = spec
+        self.pre = pre
+        self.size = spatial_size(spec)
+
+    @classmethod
+    def for_model(cls, model: str | Path) -> ImageCodec | None:
+        """The codec of an artifact directory or zoo name; None for a bare model file (no
+        manifest, so no preprocessing to apply) or a non-image input."""
+        from edgeinfer.api import load
+        from edgeinfer.errors import ShapeError
+        from edgeinfer.zoo import resolve
+
+        path = Path(resolve(model))
+        if not path.is_dir():
+            return None
+        art = load(path)
+        try:
+            return cls(art.manifest.inputs[0], art.manifest.preprocess)
+        except ShapeError:
+            return None
+
+    def encode(self, image: np.ndarray) -> bytes:
+        """Device side: BGR image -> the model-size JPEG (q90) bytes."""
+        import cv2
+
+        from edgeinfer.vision.preprocess import resize
+
+        small, _ = resize(image, self.size, self.pre)
+        ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise EdgeInferError(
+                "OpenCV could not encode the image as JPEG: pass a BGR uint8 image"
+            )
+        return buf.tobytes()
+
+    def decode(self, data: bytes) -> Feeds:
+        """Node side: JPEG (or PNG...) bytes -> the model's input feeds; undecodable bytes are
+        a one-line EdgeInferError."""
+        from edgeinfer.vision.image_io import decode_image
+        from edgeinfer.vision.preprocess import to_tensor
+
+        image = decode_image(data)  # ImageDecodeError (an EdgeInferError) when bad or too big
+        pre = self.pre
+        if image.shape[:2] == self.size:  # the device already resized: normalise only
+            pre = pre.model_copy(update={"resize": "none"})
+        x, _ = to_tensor(image, self.spec, pre)
+        return {self.spec.name: x}
+
+
+def as_image(image: str | Path | np.ndarray) -> np.ndarray:
+    """A BGR uint8 image from a path or an array."""
+    from edgeinfer.vision.preprocess import read_image
+
+    return image if isinstance(image, np.ndarray) else read_image(image)
 
 
 @dataclass(frozen=True)
@@ -290,6 +362,32 @@ class SplitModel:
             if progress:
                 progress(k + 1, len(self.cuts))
         return out
+
+    def profile_jpeg_device(
+        self, codec: ImageCodec, image: np.ndarray, device: DeviceSim, runs: int = 5
+    ) -> CutProfile:
+        """The JPEG candidate on the device: resize + JPEG encode (device-scaled), its bytes."""
+        jpg = codec.encode(image)
+        prof = CutProfile(JPEG_CUT, -1, len(jpg), len(jpg))
+        prof.head_s = device.measure(lambda: codec.encode(image), runs)
+        prof.extra["encode_s"] = prof.head_s
+        return prof
+
+    def profile_jpeg_node(
+        self, codec: ImageCodec, runs: int = 5, clock: DeviceSim | None = None
+    ) -> CutProfile:
+        """The JPEG candidate on the node: decode + preprocess + the whole model, timed on a
+        model-size JPEG of the bundled photo (decode time depends on the size, not the scene)."""
+        from edgeinfer.vision.preprocess import read_image
+
+        clock = clock or DeviceSim(max(1, self.threads))
+        photo = read_image(Path(__file__).resolve().parents[1] / "data" / "coffee.jpg")
+        jpg = codec.encode(photo)
+        full = self.full()
+        prof = CutProfile(JPEG_CUT, -1, len(jpg))
+        prof.tail_s = clock.measure(lambda: full.run(codec.decode(jpg)), runs)
+        prof.out_bytes = len(encode(full.run(codec.decode(jpg)), ANSWER))
+        return prof
 
     def close(self) -> None:
         """Release every engine and the temporary sub-model files."""
