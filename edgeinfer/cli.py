@@ -604,7 +604,7 @@ def streams(
 ) -> None:
     """Run several camera streams through one scheduler: a live per-stream table (fps, p50
     latency, drops, active/idle), then a summary with process CPU time while busy vs idle."""
-    from edgeinfer.pipeline.multistream import run_streams_config
+    from edgeinfer.pipeline.streams_view import run_streams_config
 
     _quiet_capture_logs()
     summary = run_streams_config(config, duration, console)

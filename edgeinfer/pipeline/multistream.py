@@ -20,6 +20,9 @@ stream has ``idle``, an :class:`~edgeinfer.runtime.adapt.IdleController` sets it
 frame rate: after ``after_s`` seconds with no detection only ``idle_fps`` frames a second are
 inferred; the first detection restores ``full_fps``.
 
+The config lives in :mod:`~edgeinfer.pipeline.streams_config` (its names are re-exported
+here), the terminal view of ``edgeinfer streams`` in :mod:`~edgeinfer.pipeline.streams_view`.
+
 The energy view (:class:`CpuMeter`) splits this process's CPU time (``time.process_time``:
 user + system, every thread) by phase: ``idle`` while every stream that has idle mode is
 idle, ``busy`` otherwise. We measure process CPU time rather than a power meter because it is
@@ -31,8 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +54,15 @@ from edgeinfer.pipeline.sources import (
     ReconnectPolicy,
     Source,
     open_source,
-    source_kind,
 )
 from edgeinfer.pipeline.streams import FrameSkipped, StreamRunner
+from edgeinfer.pipeline.streams_config import (
+    IdleSpec,
+    StreamsConfig,
+    StreamSpec,
+    load_streams_config,
+    parse_streams_config,
+)
 
 __all__ = [
     "CpuMeter",
@@ -71,189 +79,6 @@ log = logging.getLogger(__name__)
 
 #: called for every processed frame: (stream name, prediction, BGR frame)
 OnResult = Callable[[str, Any, np.ndarray], None]
-
-
-@dataclass(frozen=True)
-class IdleSpec:
-    """Idle mode of one stream (see :class:`~edgeinfer.runtime.adapt.IdleConfig`)."""
-
-    after_s: float = 10.0
-    idle_fps: float = 2.0
-    full_fps: float = 30.0
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """One stream of the config. ``source``: a file path (resolved), URL or camera index;
-    ``queue``: frames waiting at most; ``loop``: replay a file forever; ``reconnect``:
-    :class:`ReconnectPolicy` fields for a URL or camera."""
-
-    name: str
-    source: str
-    model: str
-    priority: int = 0
-    deadline_ms: float | None = None
-    live: bool = True
-    fps: float | None = None
-    queue: int = 2
-    loop: bool = False
-    idle: IdleSpec | None = None
-    sink: str | None = None
-    reconnect: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class StreamsConfig:
-    """Models (name -> artifact directory, model file or zoo name), streams, and the
-    scheduler's ``workers``/``threads``/``queue_size`` (0: the scheduler's defaults)."""
-
-    models: Mapping[str, str]
-    streams: tuple[StreamSpec, ...]
-    scheduler: Mapping[str, int] = field(default_factory=dict)
-
-    def scheduler_config(self) -> Any:
-        """The :class:`~edgeinfer.runtime.scheduler.SchedulerConfig` this config asks for."""
-        from edgeinfer.runtime.scheduler import SchedulerConfig
-
-        return SchedulerConfig(**dict(self.scheduler))
-
-
-_TOP_KEYS = {"models", "streams", "scheduler"}
-_SCHEDULER_KEYS = {"workers", "threads", "queue_size"}
-_STREAM_KEYS = {f.name for f in fields(StreamSpec)}
-_IDLE_KEYS = {f.name for f in fields(IdleSpec)}
-_RECONNECT_KEYS = {f.name for f in fields(ReconnectPolicy)}
-
-
-def _check_keys(where: str, got: Mapping[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(got) - known)
-    if unknown:
-        raise EdgeInferError(
-            f"{where}: unknown key '{unknown[0]}': use only {', '.join(sorted(known))}"
-        )
-
-
-def _mapping(where: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise EdgeInferError(f"{where}: expected a mapping (key: value), got {value!r:.60}")
-    return value
-
-
-def _resolve_model(where: str, value: Any, base: Path) -> str:
-    from edgeinfer.zoo import ZOO
-
-    if not isinstance(value, str) or not value:
-        raise EdgeInferError(f"{where}: give a zoo name, an artifact directory or a model file")
-    path = base / value
-    if path.exists():
-        return str(path)
-    if value in ZOO:
-        return value
-    raise EdgeInferError(
-        f"{where}: '{value}' is no file or folder (looked at {path}) and no zoo model "
-        f"({', '.join(sorted(ZOO))}): fix the path, or build it first"
-    )
-
-
-def _resolve_source(where: str, value: Any, base: Path) -> str:
-    if isinstance(value, int):
-        value = str(value)
-    if not isinstance(value, str) or not value:
-        raise EdgeInferError(f"{where}: missing 'source': give a file, a URL or a camera index")
-    if source_kind(value) != "file":
-        return value
-    path = base / value
-    if not path.exists():
-        raise EdgeInferError(f"{where}: source '{value}' not found (looked at {path}): fix the "
-                             "path, or generate the videos first")
-    return str(path)
-
-
-def _stream(i: int, raw: Any, models: Mapping[str, str], base: Path) -> StreamSpec:
-    raw = dict(_mapping(f"streams[{i}]", raw))
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise EdgeInferError(f"streams[{i}]: missing 'name': give every stream a unique name")
-    where = f"stream '{name}'"
-    _check_keys(where, raw, _STREAM_KEYS)
-    for key in ("source", "model"):
-        if key not in raw:
-            raise EdgeInferError(f"{where}: missing '{key}'")
-    if raw["model"] not in models:
-        raise EdgeInferError(f"{where}: unknown model '{raw['model']}': define it under "
-                             f"models: (defined: {', '.join(sorted(models)) or 'none'})")
-    raw["source"] = _resolve_source(where, raw["source"], base)
-    if raw.get("idle") is not None:
-        from edgeinfer.runtime.adapt import IdleConfig
-
-        idle = _mapping(f"{where} idle", raw["idle"])
-        _check_keys(f"{where} idle", idle, _IDLE_KEYS)
-        raw["idle"] = IdleSpec(**idle)
-        try:  # validated now, not when the stream starts
-            IdleConfig(raw["idle"].after_s, raw["idle"].idle_fps, raw["idle"].full_fps)
-        except (EdgeInferError, TypeError) as exc:
-            raise EdgeInferError(f"{where} idle: {exc}") from None
-    if raw.get("reconnect") is not None:
-        reconnect = _mapping(f"{where} reconnect", raw["reconnect"])
-        _check_keys(f"{where} reconnect", reconnect, _RECONNECT_KEYS)
-        try:
-            ReconnectPolicy(**reconnect)
-        except (EdgeInferError, TypeError) as exc:
-            raise EdgeInferError(f"{where} reconnect: {exc}") from None
-    if raw.get("sink") is not None:
-        raw["sink"] = str(base / str(raw["sink"]))
-    try:
-        spec = StreamSpec(**raw)
-    except TypeError as exc:
-        raise EdgeInferError(f"{where}: {exc}") from None
-    if not isinstance(spec.queue, int) or spec.queue < 1:
-        raise EdgeInferError(f"{where}: bad queue {spec.queue!r}: give at least 1 frame")
-    if spec.deadline_ms is not None and not spec.deadline_ms > 0:
-        raise EdgeInferError(f"{where}: bad deadline_ms {spec.deadline_ms!r}: give ms > 0")
-    if not isinstance(spec.priority, int):
-        raise EdgeInferError(f"{where}: bad priority {spec.priority!r}: give an integer")
-    return spec
-
-
-def parse_streams_config(data: Any, base: str | Path = ".") -> StreamsConfig:
-    """Validate a parsed config (paths relative to ``base``); one-line errors name the key."""
-    base = Path(base)
-    data = _mapping("config", data)
-    _check_keys("config", data, _TOP_KEYS)
-    raw_models = _mapping("models", data.get("models") or {})
-    if not raw_models:
-        raise EdgeInferError("config: no models: add 'models: {name: zoo name or path}'")
-    models = {str(k): _resolve_model(f"model '{k}'", v, base) for k, v in raw_models.items()}
-    raw_streams = data.get("streams")
-    if not isinstance(raw_streams, list) or not raw_streams:
-        raise EdgeInferError("config: no streams: add 'streams: [{name, source, model}]'")
-    streams = tuple(_stream(i, s, models, base) for i, s in enumerate(raw_streams))
-    names = [s.name for s in streams]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise EdgeInferError(f"config: stream name '{dupes[0]}' used twice: names must differ")
-    sched = dict(_mapping("scheduler", data.get("scheduler") or {}))
-    _check_keys("scheduler", sched, _SCHEDULER_KEYS)
-    return StreamsConfig(models, streams, sched)
-
-
-def load_streams_config(path: str | Path) -> StreamsConfig:
-    """Read and validate a YAML streams config; relative paths are taken from its folder."""
-    import yaml  # a core dependency (pyproject.toml), imported only when a config is read
-
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeInferError(f"{path}: no such config file: check the path")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise EdgeInferError(f"{path}: not valid YAML{at}: fix the syntax") from None
-    try:
-        return parse_streams_config(data, path.parent)
-    except EdgeInferError as exc:
-        raise EdgeInferError(f"{path}: {exc}") from None
 
 
 class LoopingSource:
@@ -561,74 +386,3 @@ class MultiStreamRunner:
 
 
 # ---------------------------------------------------------------------- the CLI's view
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f}"
-
-
-def stats_table(stats: Mapping[str, Mapping[str, Any]], title: str = "streams") -> Any:
-    """A rich table of ``MultiStreamRunner.stats()``: fps, p50/p99 latency, drops, state."""
-    from rich.table import Table
-
-    table = Table(title=title)
-    for col in ("stream", "fps", "p50 ms", "p99 ms", "frames", "drops", "idle skip", "state",
-                "reconn.", "queue"):
-        table.add_column(col, justify="left" if col in ("stream", "state") else "right")
-    for name, s in stats.items():
-        state = s["state"] if s["running"] else ("error" if s["error"] else "ended")
-        table.add_row(name, f"{s['fps']:.1f}", _ms(s["latency_ms_p50"]), _ms(s["latency_ms_p99"]),
-                      str(s["frames"]), str(s["drops"]), str(s["idle_skipped"]), state,
-                      str(s["reconnects"]), f"{s['queue_len']}/{s['queue_bound']}")
-    return table
-
-
-def energy_table(energy: Mapping[str, Any]) -> Any:
-    """A rich table of ``MultiStreamRunner.energy()``: CPU seconds per hour by phase."""
-    from rich.table import Table
-
-    table = Table(title="energy view: process CPU time by phase")
-    for col in ("phase", "wall s", "CPU s", "CPU s per hour", "cores busy"):
-        table.add_column(col, justify="left" if col == "phase" else "right")
-    for phase, p in sorted(energy["phases"].items()):
-        table.add_row(phase, f"{p['wall_s']:.1f}", f"{p['cpu_s']:.1f}",
-                      f"{p['cpu_s_per_hour']:.0f}", f"{p['cores_busy']:.2f}")
-    return table
-
-
-def run_streams_config(path: str | Path, duration_s: float | None, console: Any,
-                       refresh_s: float = 0.5) -> dict[str, Any]:
-    """Run a streams config for ``duration_s`` seconds (None: until every stream ends or
-    Ctrl-C) with a live table on ``console``; the final stats, energy and scheduler figures."""
-    from rich.live import Live
-
-    from edgeinfer.runtime.scheduler import Scheduler
-
-    if duration_s is not None and duration_s <= 0:
-        raise EdgeInferError(f"bad --duration {duration_s}: give seconds > 0")
-    config = load_streams_config(path)
-    with Scheduler(config.scheduler_config()) as scheduler:
-        runner = MultiStreamRunner(scheduler, config)
-        t0 = time.monotonic()
-        with runner, Live(stats_table(runner.stats()), console=console,
-                          refresh_per_second=4, transient=False) as live:
-            try:
-                while runner.running and (duration_s is None
-                                          or time.monotonic() - t0 < duration_s):
-                    left = None if duration_s is None else duration_s - (time.monotonic() - t0)
-                    runner.wait(refresh_s if left is None else max(0.0, min(refresh_s, left)))
-                    live.update(stats_table(runner.stats(),
-                                            f"streams ({time.monotonic() - t0:.0f} s)"))
-            except KeyboardInterrupt:
-                console.print("stopping")
-        stats, sched = runner.stats(), scheduler.stats()
-    energy = runner.energy()
-    console.print(stats_table(stats, "summary"))
-    console.print(energy_table(energy))
-    if energy["idle_over_busy"] is not None:
-        console.print(f"idle / busy CPU seconds per hour: {energy['idle_over_busy']:.2f}")
-    errors = {k: s["error"] for k, s in stats.items() if s["error"]}
-    for name, err in errors.items():
-        console.print(f"[red]stream {name} ended: {err}[/red]")
-    return {"seconds": time.monotonic() - t0, "streams": stats, "energy": energy,
-            "scheduler": sched["models"], "workers": sched["workers"],
-            "threads": sched["threads"]}
