@@ -426,13 +426,7 @@ class SplitClient:
         (values, frame), head_s = self.device.run(head)
         t0 = time.perf_counter()
         try:
-            r = self.http.post(
-                f"{self.base}/{self.name}/infer", content=frame,
-                headers={"content-type": "application/octet-stream"},
-            )
-            if r.status_code != 200:
-                raise EdgeInferError(f"node answered {r.status_code}: {r.text[:200]}")
-            outputs = decode(r.content)
+            outputs, r = self._post("infer", frame, "application/octet-stream")
         except (self._httpx.HTTPError, EdgeInferError) as exc:
             return self._finish_locally(cut, values, head_s, t_start, exc)
         wall = time.perf_counter() - t0  # upload, node decode + tail + encode, download
@@ -448,6 +442,15 @@ class SplitClient:
             head_s + transfer_s + tail_s, len(frame),
         )
 
+    def _post(self, path: str, body: bytes, content_type: str) -> tuple[dict[str, np.ndarray], Any]:
+        """POST ``body`` to the node's ``path`` for this model: the decoded answer frame and the
+        response. Raises httpx.HTTPError or EdgeInferError; callers fall back to the device."""
+        r = self.http.post(f"{self.base}/{self.name}/{path}", content=body,
+                           headers={"content-type": content_type})
+        if r.status_code != 200:
+            raise EdgeInferError(f"node answered {r.status_code}: {r.text[:200]}")
+        return decode(r.content), r
+
     def _infer_jpeg(self, feeds: Mapping[str, np.ndarray], image: np.ndarray) -> SplitResult:
         """Send a JPEG of the image; the node runs everything. On failure the device runs the
         whole model on ``feeds``."""
@@ -457,13 +460,7 @@ class SplitClient:
         jpg, head_s = self.device.run(lambda: codec.encode(image))
         t0 = time.perf_counter()
         try:
-            r = self.http.post(
-                f"{self.base}/{self.name}/infer-image", content=jpg,
-                headers={"content-type": "image/jpeg"},
-            )
-            if r.status_code != 200:
-                raise EdgeInferError(f"node answered {r.status_code}: {r.text[:200]}")
-            outputs = decode(r.content)
+            outputs, r = self._post("infer-image", jpg, "image/jpeg")
         except (self._httpx.HTTPError, EdgeInferError) as exc:
             log.warning("node failed (%s): running the whole model on the device", exc)
             self._node_failed()
