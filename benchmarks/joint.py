@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,44 +30,20 @@ import digits_int8 as digits
 
 import edgeinfer
 from edgeinfer.collab.joint import JointClassifier, pick_threshold, softmax
+from edgeinfer.collab.offload import BackgroundNode
 
 SIDE = 16
 SMALL = ((8, 16, 16), 20)
 BIG = ((32, 64, 128), 20)
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-class Node:
+class Node(BackgroundNode):
     """A real uvicorn node serving the offload router on a free loopback port (thread)."""
 
     def __init__(self, models: dict[str, Path]) -> None:
-        import uvicorn
-        from fastapi import FastAPI
-
-        from edgeinfer.collab.offload import router
-
-        app = FastAPI()
-        app.include_router(router(models, threads=1, profile_runs=1), prefix="/v1/offload")
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.server.config.port}/v1/offload"
-
-    def stop(self) -> None:
-        """Stop the server and wait for its thread."""
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(models, threads=1, profile_runs=1)
 
 
 def build_models(workdir: Path) -> tuple[digits.Digits, Path, Path]:

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +41,7 @@ from rich.table import Table
 
 from edgeinfer.collab.compress import Compression
 from edgeinfer.collab.link import Link
-from edgeinfer.collab.offload import SplitClient
+from edgeinfer.collab.offload import BackgroundNode, SplitClient
 from edgeinfer.collab.profile import JPEG_CUT, DeviceSim, as_image, image_feeds
 
 MODELS = ("efficientnet-lite0", "defect-detector", "ppocrv4-det", "blazeface-short")
@@ -51,39 +49,13 @@ NEUROSURGEON = 3.1
 IMAGE = Path(__file__).resolve().parents[1] / "edgeinfer" / "data" / "coffee.jpg"
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-class Node:
+class Node(BackgroundNode):
     """A real uvicorn offload node on a free loopback port, in a thread."""
 
     def __init__(self, models: dict[str, str], threads: int) -> None:
-        import uvicorn
-        from fastapi import FastAPI
-
-        from edgeinfer.collab.offload import router
-
-        app = FastAPI()
-        app.include_router(
-            router(models, threads=threads, profile_runs=3, clock="cpu"), prefix="/v1/offload"
-        )
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.server.config.port}/v1/offload"
-
-    def stop(self) -> None:
-        """Stop the server."""
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(models, threads=threads, profile_runs=3, clock="cpu")
 
 
 def measure(

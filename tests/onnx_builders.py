@@ -7,10 +7,13 @@ A module with its own name, not conftest.py: several test folders have their own
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 
 #: IR version 8 goes with opset 17 and is read by every onnxruntime we support.
 IR_VERSION = 8
@@ -42,3 +45,15 @@ def conv_model(input_dims: Sequence[int | str], opset: int = 17, seed: int = 0) 
         producer_name="edgeinfer-tests",
     )
     return model
+
+
+def tiny_classifier(tmp_path: Path) -> Artifact:
+    """A classification artifact (labels dark/bright) of ``conv_model`` at 1x3x32x32, written
+    under ``tmp_path``."""
+    path = tmp_path / "tiny.onnx"
+    onnx.save(conv_model([1, 3, 32, 32]), str(path))
+    return Artifact.create(
+        tmp_path / "art", path, name="tiny", task="classification", labels=["dark", "bright"],
+        inputs=(InputSpec(name="x", shape=(1, 3, 32, 32)),), decoder="classification",
+        source=SourceInfo(name="tiny"),
+    )

@@ -47,7 +47,7 @@ from edgeinfer.collab.profile import (
 )
 from edgeinfer.errors import EdgeInferError
 
-__all__ = ["SplitClient", "SplitResult", "router"]
+__all__ = ["BackgroundNode", "SplitClient", "SplitResult", "router", "serve_node"]
 
 log = logging.getLogger(__name__)
 
@@ -543,13 +543,49 @@ def measure_split(
     return out
 
 
+def _node_app(models: Mapping[str, str | Path], **router_kw: Any) -> Any:
+    """A FastAPI app with the offload router under ``/v1/offload``."""
+    fastapi = require("fastapi", "serve", "the offload node")
+    app = fastapi.FastAPI(title="edgeinfer offload node")
+    app.include_router(router(models, **router_kw), prefix="/v1/offload")
+    return app
+
+
+class BackgroundNode:
+    """An offload node on a free loopback port in a daemon thread (tests, benchmarks, examples):
+    ``url`` is its ``/v1/offload`` base; ``router_kw`` go to :func:`router`."""
+
+    def __init__(self, models: Mapping[str, str | Path], **router_kw: Any) -> None:
+        import socket
+
+        uvicorn = require("uvicorn", "serve", "the offload node")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # uvicorn binds host/port itself: on a socket handed in (serve's BackgroundServer) an
+        # empty request took as long as a 32 KiB one here, which wrecks the bandwidth probe
+        self._server = uvicorn.Server(uvicorn.Config(_node_app(models, **router_kw),
+                                                     host="127.0.0.1", port=port,
+                                                     log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise EdgeInferError(f"the offload node on port {port} did not start")
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{port}/v1/offload"
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        self._server.should_exit = True
+        self._thread.join(10)
+
+
 def serve_node(models: Mapping[str, str | Path], host: str, port: int, threads: int) -> None:
     """Run a standalone offload node (uvicorn) until interrupted."""
-    fastapi = require("fastapi", "serve", "the offload node")
     uvicorn = require("uvicorn", "serve", "the offload node")
-    app = fastapi.FastAPI(title="edgeinfer offload node")
-    app.include_router(router(models, threads=threads), prefix="/v1/offload")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(_node_app(models, threads=threads), host=host, port=port, log_level="warning")
 
 
 def run_split_cli(

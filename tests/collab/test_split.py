@@ -4,7 +4,6 @@ our throttled transport; plus the frame format, the token bucket and the planner
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ pytest.importorskip("uvicorn")
 
 from edgeinfer.collab.compress import Compression, FrameError, decode, encode
 from edgeinfer.collab.link import Link, TokenBucket, parse_rate
+from edgeinfer.collab.offload import BackgroundNode
 from edgeinfer.collab.planner import BandwidthEstimator, Replanner, plan
 from edgeinfer.collab.profile import CutProfile, DeviceSim
 from edgeinfer.errors import EdgeInferError
@@ -53,32 +53,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Node:
+class Node(BackgroundNode):
     """A real uvicorn server on a free loopback port serving ``router()`` under /v1/offload."""
 
     def __init__(self, models) -> None:
-        import uvicorn
-        from fastapi import FastAPI
-
-        from edgeinfer.collab.offload import router
-
-        app = FastAPI()
-        app.include_router(router(models, threads=1, profile_runs=1), prefix="/v1/offload")
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.port}/v1/offload"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(models, threads=1, profile_runs=1)
 
 
 @pytest.fixture
@@ -307,23 +286,17 @@ def test_cli_split_reports_the_breakdown(node, res_path: Path, capsys) -> None:
 
 def test_offload_mounted_in_edgeinfer_serve_behind_its_token(tmp_path: Path) -> None:
     """The router as `edgeinfer serve` mounts it: bearer token required, split runs."""
-    import uvicorn
-
     app_mod = pytest.importorskip("edgeinfer.serve.app")
     from edgeinfer.collab.offload import SplitClient
     from edgeinfer.serve.config import NodeConfig
+    from edgeinfer.serve.server import BackgroundServer
 
     repo = tmp_path / "repo"
     repo.mkdir()
     onnx.save(residual_model(), str(repo / "res.onnx"))
     app = app_mod.create_app(NodeConfig(repository=repo, token="s3cret-token", load_on_start=False))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}/v1/offload"
+    server = BackgroundServer(app).start()
+    url = f"{server.url}/v1/offload"
     good = SplitClient(repo / "res.onnx", url, "res", token="s3cret-token",
                        compression=Compression("raw", "none"))
     bad = SplitClient(repo / "res.onnx", url, "res", token="wrong")
@@ -338,5 +311,4 @@ def test_offload_mounted_in_edgeinfer_serve_behind_its_token(tmp_path: Path) -> 
     finally:
         good.close()
         bad.close()
-        server.should_exit = True
-        thread.join(10)
+        server.stop()

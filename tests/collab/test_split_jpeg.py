@@ -5,8 +5,6 @@ preprocess) and the same model as a bare .onnx (no manifest, so no JPEG option).
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ pytest.importorskip("uvicorn")
 
 from edgeinfer.collab.compress import Compression
 from edgeinfer.collab.link import Link
+from edgeinfer.collab.offload import BackgroundNode
 from edgeinfer.collab.planner import estimate_s
 from edgeinfer.collab.profile import JPEG_CUT, DeviceSim, image_feeds
 
@@ -32,32 +31,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class _Node:
+class _Node(BackgroundNode):
     """A real uvicorn offload node on a free loopback port, in a thread."""
 
     def __init__(self, models: dict[str, str | Path]) -> None:
-        import uvicorn
-        from fastapi import FastAPI
-
-        from edgeinfer.collab.offload import router
-
-        app = FastAPI()
-        app.include_router(router(models, threads=1, max_cuts=MAX_CUTS, profile_runs=1),
-                           prefix="/v1/offload")
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(),
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.server.config.port}/v1/offload"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(models, threads=1, max_cuts=MAX_CUTS, profile_runs=1)
 
 
 @pytest.fixture(scope="module")

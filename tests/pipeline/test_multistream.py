@@ -12,12 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 import yaml
-from onnx_builders import conv_model
+from onnx_builders import tiny_classifier
 
-from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.cli import main
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.pipeline.multistream import (
@@ -56,13 +54,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def classifier(tmp_path) -> Path:
-    path = tmp_path / "tiny.onnx"
-    onnx.save(conv_model([1, 3, 32, 32]), str(path))
-    return Artifact.create(
-        tmp_path / "art", path, name="tiny", task="classification", labels=["dark", "bright"],
-        inputs=(InputSpec(name="x", shape=(1, 3, 32, 32)),), decoder="classification",
-        source=SourceInfo(name="tiny"),
-    ).path
+    return tiny_classifier(tmp_path).path
 
 
 def _write(tmp_path: Path, data: dict) -> Path:

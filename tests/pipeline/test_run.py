@@ -6,22 +6,15 @@ import json
 
 import cv2
 import numpy as np
-import onnx
-from onnx_builders import conv_model
+from onnx_builders import tiny_classifier
 
-from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
+from edgeinfer.artifact import Artifact
 from edgeinfer.cli import main
 from edgeinfer.pipeline.sources import iter_frames
 
 
 def _classifier(tmp_path) -> Artifact:
-    path = tmp_path / "tiny.onnx"
-    onnx.save(conv_model([1, 3, 32, 32]), str(path))
-    return Artifact.create(
-        tmp_path / "art", path, name="tiny", task="classification", labels=["dark", "bright"],
-        inputs=(InputSpec(name="x", shape=(1, 3, 32, 32)),), decoder="classification",
-        source=SourceInfo(name="tiny"),
-    )
+    return tiny_classifier(tmp_path)
 
 
 def _video(path, frames: int = 5) -> None:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
-from onnx_builders import conv_model
+from onnx_builders import tiny_classifier
 
-from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
+from edgeinfer.artifact import Artifact
 from edgeinfer.cli import main
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.pipeline.predict import Predictor
@@ -128,13 +127,7 @@ def test_memory_stays_bounded_when_inference_is_3x_slower_than_the_camera():
 
 
 def _artifact(tmp_path) -> Artifact:
-    path = tmp_path / "tiny.onnx"
-    onnx.save(conv_model([1, 3, 32, 32]), str(path))
-    return Artifact.create(
-        tmp_path / "art", path, name="tiny", task="classification", labels=["dark", "bright"],
-        inputs=(InputSpec(name="x", shape=(1, 3, 32, 32)),), decoder="classification",
-        source=SourceInfo(name="tiny"),
-    )
+    return tiny_classifier(tmp_path)
 
 
 def test_two_streams_share_one_predictor_with_their_own_counters(tmp_path):

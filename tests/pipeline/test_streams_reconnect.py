@@ -14,11 +14,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
-from onnx_builders import conv_model
+from onnx_builders import tiny_classifier
 
-from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.cli import main
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.pipeline.sinks import CallbackSink
@@ -205,13 +203,7 @@ def test_a_stalled_stream_hits_the_read_timeout_and_reconnects(server):
 
 
 def _classifier(tmp_path) -> Path:
-    path = tmp_path / "tiny.onnx"
-    onnx.save(conv_model([1, 3, 32, 32]), str(path))
-    return Artifact.create(
-        tmp_path / "art", path, name="tiny", task="classification", labels=["dark", "bright"],
-        inputs=(InputSpec(name="x", shape=(1, 3, 32, 32)),), decoder="classification",
-        source=SourceInfo(name="tiny"),
-    ).path
+    return tiny_classifier(tmp_path).path
 
 
 def test_cli_runs_an_http_stream_and_saves_an_annotated_video(server, tmp_path, capsys):

@@ -8,11 +8,9 @@ import time
 
 import cv2
 import numpy as np
-import onnx
 import pytest
-from onnx_builders import conv_model
+from onnx_builders import tiny_classifier
 
-from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.pipeline.predict import Predictor
 from edgeinfer.pipeline.sources import FileSource
@@ -30,13 +28,7 @@ from edgeinfer.runtime.scheduler import (
 
 @pytest.fixture
 def classifier(tmp_path):
-    path = tmp_path / "tiny.onnx"
-    onnx.save(conv_model([1, 3, 32, 32]), str(path))
-    return Artifact.create(
-        tmp_path / "art", path, name="tiny", task="classification", labels=["dark", "bright"],
-        inputs=(InputSpec(name="x", shape=(1, 3, 32, 32)),), decoder="classification",
-        source=SourceInfo(name="tiny"),
-    ).path
+    return tiny_classifier(tmp_path).path
 
 
 def _image(seed: int) -> np.ndarray:
