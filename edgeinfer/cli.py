@@ -554,8 +554,14 @@ def serve(
         Path | None, typer.Option(help="YAML file of camera streams to run.")
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 16.0,
-    queue_size: Annotated[int, typer.Option(help="Queued requests per model (then 429).")] = 64,
-    workers: Annotated[int, typer.Option(help="Scheduler workers (0: automatic).")] = 0,
+    queue_size: Annotated[
+        int | None,
+        typer.Option(help="Queued requests per model, then 429 (default: the streams file's, "
+                          "else 64)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Scheduler workers (0: the streams file's, else automatic).")
+    ] = 0,
     node_name: Annotated[str, typer.Option(help="This node's name.")] = "edge-node",
     uplink_host: Annotated[
         str | None, typer.Option(help="MQTT broker for stream results.")
@@ -647,13 +653,28 @@ def split_node(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8600,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     threads: Annotated[int, typer.Option(help="Intra-op threads per engine (0: default).")] = 0,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token callers must send (default: $EDGEINFER_TOKEN).")
+    ] = None,
+    allow_anonymous: Annotated[
+        bool, typer.Option("--allow-anonymous", help="No token; only on a loopback --host.")
+    ] = False,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 64.0,
 ) -> None:
     """Run a standalone offload node serving the tails of MODEL at /v1/offload."""
-    from edgeinfer.collab.offload import serve_node
+    import os
 
+    from edgeinfer.collab.offload import serve_node
+    from edgeinfer.serve.auth import access_policy
+    from edgeinfer.serve.config import TOKEN_ENV
+
+    if max_body_mb * 2**20 < 1024:
+        raise EdgeInferError(f"--max-body-mb {max_body_mb:g} is too small: give at least 0.001")
+    # refuse to start before loading anything: no token and not loopback-anonymous
+    access_policy(token or os.environ.get(TOKEN_ENV) or None, allow_anonymous, host)
     models = {Path(m).stem: m for m in model}
     console.print(f"offload node for {sorted(models)} at http://{host}:{port}/v1/offload")
-    serve_node(models, host, port, threads)
+    serve_node(models, host, port, threads, token, allow_anonymous, int(max_body_mb * 2**20))
 
 
 @app.command()

@@ -543,19 +543,32 @@ def measure_split(
     return out
 
 
-def _node_app(models: Mapping[str, str | Path], **router_kw: Any) -> Any:
-    """A FastAPI app with the offload router under ``/v1/offload``."""
+#: the standalone node's default request-body limit: a cut's features, not an upload of photos
+NODE_MAX_BODY_BYTES = 64 * 2**20
+
+
+def _node_app(models: Mapping[str, str | Path], token: str | None = None,
+              max_body_bytes: int = NODE_MAX_BODY_BYTES, **router_kw: Any) -> Any:
+    """A FastAPI app with the offload router under ``/v1/offload``, behind serve's guard:
+    the bearer ``token`` (None: anonymous, which only loopback callers may choose) and the
+    request-body limit (413 above it)."""
     fastapi = require("fastapi", "serve", "the offload node")
+    from edgeinfer.serve.app import Guard
+    from edgeinfer.serve.auth import AccessPolicy
+
     app = fastapi.FastAPI(title="edgeinfer offload node")
     app.include_router(router(models, **router_kw), prefix="/v1/offload")
+    app.add_middleware(Guard, policy=AccessPolicy(token), limit=max_body_bytes)
     return app
 
 
 class BackgroundNode:
     """An offload node on a free loopback port in a daemon thread (tests, benchmarks, examples):
-    ``url`` is its ``/v1/offload`` base; ``router_kw`` go to :func:`router`."""
+    ``url`` is its ``/v1/offload`` base; ``token``/``max_body_bytes`` as for
+    :func:`serve_node`; ``router_kw`` go to :func:`router`."""
 
-    def __init__(self, models: Mapping[str, str | Path], **router_kw: Any) -> None:
+    def __init__(self, models: Mapping[str, str | Path], token: str | None = None,
+                 max_body_bytes: int = NODE_MAX_BODY_BYTES, **router_kw: Any) -> None:
         import socket
 
         uvicorn = require("uvicorn", "serve", "the offload node")
@@ -564,7 +577,8 @@ class BackgroundNode:
             port = s.getsockname()[1]
         # uvicorn binds host/port itself: on a socket handed in (serve's BackgroundServer) an
         # empty request took as long as a 32 KiB one here, which wrecks the bandwidth probe
-        self._server = uvicorn.Server(uvicorn.Config(_node_app(models, **router_kw),
+        app = _node_app(models, token, max_body_bytes, **router_kw)
+        self._server = uvicorn.Server(uvicorn.Config(app,
                                                      host="127.0.0.1", port=port,
                                                      log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -582,10 +596,19 @@ class BackgroundNode:
         self._thread.join(10)
 
 
-def serve_node(models: Mapping[str, str | Path], host: str, port: int, threads: int) -> None:
-    """Run a standalone offload node (uvicorn) until interrupted."""
+def serve_node(models: Mapping[str, str | Path], host: str, port: int, threads: int,
+               token: str | None = None, allow_anonymous: bool = False,
+               max_body_bytes: int = NODE_MAX_BODY_BYTES) -> None:
+    """Run a standalone offload node (uvicorn) until interrupted. Access as for
+    ``edgeinfer serve``: ``token`` (None: ``$EDGEINFER_TOKEN``), or anonymous only with
+    ``allow_anonymous`` on a loopback ``host``; bodies over ``max_body_bytes`` get 413."""
+    from edgeinfer.serve.auth import access_policy
+    from edgeinfer.serve.config import TOKEN_ENV
+
+    policy = access_policy(token or os.environ.get(TOKEN_ENV) or None, allow_anonymous, host)
     uvicorn = require("uvicorn", "serve", "the offload node")
-    uvicorn.run(_node_app(models, threads=threads), host=host, port=port, log_level="warning")
+    uvicorn.run(_node_app(models, policy.token, max_body_bytes, threads=threads), host=host,
+                port=port, log_level="warning")
 
 
 def run_split_cli(

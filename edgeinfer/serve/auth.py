@@ -14,7 +14,7 @@ import ipaddress
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.serve.config import TOKEN_ENV, NodeConfig
 
-__all__ = ["PUBLIC_PATHS", "AccessPolicy", "is_loopback", "policy_for"]
+__all__ = ["PUBLIC_PATHS", "AccessPolicy", "access_policy", "is_loopback", "policy_for"]
 
 #: paths anyone may read: probes, the static dashboard shell (it holds no data) and the spec
 PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json", "/", "/dashboard", "/static/")
@@ -60,19 +60,25 @@ class AccessPolicy:
 
 def policy_for(config: NodeConfig) -> AccessPolicy:
     """The access policy of ``config``; raises EdgeInferError when the node must not start."""
-    token = config.resolved_token()
+    return access_policy(config.resolved_token(), config.allow_anonymous, config.host)
+
+
+def access_policy(token: str | None, allow_anonymous: bool, host: str) -> AccessPolicy:
+    """The policy for a server bound to ``host`` (``edgeinfer serve``, ``split-node``): the
+    token when given, else anonymous only by explicit choice on loopback; raises
+    EdgeInferError when the server must not start."""
     if token is not None:
         if len(token) < 8:
             raise EdgeInferError("the API token is shorter than 8 characters: use a longer one")
         return AccessPolicy(token)
-    if not config.allow_anonymous:
+    if not allow_anonymous:
         raise EdgeInferError(
             f"no API token: give --token (or set {TOKEN_ENV}); anonymous access needs "
             "--allow-anonymous and a loopback --host"
         )
-    if not is_loopback(config.host):
+    if not is_loopback(host):
         raise EdgeInferError(
-            f"--allow-anonymous on {config.host} would open the node to the network: bind to "
+            f"--allow-anonymous on {host} would open the node to the network: bind to "
             "127.0.0.1 or give --token"
         )
     return AccessPolicy(None)

@@ -38,7 +38,8 @@ class NodeConfig:
     ``repository``: a directory of artifact directories (and bare .onnx files).
     ``token``: the bearer token (None: read ``EDGEINFER_TOKEN``); anonymous access needs
     ``allow_anonymous`` and a loopback ``host``. ``max_upload_bytes``: larger request bodies
-    get 413. ``queue_size``/``workers``: the Scheduler's bounded queues and worker threads.
+    get 413. ``queue_size``/``workers``: the Scheduler's bounded queues and worker threads
+    (None/0: the streams file's ``scheduler:`` section, else 64 / automatic).
     ``load_on_start``: load every valid model when the node starts (readiness waits for it).
     """
 
@@ -49,7 +50,7 @@ class NodeConfig:
     allow_anonymous: bool = False
     streams: Path | None = None
     max_upload_bytes: int = 16 * 2**20
-    queue_size: int = 64
+    queue_size: int | None = None
     workers: int = 0
     load_on_start: bool = True
     node_name: str = "edge-node"
@@ -62,7 +63,7 @@ class NodeConfig:
             )
         if not 0 <= self.port < 65536:
             raise EdgeInferError(f"bad port {self.port}: give 0..65535")
-        if self.queue_size < 1:
+        if self.queue_size is not None and self.queue_size < 1:
             raise EdgeInferError(f"bad queue size {self.queue_size}: give at least 1")
         if self.streams is not None and not Path(self.streams).is_file():
             raise EdgeInferError(f"{self.streams}: no such streams file: check the path")

@@ -95,10 +95,12 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self._slots: dict[int, RunTiming] = {}
-        self.scheduler = Scheduler(
-            SchedulerConfig(workers=config.workers, queue_size=config.queue_size),
-            loader=self._loader,
-        )
+        self.streams_config = None
+        if config.streams is not None:  # read now: a bad file stops the node before it binds
+            from edgeinfer.pipeline.streams_config import load_streams_config
+
+            self.streams_config = load_streams_config(config.streams)
+        self.scheduler = Scheduler(self._scheduler_config(), loader=self._loader)
         self._lock = threading.RLock()
         self._models: dict[str, _Model] = {}
         self._preparing: dict[str, int] = {}
@@ -110,6 +112,17 @@ class Node:
         self._loader_thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- lifecycle
+
+    def _scheduler_config(self) -> SchedulerConfig:
+        """The node's own ``workers``/``queue_size`` where set, else the streams file's
+        ``scheduler:`` section (workers, threads, queue_size), else the defaults."""
+        file = dict(self.streams_config.scheduler) if self.streams_config is not None else {}
+        return SchedulerConfig(
+            workers=self.config.workers or file.get("workers", 0),
+            threads=file.get("threads", 0),
+            queue_size=(self.config.queue_size if self.config.queue_size is not None
+                        else file.get("queue_size", 64)),
+        )
 
     def _loader(self, spec: ModelSpec, options: BackendOptions) -> Runnable:
         return _Timed(engine_loader(spec, options), self._slots)
@@ -286,7 +299,7 @@ class Node:
         queue; without this bound they would wait unbounded in front of it. More than
         ``queue_size + workers`` at once raises RejectedError (queue_full): 429 at once,
         before any decoding."""
-        limit = self.config.queue_size + self.scheduler.workers
+        limit = self.scheduler.config.queue_size + self.scheduler.workers
         with self._lock:
             held = self._preparing.get(name, 0)
             if held >= limit:
@@ -350,12 +363,11 @@ class Node:
 
     def _start_streams(self) -> None:
         """Start the streams of the YAML file (``edgeinfer.pipeline.multistream``) on the
-        node's scheduler (its ``scheduler:`` section is not used: the node's own settings
-        apply); a model named like a repository model is that model."""
+        node's scheduler (sized by the file's ``scheduler:`` section where the node's own
+        settings leave it open); a model named like a repository model is that model."""
         from edgeinfer.pipeline import multistream
 
-        config = multistream.load_streams_config(self.config.streams)
-        self.streams = multistream.MultiStreamRunner(self.scheduler, config,
+        self.streams = multistream.MultiStreamRunner(self.scheduler, self.streams_config,
                                                      on_result=self._on_stream_result)
         self.streams.start()
 

@@ -1,7 +1,7 @@
 """Run EfficientNet-Lite0 split between this process (the device) and a node.
 
-    edgeinfer split-node efficientnet-lite0 --port 8600      # elsewhere
-    python examples/split/split_client.py http://127.0.0.1:8600/v1/offload [--bandwidth 20mbit]
+    EDGEINFER_TOKEN=... edgeinfer split-node efficientnet-lite0 --host 0.0.0.0 --port 8600
+    EDGEINFER_TOKEN=... python examples/split/split_client.py http://NODE:8600/v1/offload
 
 The device is simulated 10x slower than one core here (1 thread). Plans the cut for the link
 on a real photo, runs a few requests and prints where each one ran; stop the node

@@ -312,3 +312,46 @@ def test_offload_mounted_in_edgeinfer_serve_behind_its_token(tmp_path: Path) -> 
         good.close()
         bad.close()
         server.stop()
+
+
+def test_standalone_node_has_serves_guard_token_and_body_limit(res_path: Path) -> None:
+    """`split-node`'s app: 401 without the token, 413 over its body limit, splits with it
+    (the limit must leave room for the client's 32 KiB bandwidth probe)."""
+    import httpx
+
+    from edgeinfer.collab.offload import SplitClient
+
+    node = BackgroundNode({"res": res_path}, token="node-token-1", max_body_bytes=40_000,
+                          threads=1, profile_runs=1)
+    good = SplitClient(res_path, node.url, "res", token="node-token-1",
+                       compression=Compression("raw", "none"))
+    try:
+        auth = {"authorization": "Bearer node-token-1"}
+        assert httpx.post(f"{node.url}/probe", content=b"x" * 100).status_code == 401
+        assert httpx.post(f"{node.url}/probe", content=b"x" * 100, headers=auth).json() == {
+            "bytes": 100}
+        r = httpx.post(f"{node.url}/probe", content=b"x" * 40_001, headers=auth)
+        assert r.status_code == 413 and "upload limit" in r.json()["error"]
+        assert good.prepare(_feeds(0), runs=1) is not None
+        out = good.infer(_feeds(5), cut=("a_o", "x"))
+        assert out.where == "split" and out.fallback is None
+        np.testing.assert_allclose(out.outputs["y"], _full(res_path, _feeds(5))["y"],
+                                   rtol=1e-5, atol=1e-5)
+    finally:
+        good.close()
+        node.stop()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "no API token"),
+    (["--allow-anonymous", "--host", "0.0.0.0"], "would open the node to the network"),
+    (["--token", "short"], "shorter than 8"),
+])
+def test_split_node_refuses_to_start_open(res_path: Path, args, message, capsys,
+                                          monkeypatch) -> None:
+    from edgeinfer.cli import main
+
+    monkeypatch.delenv("EDGEINFER_TOKEN", raising=False)
+    assert main(["split-node", str(res_path), "--port", "0", *args]) != 0
+    err = capsys.readouterr()
+    assert message in err.out + err.err

@@ -126,6 +126,12 @@ def test_node_answers_400_to_undecodable_bytes_and_404_without_manifest(node) ->
     assert "not a decodable image" in detail and "\n" not in detail
     r = httpx.post(f"{node.url}/bare/infer-image", content=PHOTO.read_bytes(), timeout=60)
     assert r.status_code == 404 and "manifest" in r.text
+    # a real JPEG whose start-of-frame claims 60000x60000 (3.6 GP): refused before decoding
+    data = bytearray(PHOTO.read_bytes())
+    sof = next(i for i in range(2, len(data) - 9) if data[i] == 0xFF and data[i + 1] == 0xC0)
+    data[sof + 5:sof + 9] = (60000).to_bytes(2, "big") * 2
+    r = httpx.post(f"{node.url}/effnet/infer-image", content=bytes(data), timeout=60)
+    assert r.status_code == 400 and "over the limit" in r.json()["detail"]
 
 
 def test_node_without_manifest_publishes_no_jpeg_candidate(node, bare_onnx: Path) -> None:

@@ -1,0 +1,52 @@
+"""The node's scheduler is sized by its own settings, else by the streams file's
+``scheduler:`` section, else by the defaults; a bad streams file stops it before it binds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from serve_models import TOKEN, make_repository
+
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.serve.config import NodeConfig
+from edgeinfer.serve.node import Node
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repository(tmp_path_factory.mktemp("node") / "repo", corrupt=False)
+
+
+def _streams(path: Path, repo: Path, scheduler: str) -> Path:
+    (path.parent / "cam.mp4").touch()  # checked to exist; never opened (streams not started)
+    path.write_text(f"models:\n  tiny: {repo / 'tiny'}\n{scheduler}"
+                    "streams:\n  - {name: cam0, source: cam.mp4, model: tiny}\n")
+    return path
+
+
+def _scheduler(config: NodeConfig) -> tuple[int, int, int]:
+    node = Node(config)
+    try:
+        c = node.scheduler.config
+        return c.workers, c.threads, c.queue_size
+    finally:
+        node.close()
+
+
+def test_streams_file_sizes_the_scheduler_unless_the_node_says(repo: Path,
+                                                                tmp_path: Path) -> None:
+    f = _streams(tmp_path / "s.yaml", repo,
+                 "scheduler: {workers: 2, threads: 1, queue_size: 5}\n")
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f)) == (2, 1, 5)
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f, workers=1,
+                                 queue_size=9)) == (1, 1, 9)
+    plain = _streams(tmp_path / "p.yaml", repo, "")
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=plain)) == (0, 0, 64)
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN)) == (0, 0, 64)
+
+
+def test_a_bad_streams_file_stops_the_node_at_once(repo: Path, tmp_path: Path) -> None:
+    f = _streams(tmp_path / "bad.yaml", repo, "scheduler: {workerz: 2}\n")
+    with pytest.raises(EdgeInferError, match="unknown key 'workerz'"):
+        Node(NodeConfig(repository=repo, token=TOKEN, streams=f))
