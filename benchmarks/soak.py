@@ -28,9 +28,7 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,71 +37,8 @@ import cv2
 from edgeinfer.pipeline.multistream import MultiStreamRunner, parse_streams_config
 from edgeinfer.runtime.model_cache import rss_bytes
 from edgeinfer.runtime.scheduler import Scheduler
+from edgeinfer.synthetic.mjpeg_camera import MjpegCamera
 from edgeinfer.synthetic.retail import entrance_frames, write_video
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        srv = self.server
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        i = 0
-        try:
-            while not srv.stopping.is_set():
-                jpeg = srv.jpegs[i % len(srv.jpegs)]
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                self.wfile.flush()
-                i += 1
-                srv.stopping.wait(1 / srv.fps)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    jpegs: list[bytes]
-    fps: float
-    stopping: threading.Event
-
-
-class MjpegCamera:
-    """An MJPEG-over-HTTP camera on 127.0.0.1: ``jpegs`` in a loop at ``fps``; ``stop`` drops
-    every connection (as a camera losing power), ``start`` comes back on the same port."""
-
-    def __init__(self, jpegs: list[bytes], fps: float = 15.0) -> None:
-        self.jpegs, self.fps, self.port = jpegs, fps, 0
-        self._srv: _Server | None = None
-
-    def start(self) -> MjpegCamera:
-        """Listen (on the previous port after a stop) and serve in a thread."""
-        srv = _Server(("127.0.0.1", self.port), _Handler)
-        srv.jpegs, srv.fps, srv.stopping = self.jpegs, self.fps, threading.Event()
-        self.port = srv.server_address[1]
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        self._srv = srv
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and end every connection."""
-        if self._srv is not None:
-            self._srv.stopping.set()
-            self._srv.shutdown()
-            self._srv.server_close()
-            self._srv = None
-
-    @property
-    def url(self) -> str:
-        """The stream's URL."""
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
 
 def _entrance_jpegs(n: int = 150) -> list[bytes]:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -22,89 +20,24 @@ from edgeinfer.errors import EdgeInferError
 from edgeinfer.pipeline.sinks import CallbackSink
 from edgeinfer.pipeline.sources import CaptureSource, ReconnectPolicy
 from edgeinfer.pipeline.streams import StreamRunner
+from edgeinfer.synthetic.mjpeg_camera import MjpegCamera
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        srv = self.server
-        with srv.lock:
-            srv.connections += 1
-            stall = srv.stall_first and srv.connections == 1
-        self.send_response(200)
-        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-        self.end_headers()
-        jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), srv.level, np.uint8))[1].tobytes()
-        sent = 0
-        try:
-            while not srv.stopping.is_set():
-                if srv.per_connection is not None and sent >= srv.per_connection:
-                    return  # the stream ends: the client sees EOF
-                if stall and sent >= 3:
-                    srv.stopping.wait(30)  # connected but silent
-                    return
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                 + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                self.wfile.flush()
-                sent += 1
-                srv.stopping.wait(1 / srv.fps)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+def _grey(level: int) -> bytes:
+    return cv2.imencode(".jpg", np.full((48, 64, 3), level, np.uint8))[1].tobytes()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class MjpegServer:
-    """Serves uniform grey JPEG frames of ``level`` as multipart MJPEG at ``fps``; optionally
-    ending each connection after ``per_connection`` frames, or stalling the first one."""
-
-    def __init__(self, level: int = 60, fps: float = 50, per_connection: int | None = None,
-                 stall_first: bool = False) -> None:
-        self.level, self.fps = level, fps
-        self.per_connection, self.stall_first = per_connection, stall_first
-        self.port = 0
-        self._srv: _Server | None = None
-
-    def start(self) -> MjpegServer:
-        srv = _Server(("127.0.0.1", self.port), _Handler)
-        srv.level, srv.fps = self.level, self.fps
-        srv.per_connection, srv.stall_first = self.per_connection, self.stall_first
-        srv.stopping, srv.lock, srv.connections = threading.Event(), threading.Lock(), 0
-        self.port = srv.server_address[1]
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        self._srv = srv
-        return self
-
-    def stop(self) -> None:
-        if self._srv is not None:
-            self._srv.stopping.set()
-            self._srv.shutdown()
-            self._srv.server_close()
-            self._srv = None
-
-    @property
-    def connections(self) -> int:
-        return self._srv.connections if self._srv else 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+def _camera(level: int = 60, **kw) -> MjpegCamera:
+    """A camera serving uniform grey JPEG frames of ``level`` (default 50 fps)."""
+    return MjpegCamera([_grey(level)], **{"fps": 50.0, **kw})
 
 
 @pytest.fixture
 def server():
-    servers: list[MjpegServer] = []
+    servers: list[MjpegCamera] = []
 
-    def make(**kw) -> MjpegServer:
-        servers.append(MjpegServer(**kw).start())
+    def make(**kw) -> MjpegCamera:
+        servers.append(_camera(**kw).start())
         return servers[-1]
 
     yield make
@@ -141,7 +74,7 @@ def test_source_reconnects_after_the_server_dies_and_comes_back(server):
         srv.stop()
         _until(lambda: src.failures >= 2)  # down: open attempts fail, backing off
         assert src.reconnects == 0 and runner.running
-        srv.level = 200
+        srv.jpegs = [_grey(200)]
         srv.start()  # same port
         _until(lambda: levels and levels[-1] > 150)
     finally:
