@@ -105,6 +105,7 @@ class Node:
         self._models: dict[str, _Model] = {}
         self._preparing: dict[str, int] = {}
         self._rejected_early: dict[str, int] = {}
+        self._http_submitted: dict[str, int] = {}  # the scheduler's counts include stream frames
         self.streams: Any = None
         self.uplink: Any = None
         self.started_at = time.time()
@@ -285,6 +286,8 @@ class Node:
             self._slots.pop(key, None)
 
         try:
+            with self._lock:
+                self._http_submitted[name] = self._http_submitted.get(name, 0) + 1
             future = self.scheduler.submit(name, feeds, priority=priority,
                                            deadline_ms=deadline_ms)
         except BaseException:
@@ -323,10 +326,13 @@ class Node:
             records = list(self._models.values())
         for m in sorted(records, key=lambda r: r.name):
             s = stats["models"].get(m.name, {})
+            http = self._http_submitted.get(m.name, 0)
             models.append({
                 "name": m.name, "state": m.state, "error": m.error,
                 "task": m.entry.artifact.manifest.task if m.entry.artifact else None,
-                "requests": s.get("submitted", 0), "completed": s.get("completed", 0),
+                "requests": http + self._rejected_early.get(m.name, 0),
+                "stream_frames": max(0, s.get("submitted", 0) - http),
+                "completed": s.get("completed", 0),
                 "failed": s.get("failed", 0),
                 "rejected": s.get("rejected_queue_full", 0) + s.get("rejected_deadline", 0)
                 + self._rejected_early.get(m.name, 0),

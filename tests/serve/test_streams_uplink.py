@@ -64,6 +64,14 @@ def test_streams_status_frame_metrics_and_outbox(stream_node) -> None:
         assert cam["frames"] >= 10 and cam["fps"] > 0, cam
         assert status["uplink"]["connected"] is False
         assert status["uplink"]["backlog"] >= 10  # kept on disk, not lost
+        # the model's HTTP request count is not inflated by the stream's frames
+        tiny = next(m for m in status["models"] if m["name"] == "tiny")
+        before = tiny["requests"]
+        assert tiny["stream_frames"] >= 10
+        body = {"inputs": {"x": {"shape": [1, 3, 8, 8], "data": [0.0] * 192}}}
+        assert c.post("/v1/models/tiny/infer", json=body).status_code == 200
+        tiny = next(m for m in c.get("/v1/status").json()["models"] if m["name"] == "tiny")
+        assert tiny["requests"] == before + 1
         r = c.get("/v1/streams/cam0/frame.jpg")
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
         frame = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
