@@ -7,7 +7,7 @@ time (user + sys of all its threads, ``time.process_time``) over that window, as
 core, is the idle cost. Target: under 2%.
 
 The same is measured with onnxruntime's spinning default for contrast: the three engines with
-``BackendOptions(allow_spinning=True)`` for ORT, three Engines on ORT (spinning off, the Engine's
+``BackendOptions(spinning="always")`` for ORT, three Engines on ORT (spinning off, the Engine's
 default) and three plain ``InferenceSession``s with default options (spinning on). ORT worker
 threads spin only for a short time after a run, so the window is reported in parts: the first
 0.1 s and the first second after the last request, and the steady part (1 s to the end).
@@ -38,7 +38,7 @@ MAIN = "present before any model was loaded (Python main thread, ...)"
 
 SCENARIOS = {
     "engines": "Engine x3 (spinning off: the default)",
-    "engines-spin": "Engine x3, ORT allow_spinning=True",
+    "engines-spin": "Engine x3, ORT spinning=always",
     "engines-ort": "Engine x3 on ORT (spinning off)",
     "ort-plain": "InferenceSession x3, ORT defaults (spinning)",
 }
@@ -99,7 +99,7 @@ def child(scenario: str, seconds: float, sparse: float, threads: int) -> dict[st
             label += " InferenceSession"
         else:
             spin = scenario == "engines-spin" and backend == "ort"
-            options = BackendOptions(threads=threads, allow_spinning=spin)
+            options = BackendOptions(threads=threads, spinning="always" if spin else "run")
             engine = new_engine(art, backend, options, warmup=True)
             keep.append(engine)
             runners.append(lambda e=engine, f=feeds: e.run(f))

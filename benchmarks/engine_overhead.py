@@ -138,7 +138,7 @@ def raw_ort(path: Path, feeds: dict[str, np.ndarray], options: BackendOptions) -
     """``session.run(None, feeds)`` on a session opened with the backend's own options."""
     from edgeinfer.ort_session import open_session
 
-    session = open_session(path, threads=options.threads, allow_spinning=options.allow_spinning)
+    session = open_session(path, threads=options.threads, spinning=options.spinning)
     return lambda: session.run(None, feeds)
 
 

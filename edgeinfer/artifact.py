@@ -99,6 +99,7 @@ class RuntimeConfig(_Frozen):
     hint: Literal["latency", "throughput"] = "latency"
     streams: int = 0
     compute_precision: Literal["f32", "bf16", "f16", "default"] = "f32"
+    spinning: Literal["run", "always", "never"] = "run"
     chosen_by: str = "tune"
 
 

@@ -46,12 +46,13 @@ def open_session(
     model: str | Path | bytes,
     *,
     threads: int = 0,
-    allow_spinning: bool = False,
+    spinning: str = "run",
     optimize: bool = True,
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> ort.InferenceSession:
-    """An InferenceSession whose worker threads stop spinning between runs unless
-    ``allow_spinning`` (ORT's default: keep spinning after each run, burning idle CPU).
+    """An InferenceSession whose worker threads spin inside a run and stop when it ends
+    (``spinning="run"``); ``"always"`` is ORT's default (they keep spinning after each run,
+    burning idle CPU), ``"never"`` makes them sleep between ops (for cores shared with others).
 
     ``model`` is a path or serialized bytes; ``optimize=False`` runs the graph as written.
     """
@@ -61,8 +62,13 @@ def open_session(
         so.intra_op_num_threads = threads
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if not allow_spinning:
+    if spinning == "run":
         so.add_session_config_entry("session.force_spinning_stop", "1")
+    elif spinning == "never":
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    elif spinning != "always":
+        raise ValueError(f"spinning must be run, always or never, not {spinning!r}")
     source = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(source, so, providers=list(providers))

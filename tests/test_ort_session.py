@@ -27,9 +27,15 @@ def test_spinning_stops_between_runs_by_default_and_threads_are_set(tiny_onnx):
     opts = sess.get_session_options()
     assert opts.intra_op_num_threads == 1
     assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
-    spinning = open_session(tiny_onnx, allow_spinning=True).get_session_options()
+    spinning = open_session(tiny_onnx, spinning="always").get_session_options()
     with pytest.raises(RuntimeError):  # ORT's default: no such entry, workers keep spinning
         spinning.get_session_config_entry("session.force_spinning_stop")
+    never = open_session(tiny_onnx, spinning="never").get_session_options()
+    assert never.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError):
+        never.get_session_config_entry("session.force_spinning_stop")
+    with pytest.raises(ValueError, match="run, always or never"):
+        open_session(tiny_onnx, spinning="sometimes")
 
 
 def test_load_failure_is_one_line_naming_the_file(tmp_path):

@@ -52,21 +52,27 @@ class StreamSpec:
 @dataclass(frozen=True)
 class StreamsConfig:
     """Models (name -> artifact directory, model file or zoo name), streams, and the
-    scheduler's ``workers``/``threads``/``queue_size`` (0: the scheduler's defaults)."""
+    scheduler's ``workers``/``threads``/``queue_size`` (0: the scheduler's defaults) and
+    ``spinning`` (ONNX Runtime's workers: ``run``, ``always`` or ``never``; see
+    :class:`~edgeinfer.runtime.backends.BackendOptions`)."""
 
     models: Mapping[str, str]
     streams: tuple[StreamSpec, ...]
-    scheduler: Mapping[str, int] = field(default_factory=dict)
+    scheduler: Mapping[str, Any] = field(default_factory=dict)
 
     def scheduler_config(self) -> Any:
         """The :class:`~edgeinfer.runtime.scheduler.SchedulerConfig` this config asks for."""
+        from edgeinfer.runtime.backends import BackendOptions
         from edgeinfer.runtime.scheduler import SchedulerConfig
 
-        return SchedulerConfig(**dict(self.scheduler))
+        sched = dict(self.scheduler)
+        options = BackendOptions(spinning=sched.pop("spinning", "run"))
+        return SchedulerConfig(**sched, options=options)
 
 
 _TOP_KEYS = {"models", "streams", "scheduler"}
-_SCHEDULER_KEYS = {"workers", "threads", "queue_size"}
+_SCHEDULER_KEYS = {"workers", "threads", "queue_size", "spinning"}
+_SPINNING = ("run", "always", "never")
 _STREAM_KEYS = {f.name for f in fields(StreamSpec)}
 _IDLE_KEYS = {f.name for f in fields(IdleSpec)}
 _RECONNECT_KEYS = {f.name for f in fields(ReconnectPolicy)}
@@ -181,6 +187,13 @@ def parse_streams_config(data: Any, base: str | Path = ".") -> StreamsConfig:
         raise EdgeInferError(f"config: stream name '{dupes[0]}' used twice: names must differ")
     sched = dict(_mapping("scheduler", data.get("scheduler") or {}))
     _check_keys("scheduler", sched, _SCHEDULER_KEYS)
+    for key in ("workers", "threads", "queue_size"):
+        if key in sched and (type(sched[key]) is not int or sched[key] < 0):
+            raise EdgeInferError(f"scheduler: {key} must be a whole number >= 0, not "
+                                 f"{sched[key]!r}")
+    if sched.get("spinning", "run") not in _SPINNING:
+        raise EdgeInferError(f"scheduler: spinning must be one of {', '.join(_SPINNING)}, not "
+                             f"{sched['spinning']!r}")
     return StreamsConfig(models, streams, sched)
 
 

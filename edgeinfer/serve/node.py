@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -116,13 +116,13 @@ class Node:
 
     def _scheduler_config(self) -> SchedulerConfig:
         """The node's own ``workers``/``queue_size`` where set, else the streams file's
-        ``scheduler:`` section (workers, threads, queue_size), else the defaults."""
-        file = dict(self.streams_config.scheduler) if self.streams_config is not None else {}
-        return SchedulerConfig(
-            workers=self.config.workers or file.get("workers", 0),
-            threads=file.get("threads", 0),
+        ``scheduler:`` section (workers, threads, queue_size, spinning), else the defaults."""
+        base = (self.streams_config.scheduler_config() if self.streams_config is not None
+                else SchedulerConfig())
+        return replace(
+            base, workers=self.config.workers or base.workers,
             queue_size=(self.config.queue_size if self.config.queue_size is not None
-                        else file.get("queue_size", 64)),
+                        else base.queue_size),
         )
 
     def _loader(self, spec: ModelSpec, options: BackendOptions) -> Runnable:

@@ -238,3 +238,24 @@ def test_engine_follows_the_artifact_runtime_section(tiny_onnx, tmp_path):
     assert engine.name == "openvino" and engine.options.threads == 1
     assert int(engine.backend._compiled.get_property("INFERENCE_NUM_THREADS")) == 1
     assert Engine(load(art.path), "ort").name == "ort"  # the caller's choice wins
+
+
+@pytest.mark.parametrize("spinning, entry, value", [
+    ("run", "session.force_spinning_stop", "1"),
+    ("never", "session.intra_op.allow_spinning", "0"),
+])
+def test_ort_spinning_from_options_and_from_the_runtime_section(tiny_onnx, tmp_path, spinning,
+                                                                entry, value):
+    from edgeinfer.artifact import Artifact, RuntimeConfig
+
+    engine = Engine(load(tiny_onnx), "ort", BackendOptions(spinning=spinning))
+    assert engine.backend.session.get_session_options().get_session_config_entry(entry) == value
+    art = load(tiny_onnx)
+    art = Artifact.create(
+        tmp_path / "art", tiny_onnx,
+        **{**art.manifest.model_dump(exclude={"model", "labels_file", "tools"}),
+           "runtime": RuntimeConfig(backend="ort", spinning=spinning)},
+    )
+    engine = Engine(load(art.path))
+    assert engine.options.spinning == spinning
+    assert engine.backend.session.get_session_options().get_session_config_entry(entry) == value

@@ -25,11 +25,11 @@ def _streams(path: Path, repo: Path, scheduler: str) -> Path:
     return path
 
 
-def _scheduler(config: NodeConfig) -> tuple[int, int, int]:
+def _scheduler(config: NodeConfig) -> tuple[int, int, int, str]:
     node = Node(config)
     try:
         c = node.scheduler.config
-        return c.workers, c.threads, c.queue_size
+        return c.workers, c.threads, c.queue_size, c.options.spinning
     finally:
         node.close()
 
@@ -37,16 +37,23 @@ def _scheduler(config: NodeConfig) -> tuple[int, int, int]:
 def test_streams_file_sizes_the_scheduler_unless_the_node_says(repo: Path,
                                                                 tmp_path: Path) -> None:
     f = _streams(tmp_path / "s.yaml", repo,
-                 "scheduler: {workers: 2, threads: 1, queue_size: 5}\n")
-    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f)) == (2, 1, 5)
+                 "scheduler: {workers: 2, threads: 1, queue_size: 5, spinning: never}\n")
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f)) == (2, 1, 5, "never")
     assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f, workers=1,
-                                 queue_size=9)) == (1, 1, 9)
+                                 queue_size=9)) == (1, 1, 9, "never")
     plain = _streams(tmp_path / "p.yaml", repo, "")
-    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=plain)) == (0, 0, 64)
-    assert _scheduler(NodeConfig(repository=repo, token=TOKEN)) == (0, 0, 64)
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=plain)) == (
+        0, 0, 64, "run")
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN)) == (0, 0, 64, "run")
 
 
-def test_a_bad_streams_file_stops_the_node_at_once(repo: Path, tmp_path: Path) -> None:
-    f = _streams(tmp_path / "bad.yaml", repo, "scheduler: {workerz: 2}\n")
-    with pytest.raises(EdgeInferError, match="unknown key 'workerz'"):
+@pytest.mark.parametrize("section, message", [
+    ("{workerz: 2}", "unknown key 'workerz'"),
+    ("{workers: two}", "workers must be a whole number"),
+    ("{spinning: sometimes}", "spinning must be one of run, always, never"),
+])
+def test_a_bad_streams_file_stops_the_node_at_once(repo: Path, tmp_path: Path, section: str,
+                                                   message: str) -> None:
+    f = _streams(tmp_path / "bad.yaml", repo, f"scheduler: {section}\n")
+    with pytest.raises(EdgeInferError, match=message):
         Node(NodeConfig(repository=repo, token=TOKEN, streams=f))

@@ -21,6 +21,7 @@ from edgeinfer.errors import EdgeInferError, MissingDependencyError
 
 Device = Literal["cpu", "gpu", "auto"]
 Hint = Literal["latency", "throughput"]
+Spinning = Literal["run", "always", "never"]
 
 
 @dataclass(frozen=True)
@@ -36,20 +37,23 @@ class TensorSpec:
 class BackendOptions:
     """Options common to backends; each backend maps them onto its own knobs.
 
-    ``threads``: 0 is the backend's default. ``allow_spinning``: let ONNX Runtime's idle worker
-    threads keep spinning after a run (its default; burns CPU while idle); by default they spin
-    only inside a run. ``device``: ``gpu`` asks for the accelerator (CUDA/TensorRT provider,
-    LiteRT GPU delegate, OpenVINO GPU plugin) and fails if there is none; ``auto`` takes it when
-    present. ``hint``: OpenVINO's performance hint. ``streams``: OpenVINO streams (0: from the
-    hint). ``compute_precision``: what OpenVINO computes in (``f32`` keeps results independent
-    of the CPU; ``bf16`` and ``f16`` are faster where the CPU has those units; ``default`` lets
-    the plugin choose). ``providers``: ONNX Runtime providers to use instead of those
-    ``device`` picks. ``io_binding``: ONNX Runtime I/O binding into pooled output buffers (None:
-    on an accelerator only).
+    ``threads``: 0 is the backend's default. ``spinning`` (ONNX Runtime's worker threads):
+    ``run`` spins inside a run and parks the workers when it ends (ORT's latency, no idle
+    burn); ``always`` is ORT's default (workers keep spinning after a run, burning CPU while
+    idle); ``never`` sleeps between ops: about 35% slower on a quiet machine, but 1.7x faster
+    where another process wants the same cores (docs/benchmarks.md). ``device``: ``gpu`` asks
+    for the accelerator (CUDA/TensorRT provider, LiteRT GPU delegate, OpenVINO GPU plugin) and
+    fails if there is none; ``auto`` takes it when present. ``hint``: OpenVINO's performance
+    hint. ``streams``: OpenVINO streams (0: from the hint). ``compute_precision``: what
+    OpenVINO computes in (``f32`` keeps results independent of the CPU; ``bf16`` and ``f16``
+    are faster where the CPU has those units; ``default`` lets the plugin choose).
+    ``providers``: ONNX Runtime providers to use instead of those ``device`` picks.
+    ``io_binding``: ONNX Runtime I/O binding into pooled output buffers (None: on an
+    accelerator only).
     """
 
     threads: int = 0
-    allow_spinning: bool = False
+    spinning: Spinning = "run"
     device: Device = "cpu"
     hint: Hint = "latency"
     streams: int = 0

@@ -80,7 +80,7 @@ class OrtBackend:
         self.session = open_session(
             path,
             threads=options.threads,
-            allow_spinning=options.allow_spinning,
+            spinning=options.spinning,
             providers=providers,
         )
         self.providers = tuple(self.session.get_providers())
