@@ -569,31 +569,15 @@ class BackgroundNode:
 
     def __init__(self, models: Mapping[str, str | Path], token: str | None = None,
                  max_body_bytes: int = NODE_MAX_BODY_BYTES, **router_kw: Any) -> None:
-        import socket
+        from edgeinfer.serve.server import BackgroundServer
 
-        uvicorn = require("uvicorn", "serve", "the offload node")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        # uvicorn binds host/port itself: on a socket handed in (serve's BackgroundServer) an
-        # empty request took as long as a 32 KiB one here, which wrecks the bandwidth probe
         app = _node_app(models, token, max_body_bytes, **router_kw)
-        self._server = uvicorn.Server(uvicorn.Config(app,
-                                                     host="127.0.0.1", port=port,
-                                                     log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise EdgeInferError(f"the offload node on port {port} did not start")
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{port}/v1/offload"
+        self._server = BackgroundServer(app).start()
+        self.url = f"{self._server.url}/v1/offload"
 
     def stop(self) -> None:
         """Stop serving and wait for the thread."""
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._server.stop()
 
 
 def serve_node(models: Mapping[str, str | Path], host: str, port: int, threads: int,

@@ -61,7 +61,10 @@ class BackgroundServer:
 
     def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
         uvicorn = _uvicorn()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only when the
+        # listener's proto says TCP; with proto 0 Nagle's algorithm meets the client's delayed
+        # ACK and every small response waited 40 ms (measured 44 ms vs 0.44 ms per request)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.port = self.sock.getsockname()[1]

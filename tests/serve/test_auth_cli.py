@@ -107,3 +107,22 @@ def test_cli_bad_uplink_option_is_one_line(tmp_path, capsys) -> None:
                  "127.0.0.1", "--uplink-encoding", "xml", "--port", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "encoding" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_background_server_connections_have_nagle_off(tmp_path) -> None:
+    """The socket handed to uvicorn is a TCP one, so asyncio turns Nagle off on accepted
+    connections (with proto 0 every small answer waited 40 ms for the client's delayed ACK)."""
+    import socket
+
+    from edgeinfer.serve.app import create_app
+    from edgeinfer.serve.server import BackgroundServer
+
+    config = NodeConfig(repository=make_repository(tmp_path / "repo", corrupt=False),
+                        allow_anonymous=True, load_on_start=False)
+    with BackgroundServer(create_app(config)) as srv, httpx.Client(base_url=srv.url) as c:
+        assert c.get("/healthz").status_code == 200  # the connection stays open (keep-alive)
+        conns = list(srv.server.server_state.connections)
+        assert conns
+        for proto in conns:
+            sock = proto.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
