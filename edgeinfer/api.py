@@ -145,22 +145,15 @@ def convert(
         if config.to == "tflite" and spec.layout == "NCHW":
             n, c, h, w = spec.shape
             inputs = (spec.model_copy(update={"shape": (n, h, w, c), "layout": "NHWC"}),)
-        converted = Artifact.create(
+        converted = src.derive(
             out,
             result.path,
+            origin=f"converted from {m.model.path}",
             format=config.to,
             precision=config.precision,
             companions=tuple(f for f in result.files if f != result.path),
-            labels=src.labels(),
-            name=m.name,
-            task=m.task,
             inputs=inputs,
             outputs=(),
-            preprocess=m.preprocess,
-            decoder=m.decoder,
-            decoder_params=m.decoder_params,
-            source=m.source.model_copy(update={"origin": f"converted from {m.model.path}"}),
-            reports=m.reports,
         )
         converted_bytes = sum(f.stat().st_size for f in result.files)
     engine = Engine(converted)

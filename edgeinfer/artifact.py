@@ -203,6 +203,22 @@ class Artifact:
         artifact.save()
         return artifact
 
+    def derive(self, directory: str | Path, model_file: str | Path, *, origin: str,
+               **changes: Any) -> Artifact:
+        """A new artifact made from this one (optimized, converted, tuned): the same name,
+        task, labels, inputs, outputs, pre/post-processing and reports unless ``changes``
+        (any :meth:`create` argument) say otherwise; its source records this artifact's model
+        file (sha256) and ``origin``."""
+        m = self.manifest
+        fields: dict[str, Any] = {
+            "labels": self.labels(), "name": m.name, "task": m.task, "inputs": m.inputs,
+            "outputs": m.outputs, "preprocess": m.preprocess, "decoder": m.decoder,
+            "decoder_params": m.decoder_params, "reports": m.reports,
+            "source": SourceInfo(name=m.source.name, sha256=file_sha256(self.model_path),
+                                 license=m.source.license, origin=origin),
+        }
+        return Artifact.create(directory, model_file, **{**fields, **changes})
+
     def save(self) -> None:
         """Write the manifest atomically."""
         text = json.dumps(self.manifest.model_dump(mode="json"), indent=2) + "\n"

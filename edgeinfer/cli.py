@@ -539,17 +539,22 @@ def demo(
     run_demo(out, console, quick=quick)
 
 
+#: the access options every server verb shares (serve, split-node): edgeinfer.serve.auth
+TokenOption = Annotated[
+    str | None, typer.Option(help="API bearer token callers must send (default: $EDGEINFER_TOKEN).")
+]
+AnonymousOption = Annotated[
+    bool, typer.Option("--allow-anonymous", help="No token; only on a loopback --host.")
+]
+
+
 @app.command()
 def serve(
     repository: Annotated[Path, typer.Argument(help="Model repository: a directory of artifacts.")],
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
-    token: Annotated[
-        str | None, typer.Option(help="API bearer token (default: $EDGEINFER_TOKEN).")
-    ] = None,
-    allow_anonymous: Annotated[
-        bool, typer.Option("--allow-anonymous", help="No token, loopback --host only.")
-    ] = False,
+    token: TokenOption = None,
+    allow_anonymous: AnonymousOption = False,
     streams: Annotated[
         Path | None, typer.Option(help="YAML file of camera streams to run.")
     ] = None,
@@ -653,12 +658,8 @@ def split_node(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8600,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     threads: Annotated[int, typer.Option(help="Intra-op threads per engine (0: default).")] = 0,
-    token: Annotated[
-        str | None, typer.Option(help="Bearer token callers must send (default: $EDGEINFER_TOKEN).")
-    ] = None,
-    allow_anonymous: Annotated[
-        bool, typer.Option("--allow-anonymous", help="No token; only on a loopback --host.")
-    ] = False,
+    token: TokenOption = None,
+    allow_anonymous: AnonymousOption = False,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 64.0,
 ) -> None:
     """Run a standalone offload node serving the tails of MODEL at /v1/offload."""

@@ -95,6 +95,21 @@ def test_create_and_load_round_trip(tiny_onnx: Path, tmp_path: Path) -> None:
     assert loaded.model_path == directory / "tiny.onnx"
 
 
+def test_derive_keeps_what_the_model_is_and_records_where_it_came_from(
+    artifact_dir: Path, tiny_onnx: Path, tmp_path: Path
+) -> None:
+    parent = load_artifact(artifact_dir)
+    child = parent.derive(tmp_path / "child", tiny_onnx, origin="optimized from tiny.onnx",
+                          precision="int8", outputs=())
+    m, p = child.manifest, parent.manifest
+    assert (m.name, m.task, m.inputs, m.preprocess, m.decoder, m.decoder_params) == (
+        p.name, p.task, p.inputs, p.preprocess, p.decoder, p.decoder_params)
+    assert child.labels() == ["cat", "dog"] and m.outputs == () and m.model.precision == "int8"
+    assert m.source.name == p.source.name and m.source.license == "MIT"
+    assert m.source.sha256 == p.model.sha256 and m.source.origin == "optimized from tiny.onnx"
+    assert load_artifact(tmp_path / "child").manifest == m
+
+
 def test_create_without_labels(tiny_onnx: Path, tmp_path: Path) -> None:
     art = make_artifact(tmp_path / "a", tiny_onnx, labels=None)
     assert art.manifest.labels_file is None

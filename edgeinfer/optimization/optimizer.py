@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
-from edgeinfer.artifact import Artifact, SourceInfo, file_sha256
+from edgeinfer.artifact import Artifact
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.optimization import quantize as q
 from edgeinfer.optimization.calibration import CalibrationReader, load_samples, split_samples
@@ -363,25 +363,9 @@ def optimize(
         if report["problems"] and config.precision != "fp32":  # kept for inspection, not shipped
             shutil.move(candidate, out / f"{art.manifest.name}.{config.precision}.rejected.onnx")
     m = art.manifest
-    new = Artifact.create(
-        out,
-        model_out,
-        precision=precision,
+    new = art.derive(
+        out, model_out, origin=f"optimized from {art.model_path.name}", precision=precision,
         format="onnx",
-        labels=art.labels(),
-        name=m.name,
-        task=m.task,
-        inputs=m.inputs,
-        outputs=m.outputs,
-        preprocess=m.preprocess,
-        decoder=m.decoder,
-        decoder_params=m.decoder_params,
-        source=SourceInfo(
-            name=m.source.name,
-            sha256=file_sha256(art.model_path),
-            license=m.source.license,
-            origin=f"optimized from {art.model_path.name}",
-        ),
         reports={**m.reports, "optimize": {**report, "html": "optimize-report.html"}},
     )
     from edgeinfer.report_html import optimize_report_html

@@ -29,7 +29,6 @@ from edgeinfer.artifact import (
     InputSpec,
     ModelFile,
     RuntimeConfig,
-    SourceInfo,
     file_sha256,
 )
 from edgeinfer.errors import EdgeInferError
@@ -517,26 +516,15 @@ def _write(
     reports = {**m.reports, "tune": report}
     if opt_report is not None and w.variant.precision in ("int8", "mixed"):
         reports["optimize"] = opt_report
-    Artifact.create(
+    art.derive(
         staged,
         model_file,
-        format=w.variant.format,  # type: ignore[arg-type]
-        precision=w.variant.precision,  # type: ignore[arg-type]
+        origin=f"tuned from {art.model_path.name}",
+        format=w.variant.format,
+        precision=w.variant.precision,
         companions=tuple(companions),
-        labels=art.labels(),
-        name=m.name,
-        task=m.task,
         inputs=specs,
         outputs=m.outputs if w.variant.format == "onnx" else (),
-        preprocess=m.preprocess,
-        decoder=m.decoder,
-        decoder_params=m.decoder_params,
-        source=SourceInfo(
-            name=m.source.name,
-            sha256=file_sha256(art.model_path),
-            license=m.source.license,
-            origin=f"tuned from {art.model_path.name}",
-        ),
         runtime=RuntimeConfig(
             backend=w.backend,
             threads=w.options.threads,
