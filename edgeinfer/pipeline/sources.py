@@ -269,11 +269,14 @@ class FileSource:
         self._stop = threading.Event()
 
     def frames(self) -> Iterator[tuple[float, np.ndarray]]:
-        """``(time.monotonic(), frame)``, paced at ``fps`` when live."""
+        """``(time.monotonic(), frame)``, paced at ``fps`` when live (from the first frame:
+        opening and decoding it does not make the next ones early)."""
         self._stop.clear()
         start = time.monotonic()
         period = 1.0 / self.fps
         for i, (_, frame) in enumerate(iter_frames(self.path, self.limit)):
+            if i == 0:
+                start = time.monotonic()
             if self.live:
                 ahead = start + i * period - time.monotonic()
                 if ahead > 0 and self._stop.wait(ahead):

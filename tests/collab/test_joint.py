@@ -61,8 +61,11 @@ def test_node_down_answers_locally_within_100ms(kind: str) -> None:
         listener.listen(16)  # accepts connections, never answers
     else:
         listener.close()
+    # a 50 ms budget: the one request that meets the hung node waits 80% of it, and the local
+    # answer after it must still come within 100 ms on a loaded box (at a 100 ms budget a
+    # loaded box measured 103 ms)
     joint = JointClassifier(_small, f"http://127.0.0.1:{port}/v1/offload", "big",
-                            threshold=0.5, budget_s=0.1)
+                            threshold=0.5, budget_s=0.05)
     try:
         unsure = {"input": np.zeros((1, 4), np.float32)}  # margin 0: goes to the node
         results = [joint.classify(unsure) for _ in range(20)]

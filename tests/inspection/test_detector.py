@@ -114,7 +114,7 @@ def test_zoo_builds_the_packaged_detector(tmp_path) -> None:
 def test_int8_keeps_the_detections(tmp_path) -> None:
     """Static INT8 of the detector through ``optimize``: the decode tail stays in float (one
     INT8 scale over pixels and scores would zero the scores), agreement is AP@0.5 against
-    FP32's detections, and INT8 is what gets recommended."""
+    FP32's detections, and INT8 is recommended unless it timed slower (a CPU without VNNI)."""
     from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, detection_decode
 
     art = load(zoo.get("defect-detector", tmp_path / "det").path)
@@ -129,9 +129,14 @@ def test_int8_keeps_the_detections(tmp_path) -> None:
     out = optimize(art.path, tmp_path / "int8", OptimizeConfig(latency_rounds=2), samples)
     report = out.manifest.reports["optimize"]
     assert report["result"]["agreement"]["metric"] == "det-ap50"
-    assert report["recommended"] == "int8", report["problems"]
+    # INT8 ships where it is faster (0.54x FP32 on the dev box's VNNI); on a CPU without
+    # VNNI it may time no faster over 2 rounds: then the only allowed reason is speed
+    assert not any("accuracy drop" in p for p in report["problems"]), report["problems"]
+    assert report["recommended"] == "int8" or all(
+        "slower than FP32" in p for p in report["problems"]), report["problems"]
     assert report["result"]["agreement"]["value"] >= 0.97
-    model = onnx.load(str(out.model_path))
+    rejected = sorted(out.path.glob("*.rejected.onnx"))
+    model = onnx.load(str(rejected[0] if rejected else out.model_path))
     (final,) = [n for n in model.graph.node if n.output[0] == model.graph.output[0].name]
     assert final.op_type == "Concat"
     producers = {o: n.op_type for n in model.graph.node for o in n.output}

@@ -122,7 +122,10 @@ def test_memory_stays_bounded_when_inference_is_3x_slower_than_the_camera():
         peak = max(peak, _rss())
         time.sleep(0.02)
     stats = runner.wait()
-    assert stats.frames_in >= 100 and stats.dropped >= stats.frames_in // 2
+    # the camera outruns inference (here ~150 frames read, ~50 processed): what is not
+    # processed is dropped, not kept (a box too loaded to fill 60 fps still drops)
+    assert stats.dropped > 0 and stats.processed <= 2.5 / 0.05 + 2
+    assert stats.frames_in - stats.processed - stats.dropped <= 3
     assert (peak - base) / 2**20 < 80, f"RSS grew {(peak - base) / 2**20:.0f} MiB"
 
 
@@ -176,7 +179,9 @@ def test_stop_ends_an_endless_live_source_promptly_and_closes_sinks():
     runner = StreamRunner(CameraLike(fps=200, seconds=1e9, shape=(8, 8, 3)), _slow(0.001),
                           [Sink()])
     with runner:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10  # poll: a loaded box may take longer to get going
+        while runner.stats().processed <= 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
         mid = runner.stats()
         assert mid.running and mid.processed > 10 and mid.fps > 10
     t0 = time.monotonic()

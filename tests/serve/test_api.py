@@ -182,8 +182,10 @@ def test_queue_full_429_and_deadline_503(server) -> None:
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as c:
+            # 30 at once against 3 places (queue 2 + 1 worker): a 429 needs the model to be
+            # slower than 27 runs' worth of arrivals, on any box
             rs = await asyncio.gather(*(c.post("/v1/models/slow/infer", json=body)
-                                        for _ in range(12)))
+                                        for _ in range(30)))
             return [r.status_code for r in rs]
 
     codes = asyncio.run(burst())
@@ -359,10 +361,13 @@ def test_priority_reaches_the_scheduler(tmp_path) -> None:
                 done.append(tag)
 
             lows = [asyncio.create_task(one(f"low{i}", {})) for i in range(8)]
+            queued = 0
             for _ in range(300):  # until 5 lows wait (runs take ~100 ms: they stay queued)
                 await asyncio.sleep(0.01)
-                if (await c.get("/v1/models/slow")).json()["stats"]["queued"] >= 5:
+                queued = (await c.get("/v1/models/slow")).json()["stats"]["queued"]
+                if queued >= 5:
                     break
+            assert queued >= 5, "the lows never queued: the model ran faster than they came"
             await one("high", {"X-Priority": "10"})
             await asyncio.gather(*lows)
 

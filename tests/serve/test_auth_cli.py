@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from serve_models import make_repository, wait_ready
@@ -92,7 +90,7 @@ def test_not_ready_when_no_model_can_serve(tmp_path) -> None:
     (repo / "junk.onnx").write_bytes(b"\x00\x01 not onnx")
     app = create_app(NodeConfig(repository=repo, token="a-long-token"))
     with BackgroundServer(app) as srv:
-        time.sleep(0.3)
+        app.state.node.wait_loaded(10)  # the background loader has tried both
         assert httpx.get(f"{srv.url}/healthz").status_code == 200
         r = httpx.get(f"{srv.url}/readyz")
         assert r.status_code == 503 and "not ready" in r.json()["error"]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from uplink_broker import Broker
+from uplink_broker import Broker, subscribed, wait_until
 
 from edgeinfer.cli import main
 
@@ -21,14 +20,13 @@ def test_help() -> None:
 def test_send_and_collect(mosquitto: Broker, tmp_path: Path) -> None:
     db = tmp_path / "out.sqlite"
     collector = threading.Thread(target=main, args=(
-        ["collect", "--port", str(mosquitto.port), "--db", str(db), "--duration", "4"],))
+        ["collect", "--port", str(mosquitto.port), "--db", str(db), "--duration", "6"],))
     collector.start()
-
-
-    time.sleep(1.0)
+    # messages published before the collector subscribes are lost: wait for its subscription
+    assert wait_until(lambda: subscribed(mosquitto, "edgeinfer-collect"), 5)
     rc = main(["uplink-send", "--port", str(mosquitto.port), "--count", "25", "--encoding",
                "cbor", "--outbox", str(tmp_path / "o.sqlite")])
-    collector.join(10)
+    collector.join(15)
     assert rc == 0
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*), MAX(seq) FROM messages").fetchone() == (25, 24)

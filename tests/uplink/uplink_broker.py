@@ -45,6 +45,9 @@ class Broker:
             "max_inflight_messages 0",
             "set_tcp_nodelay true",
             f"log_dest file {self.dir / 'mosquitto.log'}",
+            # the defaults plus subscriptions, so tests can wait for a subscriber
+            *(f"log_type {t}" for t in ("error", "warning", "notice", "information",
+                                        "subscribe")),
         ]
         if os.geteuid() == 0:  # else mosquitto drops to user 'mosquitto' and cannot write here
             lines.append("user root")
@@ -106,6 +109,14 @@ def make_certs(d: Path) -> Path:
         str(d / "ca.key"), "-CAcreateserial", "-out", str(d / "server.crt"), "-days", "1",
         "-extfile", str(d / "san.ext"))
     return d / "ca.crt"
+
+
+def subscribed(broker: Broker, client_id: str) -> bool:
+    """Whether the broker's log shows a subscription by ``client_id``."""
+    log = broker.dir / "mosquitto.log"
+    return log.exists() and any(
+        line.split(": ", 1)[-1].startswith(f"{client_id} ")
+        for line in log.read_text(errors="replace").splitlines())
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
