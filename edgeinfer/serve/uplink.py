@@ -403,6 +403,7 @@ def send_test_messages(config: UplinkConfig, stream: str, count: int,
     uplink-send``, a quick end-to-end check); returns the final stats."""
     from rich.progress import Progress
 
+    check_name("stream", stream)  # before the outbox file is created
     up = Uplink(config).start()
     with Progress(transient=True) as progress:
         task = progress.add_task(f"publishing to {config.host}:{config.port}", total=count)

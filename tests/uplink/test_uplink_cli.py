@@ -41,5 +41,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert "edgeinfer[postgres]" in capsys.readouterr().err
     assert main(["uplink-send", "--outbox", str(tmp_path / "no" / "o.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["uplink-send", "--stream", "a/b"]) == 2
+    outbox = tmp_path / "o2.sqlite"
+    assert main(["uplink-send", "--stream", "a/b", "--outbox", str(outbox)]) == 2
     assert "bad stream name" in capsys.readouterr().err
+    assert not outbox.exists()  # refused before anything was written
