@@ -15,7 +15,9 @@ Setup (all in one process, side by side):
   clock), the bytes go through the same throttled link to ``/infer-image``, the node decodes,
   normalises and runs the whole model; planned from the device's measured encode and the
   node's published decode + whole-model time, and measured end to end like every cut;
-- cut tensors sent as int8 + lz4; input: ``edgeinfer/data/coffee.jpg`` preprocessed per model.
+- cut tensors sent as int8 + lz4; input: ``edgeinfer/data/coffee.jpg`` preprocessed per model;
+  the node's answer as ``--answers`` (raw+lz4 by default; ``raw+lz4,fp16+lz4`` runs both, one
+  after the other, and the planner charges each its own answer bytes);
 - the planner's RTT: the added delay plus the HTTP overhead of one empty request (the median
   of 20 on an unthrottled link, measured once per model);
 - ground truth: every sampled cut (at most ``--max-cuts``, both extremes and the JPEG option
@@ -145,13 +147,14 @@ def sweep(
     }
 
 
-def run_model(model: str, node: Node, args: argparse.Namespace, console: Console) -> dict:
-    """Profile one model once, then sweep every bandwidth."""
+def run_model(model: str, node: Node, args: argparse.Namespace, console: Console,
+              answer: str = "raw+lz4") -> dict:
+    """Profile one model once, then sweep every bandwidth (the node answering in ``answer``)."""
     t0 = time.perf_counter()
     client = SplitClient(
         model, node.url, model, device=DeviceSim(1, args.slowdown, "cpu"),
         compression=Compression.parse(args.compression), bandwidth_bps=1e8,
-        max_cuts=args.max_cuts, timeout_s=120.0,
+        max_cuts=args.max_cuts, timeout_s=120.0, answer=answer,
     )
     try:
         feeds = image_feeds(model, IMAGE)
@@ -165,9 +168,12 @@ def run_model(model: str, node: Node, args: argparse.Namespace, console: Console
             rtt = args.rtt_ms / 1000
             client.use_link(Link(bps, bps, rtt), bps, rtt + overhead)
             rows.append(sweep(client, feeds, bps, args.runs, photo))
-            console.print(f"  {model} @ {mbit:g} Mbit/s: ratio {rows[-1]['ratio_to_best']:.3f}")
+            console.print(f"  {model} @ {mbit:g} Mbit/s, answer {answer}: ratio "
+                          f"{rows[-1]['ratio_to_best']:.3f}, planned {rows[-1]['planned_ms']:.0f}"
+                          " ms")
         return {
             "model": model,
+            "answer": answer,
             "cuts_total": len(client.split.all_cuts),
             "cuts_sampled": len(client.split.cuts),
             "seconds": time.perf_counter() - t0,
@@ -183,16 +189,16 @@ def render(results: list[dict], console: Console) -> None:
     """One table over models and bandwidths."""
     t = Table(title="split planning (device: 1 thread x slowdown; node: 1 thread; ms)")
     t.add_column("slow")
-    for col in ("model", "Mbit/s", "planned", "sent KB", "pred", "meas", "best", "best is",
-                "ratio", "device", "node", "x dev", "x node", "JPEG->node", "plan/JPEG"):
+    for col in ("answer", "model", "Mbit/s", "planned", "sent KB", "pred", "meas", "best",
+                "best is", "ratio", "device", "node", "x dev", "x node", "JPEG->node", "plan/JPEG"):
         t.add_column(col)
     for res in results:
         if "skipped" in res:
-            t.add_row("-", res["model"], "-", f"skipped: {res['skipped']}", *[""] * 12)
+            t.add_row("-", "-", res["model"], "-", f"skipped: {res['skipped']}", *[""] * 12)
             continue
         for r in res["rows"]:
             t.add_row(
-                f"{res['slowdown']:g}", res["model"], f"{r['bandwidth_mbit']:g}",
+                f"{res['slowdown']:g}", res["answer"], res["model"], f"{r['bandwidth_mbit']:g}",
                 r["planned_where"],
                 f"{r['planned_sent_kb']:.0f}", f"{r['predicted_ms']:.0f}",
                 f"{r['planned_ms']:.0f}", f"{r['best_ms']:.0f}", r["best_where"],
@@ -234,6 +240,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-jpeg", action="store_true",
                     help="leave the JPEG option out (neither planned nor measured)")
+    ap.add_argument("--answers", default="raw+lz4",
+                    help="the node's answer encodings to run, one after the other, e.g. "
+                         "raw+lz4,fp16+lz4")
     args = ap.parse_args()
     args.bandwidths = [float(b) for b in args.bandwidths.split(",")]
     console = Console(width=150)
@@ -250,7 +259,8 @@ def main() -> None:
     node = Node(models, threads=1)
     try:
         for m in models:
-            results.append(run_model(m, node, args, console))
+            for answer in args.answers.split(","):
+                results.append(run_model(m, node, args, console, answer))
     finally:
         node.stop()
     render(results, console)

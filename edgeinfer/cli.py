@@ -643,13 +643,16 @@ def split(
         help="Image to profile and run with (default: random input, which compresses "
         "worse than real images); with an artifact or zoo model it also adds the 'send a "
         "JPEG q90 of the input' option to the plan.")] = None,
+    answer: Annotated[str, typer.Option(
+        help="The node's answer encoding: raw+lz4 (exact) or fp16+lz4 (half the bytes, "
+        "float16 values); +zstd or no codec also work.")] = "raw+lz4",
 ) -> None:
     """Split MODEL between this device and a node: pick the cut for the link, then report the
     latency breakdown (head, transfer, tail) against all-on-device and all-on-node."""
     from edgeinfer.collab.offload import run_split_cli
 
     run_split_cli(console, model, node, bandwidth, rtt_ms, device_threads, slowdown,
-                  compression, name, runs, image)
+                  compression, name, runs, image, answer)
 
 
 @app.command("split-node")

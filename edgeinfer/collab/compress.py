@@ -26,7 +26,17 @@ import numpy as np
 from edgeinfer._deps import require
 from edgeinfer.errors import EdgeInferError
 
-__all__ = ["ANSWER", "CODECS", "ENCODINGS", "Compression", "FrameError", "decode", "encode"]
+__all__ = [
+    "ANSWER",
+    "ANSWER_OPTIONS",
+    "CODECS",
+    "ENCODINGS",
+    "Compression",
+    "FrameError",
+    "answer_compression",
+    "decode",
+    "encode",
+]
 
 MAGIC = b"EIF1"
 #: the most tensor bytes one frame may declare (a 1x512x160x160 float32 map is 50 MiB)
@@ -68,8 +78,25 @@ class Compression:
         return cls(enc, codec or "none")
 
 
-#: how a node sends outputs back: exact values, lz4 (cheap; sparse maps shrink a lot)
+#: how a node sends outputs back by default: exact values, lz4 (cheap; sparse maps shrink a lot)
 ANSWER = Compression("raw", "lz4")
+#: what a device may ask the answer in: exact or float16, any codec. Not int8: one scale per
+#: tensor would flatten outputs that mix ranges (a detector's box pixels and 0-1 scores)
+ANSWER_ENCODINGS = ("raw", "fp16")
+ANSWER_OPTIONS = tuple(f"{e}+{c}" if c != "none" else e for e in ANSWER_ENCODINGS
+                       for c in ("none", "lz4", "zstd"))
+
+
+def answer_compression(text: str) -> Compression:
+    """An answer encoding (``raw+lz4``, ``fp16+lz4``, ...) checked: EdgeInferError for int8 or
+    an unknown name."""
+    c = Compression.parse(text)
+    if c.encoding not in ANSWER_ENCODINGS:
+        raise EdgeInferError(
+            f"answer encoding '{text}': choose one of {', '.join(ANSWER_OPTIONS)} (int8 would "
+            "flatten outputs that mix ranges, such as box pixels and scores)"
+        )
+    return c
 
 
 def _pack(data: bytes, codec: str, level: int) -> bytes:

@@ -17,6 +17,11 @@ Node endpoints (mounted by ``edgeinfer serve`` under ``/v1/offload``):
                                only); the node decodes, preprocesses as the manifest says and
                                runs the whole model; answer as /infer (tail = all of that)
     POST /probe                echoes the body size (bandwidth and RTT probes)
+
+The answer frame is exact float32 + lz4 unless the device asks otherwise in the
+``x-edgeinfer-answer`` header (``SplitClient(answer="fp16+lz4")``: half the bytes for a
+detector's raw output, values to float16 precision); the profile publishes the answer's size in
+every such encoding, so the planner charges the bytes that will really come back.
 """
 
 # no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
@@ -33,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from edgeinfer._deps import require
-from edgeinfer.collab.compress import ANSWER, Compression, FrameError, decode, encode
+from edgeinfer.collab.compress import (
+    ANSWER,
+    Compression,
+    FrameError,
+    answer_compression,
+    decode,
+    encode,
+)
 from edgeinfer.collab.link import Link, throttled_transport
 from edgeinfer.collab.planner import BandwidthEstimator, Plan, Replanner, merge
 from edgeinfer.collab.planner import plan as plan_cuts
@@ -50,6 +62,9 @@ from edgeinfer.errors import EdgeInferError
 __all__ = ["BackgroundNode", "SplitClient", "SplitResult", "router", "serve_node"]
 
 log = logging.getLogger(__name__)
+
+#: the request header in which the device names the answer's encoding (``fp16+lz4``...)
+ANSWER_HEADER = "x-edgeinfer-answer"
 
 
 # ----------------------------------------------------------------------------- node side
@@ -147,9 +162,20 @@ def router(
     async def probe(request: Request) -> dict[str, int]:
         return {"bytes": len(await request.body())}
 
+    def _answer_as(request: Request) -> Compression:
+        """The answer encoding the device asked for (``X-Edgeinfer-Answer``; default raw+lz4)."""
+        asked = request.headers.get(ANSWER_HEADER)
+        if asked is None:
+            return ANSWER
+        try:
+            return answer_compression(asked)
+        except EdgeInferError as exc:
+            raise fastapi.HTTPException(400, str(exc)) from exc
+
     @api.post("/{name}/infer")
     async def infer(name: str, request: Request) -> Response:
         nm = _get(name)
+        answer = _answer_as(request)
         body = await request.body()
         try:
             cut = decode(body)
@@ -162,7 +188,7 @@ def router(
                 tensors = sm.cut_for(list(cut))
                 return nm.clock.time(lambda: sm.run_tail(tensors, cut))
 
-        return await _answer(run)
+        return await _answer(run, answer)
 
     @api.post("/{name}/infer-image")
     async def infer_image(name: str, request: Request) -> Response:
@@ -173,6 +199,7 @@ def router(
                 404, f"model '{name}' has no artifact manifest to preprocess an image by: send "
                 "tensor frames to /infer, or serve an artifact directory"
             )
+        answer = _answer_as(request)
         body = await request.body()
 
         def run() -> tuple[dict[str, np.ndarray], float, float]:
@@ -180,9 +207,10 @@ def router(
                 full = nm.split().full()
                 return nm.clock.time(lambda: full.run(codec.decode(body)))
 
-        return await _answer(run)
+        return await _answer(run, answer)
 
-    async def _answer(run: Callable[[], tuple[dict[str, np.ndarray], float, float]]) -> Any:
+    async def _answer(run: Callable[[], tuple[dict[str, np.ndarray], float, float]],
+                      answer: Compression) -> Any:
         import anyio.to_thread
 
         try:
@@ -190,7 +218,7 @@ def router(
         except EdgeInferError as exc:
             raise fastapi.HTTPException(400, str(exc)) from exc
         return Response(
-            encode(out, ANSWER),
+            encode(out, answer),
             media_type="application/octet-stream",
             headers={
                 "x-edgeinfer-tail-ms": f"{tail_s * 1000:.3f}",
@@ -230,6 +258,9 @@ class SplitClient:
     With the source image at hand (``prepare(..., image=)``, ``infer(..., image=)``) and a
     model with an artifact manifest, "send a JPEG of the input" (q90 at the model's input size)
     is one more candidate (``where == "jpeg"``); without an image it is never chosen.
+
+    ``answer``: the encoding the node answers in (``raw+lz4``, exact, by default; ``fp16+lz4``
+    halves a detector's answer at float16 precision; int8 is refused).
     """
 
     def __init__(
@@ -248,8 +279,10 @@ class SplitClient:
         cooldown_s: float = 5.0,
         max_cuts: int = 30,
         token: str | None = None,
+        answer: Compression | str = ANSWER,
     ) -> None:
         httpx = require("httpx", "collab", "split offload")
+        self.answer = answer_compression(answer if isinstance(answer, str) else answer.label)
         self.device = device or DeviceSim()
         self.split = SplitModel(model, self.device.threads, max_cuts)
         self.name = name or Path(str(model)).stem
@@ -318,9 +351,10 @@ class SplitClient:
         r = self.http.get(f"{self.base}/{self.name}/profile", timeout=600.0)
         if r.status_code != 200:
             raise EdgeInferError(f"node {self.base}: {r.status_code} {r.text[:200]}")
+        label = self.answer.label  # the answer's size in the encoding this device asks for
         return [
             CutProfile(tuple(c["tensors"]), c["position"], c["raw_bytes"], tail_s=c["tail_s"],
-                       out_bytes=c["out_bytes"])
+                       out_bytes=c.get("answer_bytes", {}).get(label, c["out_bytes"]))
             for c in r.json()["cuts"]
         ]
 
@@ -446,7 +480,8 @@ class SplitClient:
         """POST ``body`` to the node's ``path`` for this model: the decoded answer frame and the
         response. Raises httpx.HTTPError or EdgeInferError; callers fall back to the device."""
         r = self.http.post(f"{self.base}/{self.name}/{path}", content=body,
-                           headers={"content-type": content_type})
+                           headers={"content-type": content_type,
+                                    ANSWER_HEADER: self.answer.label})
         if r.status_code != 200:
             raise EdgeInferError(f"node answered {r.status_code}: {r.text[:200]}")
         return decode(r.content), r
@@ -598,7 +633,7 @@ def serve_node(models: Mapping[str, str | Path], host: str, port: int, threads: 
 def run_split_cli(
     console: Any, model: str, node: str, bandwidth: str, rtt_ms: float, device_threads: int,
     slowdown: float, compression: str, name: str | None, runs: int,
-    image: str | None = None,
+    image: str | None = None, answer: str = "raw+lz4",
 ) -> None:
     """``edgeinfer split``: prepare, plan, measure and print the breakdown table."""
     from rich.progress import Progress
@@ -611,7 +646,7 @@ def run_split_cli(
     client = SplitClient(
         model, node, name, link=link, device=DeviceSim(device_threads, slowdown),
         compression=Compression.parse(compression), bandwidth_bps=bps,
-        rtt_s=rtt_ms / 1000.0 if bps else None,
+        rtt_s=rtt_ms / 1000.0 if bps else None, answer=answer,
     )
     try:
         from edgeinfer.collab.profile import image_feeds

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
-from edgeinfer.collab.compress import ANSWER, Compression, encode
+from edgeinfer.collab.compress import ANSWER, ANSWER_OPTIONS, Compression, encode
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.model.partition import Cut, Partition, load_partition, sample_cuts
 
@@ -198,6 +198,7 @@ class CutProfile:
     head_s: float = 0.0
     tail_s: float = 0.0
     out_bytes: int = 0
+    answer_bytes: dict[str, int] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -210,6 +211,12 @@ class CutProfile:
         d = asdict(self)
         d["tensors"] = list(self.tensors)
         return d
+
+    def measure_answer(self, outputs: Mapping[str, np.ndarray]) -> None:
+        """Record the answer's size in every answer encoding (``out_bytes``: the default)."""
+        self.answer_bytes = {o: len(encode(outputs, Compression.parse(o)))
+                             for o in ANSWER_OPTIONS}
+        self.out_bytes = self.answer_bytes[ANSWER.label]
 
 
 class _Half:
@@ -356,8 +363,7 @@ class SplitModel:
             tail = self.tail(cut.tensors)
             if tail is not None:
                 prof.tail_s = clock.measure(lambda t=tail, v=values: t.run(v), runs)
-            result = self.run_tail(cut.tensors, values)
-            prof.out_bytes = len(encode(result, ANSWER))  # the answer as the node sends it
+            prof.measure_answer(self.run_tail(cut.tensors, values))
             out.append(prof)
             if progress:
                 progress(k + 1, len(self.cuts))
@@ -386,7 +392,7 @@ class SplitModel:
         full = self.full()
         prof = CutProfile(JPEG_CUT, -1, len(jpg))
         prof.tail_s = clock.measure(lambda: full.run(codec.decode(jpg)), runs)
-        prof.out_bytes = len(encode(full.run(codec.decode(jpg)), ANSWER))
+        prof.measure_answer(full.run(codec.decode(jpg)))
         return prof
 
     def close(self) -> None:

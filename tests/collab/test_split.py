@@ -195,6 +195,54 @@ def test_split_over_real_http_matches_the_full_model(node, res_path: Path) -> No
         client.close()
 
 
+def test_fp16_answer_is_planned_and_sent_at_half_the_bytes(node, res_path: Path) -> None:
+    """``answer="fp16+lz4"``: the node answers in float16 (values to its precision), and the
+    planner charges the fp16 answer size the node published, not the float32 one."""
+    import httpx
+
+    from edgeinfer.collab.offload import SplitClient
+
+    prof = httpx.get(f"{node.url}/res/profile", timeout=60).json()["cuts"]
+    for c in prof:
+        sizes = c["answer_bytes"]
+        assert c["out_bytes"] == sizes["raw+lz4"] and sizes["fp16"] < sizes["raw"]
+    raw = Compression("raw", "lz4")  # the cut exact: only the answer differs
+    exact = SplitClient(res_path, node.url, "res", bandwidth_bps=50e6, rtt_s=0.002,
+                        compression=raw)
+    half = SplitClient(res_path, node.url, "res", bandwidth_bps=50e6, rtt_s=0.002,
+                       compression=raw, answer="fp16+lz4")
+    try:
+        exact.prepare(_feeds(0), runs=1)
+        half.prepare(_feeds(0), runs=1)
+        by_cut = {c["position"]: c["answer_bytes"]["fp16+lz4"] for c in prof}
+        assert [c.out_bytes for c in half.cuts] == [by_cut[c.position] for c in half.cuts]
+        assert sum(c.out_bytes for c in half.cuts) < sum(c.out_bytes for c in exact.cuts)
+        feeds = _feeds(4)
+        a = exact.infer(feeds, cut=("a_o", "x"))
+        b = half.infer(feeds, cut=("a_o", "x"))
+        assert a.where == b.where == "split" and b.fallback is None
+        full = _full(res_path, feeds)
+        np.testing.assert_allclose(a.outputs["y"], full["y"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(b.outputs["y"], full["y"], rtol=2e-3, atol=2e-3)
+        assert b.outputs["y"].dtype == np.float32  # decoded back to the model's dtype
+    finally:
+        exact.close()
+        half.close()
+
+
+def test_int8_answer_is_refused_on_both_sides(node, res_path: Path) -> None:
+    import httpx
+
+    from edgeinfer.collab.offload import SplitClient
+
+    with pytest.raises(EdgeInferError, match="answer encoding 'int8\\+lz4'.*mix ranges"):
+        SplitClient(res_path, node.url, "res", answer="int8+lz4")
+    frame = encode({"x": _feeds(0)["x"]}, Compression("raw", "none"))
+    r = httpx.post(f"{node.url}/res/infer", content=frame,
+                   headers={"x-edgeinfer-answer": "int8"})
+    assert r.status_code == 400 and "answer encoding" in r.text
+
+
 def test_node_rejects_a_bad_cut(node) -> None:
     import httpx
 
@@ -276,12 +324,16 @@ def test_cli_split_reports_the_breakdown(node, res_path: Path, capsys) -> None:
     from edgeinfer.cli import main
 
     code = main(["split", str(res_path), "--node", node.url, "--bandwidth", "50mbit",
-                 "--rtt-ms", "2", "--runs", "1", "--compression", "fp16+zstd"])
+                 "--rtt-ms", "2", "--runs", "1", "--compression", "fp16+zstd",
+                 "--answer", "fp16+lz4"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "chosen cut" in out and out.count("all on") == 2 and "planned" in out
     assert main(["split", str(res_path), "--node", node.url, "--bandwidth", "fast"]) == 2
     assert "bad bandwidth" in capsys.readouterr().err
+    assert main(["split", str(res_path), "--node", node.url, "--answer", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert "answer encoding 'int8'" in err and err.count("\n") == 1
 
 
 def test_offload_mounted_in_edgeinfer_serve_behind_its_token(tmp_path: Path) -> None:
