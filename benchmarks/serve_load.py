@@ -13,12 +13,14 @@ successful requests, throughput, ratios (ours over the in-process reference).
 
     .venv/bin/python benchmarks/serve_load.py                  # 50 clients x 30 s
     .venv/bin/python benchmarks/serve_load.py --seconds 5      # a quick look
+    .venv/bin/python benchmarks/serve_load.py --pin            # node and load on own CPUs
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -69,8 +71,11 @@ def summary(name: str, lat_s: list[float], ok: int, rejected: int, errors: int,
 
 async def http_side(url: str, model: str, jpegs: list[bytes], clients: int, seconds: float,
                     backoff_s: float) -> dict:
-    """``clients`` async clients for ``seconds``: latencies of 200s, count of 429s."""
+    """``clients`` async clients for ``seconds``: latencies of 200s, count of 429s, and the
+    time each answer spent in the node's handler (its ``times_ms``: body read + decode +
+    preprocess, queue wait, run, decoder), so the tail can be placed inside or outside it."""
     lat: list[float] = []
+    in_node: list[float] = []
     counts = {"ok": 0, "429": 0, "errors": 0}
     other: list[str] = []
     end = time.monotonic() + seconds
@@ -94,6 +99,7 @@ async def http_side(url: str, model: str, jpegs: list[bytes], clients: int, seco
                     continue
                 if r.status_code == 200:
                     lat.append(time.perf_counter() - t0)
+                    in_node.append(sum(r.json()["times_ms"].values()) / 1e3)
                     counts["ok"] += 1
                 elif r.status_code == 429:
                     counts["429"] += 1
@@ -107,7 +113,15 @@ async def http_side(url: str, model: str, jpegs: list[bytes], clients: int, seco
         took = time.monotonic() - t0
     for line in sorted(set(other))[:5]:
         print(f"    error: {line}")
-    return summary("http", lat, counts["ok"], counts["429"], counts["errors"], took)
+    row = summary("http", lat, counts["ok"], counts["429"], counts["errors"], took)
+    inside = np.asarray(in_node) * 1e3
+    if inside.size:
+        row["in_node_p50_ms"] = float(np.percentile(inside, 50))
+        row["in_node_p99_ms"] = float(np.percentile(inside, 99))
+        print(f"  {'  in handler':<12} p50 {row['in_node_p50_ms']:8.2f} ms  p99 "
+              f"{row['in_node_p99_ms']:8.2f} ms (the rest is uvicorn, the network stack and "
+              "the load generator)", flush=True)
+    return row
 
 
 def inprocess_side(artifact_dir: Path, model: str, jpegs: list[bytes], clients: int,
@@ -203,15 +217,16 @@ def interleaved(url: str, artifact_dir: Path, model: str, jpegs: list[bytes],
 
 
 @contextmanager
-def node_process(repo: Path, queue_size: int) -> Iterator[str]:
+def node_process(repo: Path, queue_size: int, cpus: set[int] | None = None) -> Iterator[str]:
     """`edgeinfer serve` in its own process on a free loopback port (a load generator in the
-    server's process shares its GIL: even /healthz then took 44 ms here instead of 1.5 ms)."""
+    server's process would share its GIL)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgeinfer.cli", "serve", str(repo), "--port", str(port),
-         "--token", TOKEN, "--queue-size", str(queue_size), "--node-name", "load-test"])
+         "--token", TOKEN, "--queue-size", str(queue_size), "--node-name", "load-test"],
+        preexec_fn=None if cpus is None else (lambda: os.sched_setaffinity(0, cpus)))
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -238,14 +253,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--queue-size", type=int, default=16)
     ap.add_argument("--backoff-ms", type=float, default=50.0)
+    ap.add_argument("--pin", action="store_true",
+                    help="node on CPU 0, this load generator on CPU 1 (to see whose CPU the "
+                         "tail waits for; needs 2 CPUs)")
     args = ap.parse_args()
+    node_cpus = None
+    if args.pin:
+        node_cpus = {0}
+        os.sched_setaffinity(0, {1})
     source = zoo.resolve(args.model)
     jpegs = frames()
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
         shutil.copytree(source, repo / args.model)
         rows = {}
-        with node_process(repo, args.queue_size) as url:
+        with node_process(repo, args.queue_size, node_cpus) as url:
             for clients, seconds in ((1, min(10.0, args.seconds)), (args.clients, args.seconds)):
                 print(f"{args.model}: {clients} client(s) x {seconds:.0f} s, queue "
                       f"{args.queue_size}, 429 back-off {args.backoff_ms:.0f} ms"
