@@ -217,7 +217,8 @@ def interleaved(url: str, artifact_dir: Path, model: str, jpegs: list[bytes],
 
 
 @contextmanager
-def node_process(repo: Path, queue_size: int, cpus: set[int] | None = None) -> Iterator[str]:
+def node_process(repo: Path, queue_size: int, cpus: set[int] | None = None,
+                 spinning: str = "run") -> Iterator[str]:
     """`edgeinfer serve` in its own process on a free loopback port (a load generator in the
     server's process would share its GIL)."""
     with socket.socket() as s:
@@ -225,7 +226,8 @@ def node_process(repo: Path, queue_size: int, cpus: set[int] | None = None) -> I
         port = s.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgeinfer.cli", "serve", str(repo), "--port", str(port),
-         "--token", TOKEN, "--queue-size", str(queue_size), "--node-name", "load-test"],
+         "--token", TOKEN, "--queue-size", str(queue_size), "--node-name", "load-test",
+         "--spinning", spinning],
         preexec_fn=None if cpus is None else (lambda: os.sched_setaffinity(0, cpus)))
     url = f"http://127.0.0.1:{port}"
     try:
@@ -256,6 +258,8 @@ def main() -> None:
     ap.add_argument("--pin", action="store_true",
                     help="node on CPU 0, this load generator on CPU 1 (to see whose CPU the "
                          "tail waits for; needs 2 CPUs)")
+    ap.add_argument("--spinning", default="run", choices=("run", "always", "never"),
+                    help="the node's ONNX Runtime spinning (edgeinfer serve --spinning)")
     args = ap.parse_args()
     node_cpus = None
     if args.pin:
@@ -267,7 +271,7 @@ def main() -> None:
         repo = Path(tmp) / "repo"
         shutil.copytree(source, repo / args.model)
         rows = {}
-        with node_process(repo, args.queue_size, node_cpus) as url:
+        with node_process(repo, args.queue_size, node_cpus, args.spinning) as url:
             for clients, seconds in ((1, min(10.0, args.seconds)), (args.clients, args.seconds)):
                 print(f"{args.model}: {clients} client(s) x {seconds:.0f} s, queue "
                       f"{args.queue_size}, 429 back-off {args.backoff_ms:.0f} ms"

@@ -568,6 +568,12 @@ def serve(
         int, typer.Option(help="Scheduler workers (0: the streams file's, else automatic).")
     ] = 0,
     node_name: Annotated[str, typer.Option(help="This node's name.")] = "edge-node",
+    spinning: Annotated[
+        str | None,
+        typer.Option(help="ONNX Runtime workers: run (spin inside runs), always, or never "
+                          "(for cores shared with other work); default: the streams file's, "
+                          "else run."),
+    ] = None,
     uplink_host: Annotated[
         str | None, typer.Option(help="MQTT broker for stream results.")
     ] = None,
@@ -597,7 +603,7 @@ def serve(
         repository=repository, host=host, port=port, token=token,
         allow_anonymous=allow_anonymous, streams=streams,
         max_upload_bytes=int(max_upload_mb * 2**20), queue_size=queue_size, workers=workers,
-        node_name=node_name, uplink=uplink,
+        node_name=node_name, uplink=uplink, spinning=spinning,
     )
     run_server(config, console)
 

@@ -39,7 +39,8 @@ class NodeConfig:
     ``token``: the bearer token (None: read ``EDGEINFER_TOKEN``); anonymous access needs
     ``allow_anonymous`` and a loopback ``host``. ``max_upload_bytes``: larger request bodies
     get 413. ``queue_size``/``workers``: the Scheduler's bounded queues and worker threads
-    (None/0: the streams file's ``scheduler:`` section, else 64 / automatic).
+    (None/0: the streams file's ``scheduler:`` section, else 64 / automatic). ``spinning``:
+    ONNX Runtime's workers (``run``/``always``/``never``; None: the streams file's, else run).
     ``load_on_start``: load every valid model when the node starts (readiness waits for it).
     """
 
@@ -55,6 +56,7 @@ class NodeConfig:
     load_on_start: bool = True
     node_name: str = "edge-node"
     uplink: UplinkSettings | None = None
+    spinning: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_upload_bytes < 1024:
@@ -63,6 +65,8 @@ class NodeConfig:
             )
         if not 0 <= self.port < 65536:
             raise EdgeInferError(f"bad port {self.port}: give 0..65535")
+        if self.spinning not in (None, "run", "always", "never"):
+            raise EdgeInferError(f"bad spinning '{self.spinning}': choose run, always or never")
         if self.queue_size is not None and self.queue_size < 1:
             raise EdgeInferError(f"bad queue size {self.queue_size}: give at least 1")
         if self.streams is not None and not Path(self.streams).is_file():

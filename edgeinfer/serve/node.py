@@ -115,14 +115,19 @@ class Node:
     # ---------------------------------------------------------------- lifecycle
 
     def _scheduler_config(self) -> SchedulerConfig:
-        """The node's own ``workers``/``queue_size`` where set, else the streams file's
-        ``scheduler:`` section (workers, threads, queue_size, spinning), else the defaults."""
+        """The node's own ``workers``/``queue_size``/``spinning`` where set, else the streams
+        file's ``scheduler:`` section (workers, threads, queue_size, spinning), else the
+        defaults."""
         base = (self.streams_config.scheduler_config() if self.streams_config is not None
                 else SchedulerConfig())
+        options = base.options
+        if self.config.spinning is not None:
+            options = replace(options, spinning=self.config.spinning)
         return replace(
             base, workers=self.config.workers or base.workers,
             queue_size=(self.config.queue_size if self.config.queue_size is not None
                         else base.queue_size),
+            options=options,
         )
 
     def _loader(self, spec: ModelSpec, options: BackendOptions) -> Runnable:

@@ -40,11 +40,14 @@ def test_streams_file_sizes_the_scheduler_unless_the_node_says(repo: Path,
                  "scheduler: {workers: 2, threads: 1, queue_size: 5, spinning: never}\n")
     assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f)) == (2, 1, 5, "never")
     assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f, workers=1,
-                                 queue_size=9)) == (1, 1, 9, "never")
+                                 queue_size=9, spinning="always")) == (1, 1, 9, "always")
     plain = _streams(tmp_path / "p.yaml", repo, "")
     assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=plain)) == (
         0, 0, 64, "run")
     assert _scheduler(NodeConfig(repository=repo, token=TOKEN)) == (0, 0, 64, "run")
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, spinning="never"))[3] == "never"
+    with pytest.raises(EdgeInferError, match="bad spinning 'often'"):
+        NodeConfig(repository=repo, token=TOKEN, spinning="often")
 
 
 @pytest.mark.parametrize("section, message", [
