@@ -15,9 +15,12 @@ onnxruntime CPU, 2 intra-op threads, spinning off. Three parts:
   it used), switches, and mAP@0.5 of every tile at each rung.
 - ``idle``: a 30 fps camera; 4 s of tiles with defects, 10 s of empty surface (generated
   640x640 frames without defects, those the detector raises no false alarm on), 4 s with defects
-  again; :class:`IdleController` (idle after 2 s, 5 fps idle). Reported: process CPU seconds per
-  wall second while busy and while idle, the delay from the first defect frame to its
-  detection and from there to the next processed frame.
+  again; :class:`IdleController` (idle after 2 s, 5 fps idle; also 2 fps). Then with a still
+  quiet phase (one empty surface plus sensor noise, as a fixed camera over an empty belt sees
+  it), without and with the motion gate (``motion_threshold`` 4 grey levels), and the gate on
+  the changing scene (where it must not skip). Reported: process CPU seconds per wall second
+  while busy and while idle, the delay from the first defect frame to its detection and from
+  there to the next processed frame, and frames the gate skipped.
 - ``cascade``: INT8 (``edgeinfer optimize``, static, calibrated on other generated tiles, as
   ``make demo`` builds it) first; FP32 again when a box scores in the uncertain band. Against
   FP32 alone on the same tiles and the same backend (``--cascade-backends``, onnxruntime and
@@ -167,8 +170,10 @@ def bench_ladder(tiles: list[Tile], target_fps: float, seconds: float,
 
 
 def bench_idle(tiles: list[Tile], config: IdleConfig, phases: tuple[float, float, float],
-               ) -> dict[str, Any]:
-    """CPU seconds per wall second while busy and while idle, and the reaction delays."""
+               still: bool = False) -> dict[str, Any]:
+    """CPU seconds per wall second while busy and while idle, and the reaction delays.
+    ``still``: the quiet phase shows one empty surface with sensor noise (a fixed camera on an
+    empty belt) instead of a different surface every frame."""
     sess = session(MODEL)
     defect_tiles = [t for t in tiles if len(t[1])]
     empty = []  # empty surface the detector raises no alarm on (a false alarm ends idle mode)
@@ -177,6 +182,7 @@ def bench_idle(tiles: list[Tile], config: IdleConfig, phases: tuple[float, float
         if len(empty) < 8 and not len(detect(sess, img, 640, conf=0.5)[1]):
             empty.append(img)
     busy_s, quiet_s, _ = phases
+    noise = np.random.default_rng(SEED)
     t0 = time.perf_counter()
     ctl = IdleController(config, now=0.0)
     cpu: dict[str, list[float]] = {"busy": [0.0, 0.0], "idle": [0.0, 0.0]}
@@ -184,12 +190,23 @@ def bench_idle(tiles: list[Tile], config: IdleConfig, phases: tuple[float, float
     k = 0
     while (now := time.perf_counter() - t0) < sum(phases):
         active = now < busy_s or now >= onset
-        img = defect_tiles[k % len(defect_tiles)][0] if active else empty[k % len(empty)]
+        if active:
+            img = defect_tiles[k % len(defect_tiles)][0]
+        elif still:  # sensor noise, sigma 2 grey levels
+            img = np.clip(empty[0] + noise.normal(0, 2, empty[0].shape), 0, 255).astype(np.uint8)
+        else:
+            img = empty[k % len(empty)]
         k += 1
         c0, w0 = time.process_time(), time.perf_counter()
+        phase = "idle" if ctl.idle and not active else "busy" if now < busy_s else None
+        if ctl.is_still(img, now):  # the motion gate (only with a threshold, only while idle)
+            time.sleep(max(0.0, ctl.sleep_for(now) - (time.perf_counter() - w0)))
+            if phase:
+                cpu[phase][0] += time.process_time() - c0
+                cpu[phase][1] += time.perf_counter() - w0
+            continue
         dets = detect(sess, img, 640, conf=0.5)
         found = len(dets[1]) > 0
-        phase = "idle" if ctl.idle and not active else "busy" if now < busy_s else None
         wait = ctl.report(now, found)
         if seen is not None and after_seen is None:
             after_seen = now - seen
@@ -203,8 +220,10 @@ def bench_idle(tiles: list[Tile], config: IdleConfig, phases: tuple[float, float
     out = {"cpu_per_s": rates, "idle_over_busy": rates["idle"] / rates["busy"],
            "detect_delay_s": None if seen is None else seen - onset,
            "next_frame_after_detection_s": after_seen, "idle_entries": ctl.idle_entries,
-           "config": asdict(config)}
-    print(f"  idle {config.idle_fps:g} fps after {config.idle_after_s:g} s (full "
+           "still_skipped": ctl.still_skipped, "still_scene": still, "config": asdict(config)}
+    gate = "" if config.motion_threshold is None else f", motion gate {config.motion_threshold:g}"
+    print(f"  {'still' if still else 'changing'} scene{gate}: idle {config.idle_fps:g} fps "
+          f"after {config.idle_after_s:g} s (full "
           f"{config.full_fps:g} fps): CPU s/s busy {rates['busy']:.3f}, idle {rates['idle']:.3f}"
           f" = {100 * out['idle_over_busy']:.1f}% of busy; activity seen "
           f"{out['detect_delay_s']:.3f} s after it began, next frame "
@@ -316,8 +335,11 @@ def main(argv: list[str] | None = None) -> None:
                                         tuple(int(r) for r in args.rungs.split(",")))
     if "idle" in parts:
         print("idle mode: 30 fps camera, 4 s defects, 10 s empty, 4 s defects")
-        report["idle"] = [bench_idle(tiles, IdleConfig(idle_after_s=2.0, idle_fps=f), (4, 10, 4))
-                          for f in (5.0, 2.0)]
+        runs = [(5.0, None, False), (2.0, None, False), (5.0, None, True), (5.0, 4.0, True),
+                (5.0, 4.0, False)]
+        report["idle"] = [bench_idle(tiles, IdleConfig(idle_after_s=2.0, idle_fps=f,
+                                                       motion_threshold=m), (4, 10, 4), still)
+                          for f, m, still in runs]
     if "cascade" in parts:
         report["cascade"] = {}
         for backend in args.cascade_backends.split(","):

@@ -156,7 +156,8 @@ class _Stream:
             from edgeinfer.runtime.adapt import IdleConfig, IdleController
 
             i = self.spec.idle
-            self.idle = IdleController(IdleConfig(i.after_s, i.idle_fps, i.full_fps), now)
+            self.idle = IdleController(
+                IdleConfig(i.after_s, i.idle_fps, i.full_fps, i.motion), now)
 
     def predict(self, frame: np.ndarray) -> Any:
         from edgeinfer.runtime.scheduler import DeadlineMissedError, RejectedError
@@ -165,8 +166,9 @@ class _Stream:
         # frames come with jitter: one up to half a full-rate interval early counts as due,
         # else a camera at exactly full_fps would lose every other frame to the gate
         slack = 0.5 / self.spec.idle.full_fps if self.spec.idle is not None else 0.0
-        if self.idle is not None and not self.idle.should_process(now + slack):
-            self.idle_skipped += 1
+        if self.idle is not None and (not self.idle.should_process(now + slack)
+                                      or self.idle.is_still(frame, now)):
+            self.idle_skipped += 1  # not due, or due but the scene is still (motion gate)
             raise FrameSkipped("idle")
         try:
             prediction = self.predictor.predict(frame, self.spec.name)
@@ -349,6 +351,7 @@ class MultiStreamRunner:
                 "rejected": s.rejected,
                 "idle_skipped": s.idle_skipped,
                 "idle_entries": 0 if s.idle is None else s.idle.idle_entries,
+                "still_skipped": 0 if s.idle is None else s.idle.still_skipped,
                 "state": s.state,
                 "reconnects": st.reconnects,
                 "queue_len": st.queue_len,

@@ -27,6 +27,7 @@ class IdleSpec:
     after_s: float = 10.0
     idle_fps: float = 2.0
     full_fps: float = 30.0
+    motion: float | None = None
 
 
 @dataclass(frozen=True)

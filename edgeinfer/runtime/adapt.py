@@ -14,6 +14,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import cv2
+import numpy as np
+
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.runtime.adapt_cascade import (
     CascadeConfig,
@@ -35,6 +38,17 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: the motion gate's thumbnail (width, height): enough for a scene change, a few µs to compare
+THUMB = (64, 36)
+
+
+def _thumbnail(frame: np.ndarray) -> np.ndarray:
+    """A small grey float32 thumbnail of a BGR (or grey) frame."""
+    small = cv2.resize(frame, THUMB, interpolation=cv2.INTER_AREA)
+    if small.ndim == 3:
+        small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    return small.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -208,15 +222,25 @@ class ResolutionLadder:
 @dataclass(frozen=True)
 class IdleConfig:
     """Idle mode: after ``idle_after_s`` with nothing detected, process ``idle_fps`` frames a
-    second instead of ``full_fps``; the first detection restores the full rate."""
+    second instead of ``full_fps``; the first detection restores the full rate.
+
+    ``motion_threshold`` (None: off): while idle, a due frame whose small grey thumbnail
+    differs from the last processed one by less than this mean absolute difference (grey
+    levels, 0-255) is not run through the model at all: a still scene costs a resize instead
+    of an inference. Any change above it runs the model, so activity is still seen at the
+    first idle frame that shows it.
+    """
 
     idle_after_s: float = 10.0
     idle_fps: float = 5.0
     full_fps: float = 30.0
+    motion_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.idle_fps <= self.full_fps or self.idle_after_s < 0:
             raise EdgeInferError("idle mode needs 0 < idle_fps <= full_fps and idle_after_s >= 0")
+        if self.motion_threshold is not None and not 0 < self.motion_threshold < 255:
+            raise EdgeInferError("the motion threshold is a grey-level difference: give 0..255")
 
 
 class IdleController:
@@ -235,6 +259,8 @@ class IdleController:
         self.idle = False
         self.idle_entries = 0
         self.processed = 0
+        self.still_skipped = 0
+        self._thumb: np.ndarray | None = None
 
     @property
     def interval(self) -> float:
@@ -260,6 +286,23 @@ class IdleController:
             log.debug("idle mode on at %.2f s", now)
         self._next_due = now + self.interval
         return self.interval
+
+    def is_still(self, frame: np.ndarray, now: float) -> bool:
+        """With a motion threshold: whether ``frame`` (a due frame at ``now``) may be skipped
+        because the scene has not changed since the last frame run; a skipped frame counts as
+        looked at (the next one is due an idle interval later). A frame that is run becomes
+        the new reference; outside idle mode every frame is run (and is the reference)."""
+        if self.config.motion_threshold is None:
+            return False
+        thumb = _thumbnail(frame)
+        if self.idle and self._thumb is not None and thumb.shape == self._thumb.shape:
+            diff = float(np.mean(np.abs(thumb - self._thumb)))
+            if diff < self.config.motion_threshold:
+                self.still_skipped += 1
+                self._next_due = now + self.interval
+                return True
+        self._thumb = thumb
+        return False
 
     def sleep_for(self, now: float) -> float:
         """Seconds to wait from ``now`` until the next frame is due (0 when already due)."""

@@ -194,6 +194,32 @@ def test_idle_mode_slows_an_empty_stream_and_a_busy_one_stays_active(videos):
     assert runner.energy()["phases"]  # the meter saw the run
 
 
+def test_motion_gate_keeps_a_still_idle_stream_off_the_model(videos, tmp_path):
+    """``idle: {motion: 4}``: a camera on a still scene (one frame plus sensor noise) is
+    looked at at the idle rate, but once idle the model does not run on it."""
+    cap = cv2.VideoCapture(str(videos["empty"]))
+    ok, still = cap.read()
+    cap.release()
+    assert ok
+    rng = np.random.default_rng(1)
+    frames = [np.clip(still + rng.normal(0, 2, still.shape), 0, 255).astype(np.uint8)
+              for _ in range(30)]
+    video = _video(tmp_path / "still.avi", frames)
+    idle = {"after_s": 0.5, "idle_fps": 4, "full_fps": 15}
+    cfg = parse_streams_config({
+        "models": {"faces": "blazeface-short"},
+        "streams": [{"name": s, "source": str(video), "model": "faces", "loop": True,
+                     "idle": {**idle, **extra}}
+                    for s, extra in (("gated", {"motion": 4.0}), ("plain", {}))],
+    })
+    _, stats, _, _ = _run(cfg, 3.0)
+    gated, plain = stats["gated"], stats["plain"]
+    assert gated["state"] == plain["state"] == "idle"
+    # ~2.5 s idle at 4 fps: about 10 due frames; the plain stream runs them, the gated one not
+    assert gated["still_skipped"] >= 5 and plain["still_skipped"] == 0
+    assert gated["frames"] + 5 <= plain["frames"]
+
+
 def test_frames_the_scheduler_rejects_are_drops_and_the_stream_goes_on(videos, classifier):
     cfg = parse_streams_config({
         "models": {"tiny": str(classifier)},

@@ -176,3 +176,46 @@ def test_camera_driven_loop_drops_frames_while_idle_and_sees_activity_fast() -> 
 def test_idle_config_is_checked() -> None:
     with pytest.raises(EdgeInferError):
         IdleConfig(idle_fps=40.0, full_fps=30.0)
+
+
+def test_motion_gate_skips_a_still_scene_while_idle_and_runs_on_change() -> None:
+    """Idle at 5 fps on a 30 fps camera with the motion gate: a still (noisy) scene is looked
+    at 5 times a second but never run; a change runs the model at the next idle frame."""
+    rng = np.random.default_rng(0)
+    empty = rng.integers(60, 200, (360, 640, 3), dtype=np.uint8)
+
+    def noisy(img: np.ndarray) -> np.ndarray:  # sensor noise, sigma 3 grey levels
+        return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+    busy = empty.copy()
+    busy[100:200, 200:320] = 255  # something appears
+    ctl = IdleController(IdleConfig(idle_after_s=1.0, idle_fps=5.0, full_fps=30.0,
+                                    motion_threshold=4.0), now=0.0)
+    ran, still, seen = [], 0, None
+    for k in range(30 * 6):
+        t = k / 30
+        frame = noisy(busy if t >= 5.0 else empty)
+        if not ctl.should_process(t):
+            continue
+        if ctl.is_still(frame, t):
+            still += 1
+            continue
+        ran.append(t)
+        detected = t >= 5.0
+        ctl.report(t, detected)
+        if detected and seen is None:
+            seen = t
+    idle_runs = [x for x in ran if 1.2 <= x < 5.0]
+    assert len(idle_runs) <= 1  # the first idle frame only (its reference was the last busy one)
+    assert 15 <= still <= 20 and ctl.still_skipped == still  # ~5 a second for 3.8 s
+    assert seen is not None and seen - 5.0 <= 0.2 + 1e-9
+    assert np.allclose(np.diff([x for x in ran if x > seen]), 1 / 30)
+
+
+def test_without_threshold_the_gate_never_skips() -> None:
+    ctl = IdleController(IdleConfig(idle_after_s=0.0), now=0.0)
+    ctl.report(0.0, detected=False)
+    frame = np.zeros((10, 10, 3), np.uint8)
+    assert ctl.idle and not ctl.is_still(frame, 0.5) and not ctl.is_still(frame, 1.0)
+    with pytest.raises(EdgeInferError, match="grey-level"):
+        IdleConfig(motion_threshold=300)
