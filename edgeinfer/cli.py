@@ -307,6 +307,11 @@ def bench(
     html_path: Annotated[
         Path | None, typer.Option("--html", help="Write an HTML report with latency plots.")
     ] = None,
+    spinning: Annotated[
+        str,
+        typer.Option(help="ONNX Runtime worker spinning to compare: run, always, never, "
+                          "comma-separated (e.g. run,never on a box shared with other work)."),
+    ] = "run",
 ) -> None:
     """Latency percentiles, cold start, memory and output agreement on every backend."""
     from edgeinfer.benchmark import bench as run_bench
@@ -320,6 +325,7 @@ def bench(
         duration=duration,
         warmup=warmup,
         progress=True,
+        spinning=spinning,
     )
     report.render(console)
     if json_path is not None:

@@ -19,6 +19,7 @@ from edgeinfer.benchmark.suite import (
     bench,
     installed_backends,
     parse_backends,
+    parse_spinning,
     parse_threads,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "machine_info",
     "measure",
     "parse_backends",
+    "parse_spinning",
     "parse_threads",
 ]

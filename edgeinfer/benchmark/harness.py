@@ -62,6 +62,7 @@ class BenchResult:
     backend: str
     threads: int
     model_bytes: int
+    spinning: str | None = None  # ONNX Runtime's worker spinning (ort rows only)
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     load_ms: float | None = None
     cold_ms: float | None = None
@@ -81,9 +82,17 @@ class BenchResult:
         return self.error is None
 
     @property
+    def backend_label(self) -> str:
+        """The backend, with ONNX Runtime's spinning when it is not the default (``ort
+        never-spin``)."""
+        if self.spinning in (None, "run"):
+            return self.backend
+        return f"{self.backend} {self.spinning}-spin"
+
+    @property
     def label(self) -> str:
         """``backend, N threads`` (threads 0: the backend's default)."""
-        return f"{self.backend}, {threads_label(self.threads)}"
+        return f"{self.backend_label}, {threads_label(self.threads)}"
 
     @property
     def runs(self) -> int:
@@ -217,13 +226,14 @@ def model_files(artifact: Artifact) -> tuple[Path, ...]:
 # --- one configuration ---------------------------------------------------------------------
 
 
-def _open_engine(artifact: Artifact, backend: str, threads: int) -> Any:
+def _open_engine(artifact: Artifact, backend: str, threads: int, spinning: str = "run") -> Any:
     from edgeinfer.runtime.backends import BackendOptions
     from edgeinfer.runtime.engine import Engine
 
     # warmup=False: the first run after construction is the cold first inference. Options are
     # always given, so a tuned artifact's `runtime` section does not change what is measured.
-    return Engine(artifact, backend, BackendOptions(threads=threads), warmup=False)
+    options = BackendOptions(threads=threads, spinning=spinning)  # type: ignore[arg-type]
+    return Engine(artifact, backend, options, warmup=False)
 
 
 def measure(
@@ -240,8 +250,10 @@ def measure(
     preprocess: Preprocess | None = None,
     rss_method: str | None = None,
     tick: Callable[[float], None] | None = None,
+    spinning: str = "run",
 ) -> BenchResult:
     """Load ``artifact`` in ``backend`` with ``threads`` and time it; see the module docstring.
+    ``spinning``: ONNX Runtime's worker spinning (``run``, ``always``, ``never``; ort only).
 
     Stops after ``runs`` timed inferences (100 when neither is given), or once ``duration``
     seconds have passed (at least :data:`MIN_RUNS`). ``tick(fraction)`` reports progress of
@@ -262,7 +274,7 @@ def measure(
     baseline = rss_bytes()
     try:
         t0 = time.perf_counter()
-        engine = _open_engine(artifact, backend, threads)
+        engine = _open_engine(artifact, backend, threads, spinning)
         load_ms = (time.perf_counter() - t0) * 1e3
         feeds = synthetic_feeds(engine.inputs, shapes, preprocess=preprocess, seed=seed)
         t0 = time.perf_counter()
@@ -281,6 +293,7 @@ def measure(
         backend=backend,
         threads=threads,
         model_bytes=model_bytes,
+        spinning=spinning if backend == "ort" else None,
         input_shapes={k: tuple(int(d) for d in v.shape) for k, v in feeds.items()},
         load_ms=load_ms,
         cold_ms=cold_ms,

@@ -195,6 +195,7 @@ class BenchReport:
         out: dict[str, Any] = {
             "model": r.model,
             "backend": r.backend,
+            "spinning": r.spinning,
             "threads": r.threads,
             "ok": r.ok,
             "error": r.error,
@@ -312,7 +313,7 @@ class BenchReport:
         )
         compared = False
         for r in results:
-            head = (r.backend, str(r.threads) if r.threads else "default")
+            head = (r.backend_label, str(r.threads) if r.threads else "default")
             if not r.ok:
                 for t in (latency, startup, agreement):
                     t.add_row(*head, "[red]failed[/red]", *[""] * (len(t.columns) - 3))
@@ -370,7 +371,8 @@ class BenchReport:
         )
         rows = []
         for r in self.results:
-            cells = [html.escape(r.model), html.escape(r.backend), str(r.threads or "default")]
+            cells = [html.escape(r.model), html.escape(r.backend_label),
+                     str(r.threads or "default")]
             if not r.ok:
                 cells.append(f'<td colspan="14" class="bad">{html.escape(str(r.error))}</td>')
                 rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells[:3]) + cells[3]
@@ -409,7 +411,7 @@ class BenchReport:
         if ok:
             charts += grouped_bar_chart(
                 "latency percentiles per configuration (ms, lower is better)",
-                [f"{r.model} · {r.backend} · {r.threads or 'default'} thr" for r in ok],
+                [f"{r.model} · {r.backend_label} · {r.threads or 'default'} thr" for r in ok],
                 {
                     "p50": [r.p50_ms for r in ok],
                     "p90": [r.p90_ms for r in ok],

@@ -35,6 +35,7 @@ __all__ = [
     "bench",
     "installed_backends",
     "parse_backends",
+    "parse_spinning",
     "parse_threads",
 ]
 
@@ -95,6 +96,18 @@ def parse_backends(spec: str | Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(names))
 
 
+def parse_spinning(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """``run,never`` (or a list) into spinning modes, each checked, order kept."""
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    modes = tuple(dict.fromkeys(s for s in items if s))
+    bad = [s for s in modes if s not in ("run", "always", "never")]
+    if bad or not modes:
+        raise EdgeInferError(
+            f"bad --spinning '{spec}': choose from run, always, never (comma-separated)"
+        )
+    return modes
+
+
 def parse_threads(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
     """``"1,2"``, an int or a list -> thread counts; None -> the CPUs this process may use.
 
@@ -144,6 +157,7 @@ def bench(
     *,
     seed: int = 0,
     progress: bool = False,
+    spinning: str | Sequence[str] = "run",
 ) -> BenchReport:
     """Benchmark every model on every backend and thread count; see ``edgeinfer bench``.
 
@@ -152,7 +166,9 @@ def bench(
     model's format). ``threads``: thread counts (default: the CPUs this process may use; 0 is
     the backend's default). ``input_shapes``: name -> static shape for dynamic inputs (an
     artifact's manifest shapes are the defaults). ``runs`` timed inferences per configuration
-    (default 100) or ``duration`` seconds, after ``warmup`` untimed ones.
+    (default 100) or ``duration`` seconds, after ``warmup`` untimed ones. ``spinning``: ONNX
+    Runtime's worker spinning, one or several of ``run``, ``always``, ``never`` (a
+    comma-separated string or a list): each is one more ``ort`` configuration.
 
     A backend that fails to load or run a model is a row with the error, unless exactly one
     backend was named: then the error is raised.
@@ -174,6 +190,7 @@ def bench(
 
     requested = parse_backends(backends)
     thread_counts = parse_threads(threads)
+    spins = parse_spinning(spinning)
     installed = installed_backends()
     for b in requested or ():
         if b not in installed:
@@ -188,19 +205,22 @@ def bench(
     method = memory_method()
     backend_init = _initialise_backends(plans, thread_counts[0], seed)
 
-    configs = [(p, b, t) for p in plans for b in p.info.backends for t in thread_counts]
+    configs = [(p, b, t, s) for p in plans for b in p.info.backends for t in thread_counts
+               for s in (spins if b == "ort" else spins[:1])]
     results: list[BenchResult] = []
     with _progress(progress, len(configs)) as tick_for:
-        for i, (plan, backend, nthreads) in enumerate(configs):
-            tick = tick_for(i, f"{plan.info.name}: {backend}, {threads_label(nthreads)}")
+        for i, (plan, backend, nthreads, spin) in enumerate(configs):
+            shown = backend if spin == "run" or backend != "ort" else f"{backend} {spin}-spin"
+            tick = tick_for(i, f"{plan.info.name}: {shown}, {threads_label(nthreads)}")
             results.append(
                 _measure_one(plan, backend, nthreads, runs, duration, warmup, seed, method, tick,
-                             raise_errors=single)
+                             raise_errors=single, spinning=spin)
             )
     results = _with_agreement(results)
     settings = {
         "backends": list(requested) if requested else "all",
         "threads": list(thread_counts),
+        "spinning": list(spins),
         "runs": runs,
         "duration_s": duration,
         "warmup": warmup,
@@ -235,6 +255,7 @@ def _measure_one(
     tick: Callable[[float], None] | None,
     *,
     raise_errors: bool,
+    spinning: str = "run",
 ) -> BenchResult:
     info = plan.info
     try:
@@ -251,6 +272,7 @@ def _measure_one(
             preprocess=plan.preprocess,
             rss_method=method,
             tick=tick,
+            spinning=spinning,
         )
     except Exception as exc:
         if isinstance(exc, EdgeInferError):
@@ -267,6 +289,7 @@ def _measure_one(
             backend=backend,
             threads=threads,
             model_bytes=info.bytes,
+            spinning=spinning if backend == "ort" else None,
             input_shapes=info.input_shapes,
             rss_method=method,
             error=message,

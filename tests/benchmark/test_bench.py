@@ -135,6 +135,21 @@ def test_all_on_onnx_is_ort_and_openvino_and_they_agree(tiny_onnx: Path) -> None
     assert min(report.ratio(r) for r in report.results) == pytest.approx(1.0)
 
 
+def test_spinning_is_one_more_ort_configuration(tiny_onnx: Path) -> None:
+    """``spinning="run,never"``: ORT twice, OpenVINO once (spinning is an ORT option)."""
+    report = bench(tiny_onnx, backends="ort,openvino", threads=[1], runs=5, warmup=1,
+                   spinning="run,never")
+    assert [(r.backend, r.spinning) for r in report.results] == [
+        ("ort", "run"), ("ort", "never"), ("openvino", None)]
+    assert [r.label for r in report.results] == [
+        "ort, 1 thread", "ort never-spin, 1 thread", "openvino, 1 thread"]
+    assert all(r.ok and r.runs == 5 for r in report.results)
+    assert report.results[1].agreement["cosine"] > 0.99999
+    assert report.settings["spinning"] == ["run", "never"]
+    with pytest.raises(EdgeInferError, match="bad --spinning 'sometimes'"):
+        bench(tiny_onnx, backends="ort", runs=1, spinning="sometimes")
+
+
 def _result(backend: str, outputs: list[np.ndarray], digest: str = "same") -> BenchResult:
     return BenchResult(
         model="m", backend=backend, threads=1, model_bytes=1, samples_ms=(1.0,), wall_s=1.0,
@@ -302,12 +317,14 @@ def test_cli_bench_json(tiny_onnx: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         ["bench", str(tiny_onnx), "--backend", "ort", "--threads", "1,2", "--runs", "5",
-         "--warmup", "1", "--json", str(out), "--html", str(html)],
+         "--warmup", "1", "--json", str(out), "--html", str(html), "--spinning", "run,never"],
     )
     assert result.exit_code == 0, result.output
     assert "latency" in result.output and f"wrote {out}" in result.output
+    assert "ort never-spin" in result.output
     data = json.loads(out.read_text())
-    assert [(r["backend"], r["threads"]) for r in data["results"]] == [("ort", 1), ("ort", 2)]
+    assert [(r["backend"], r["threads"], r["spinning"]) for r in data["results"]] == [
+        ("ort", 1, "run"), ("ort", 1, "never"), ("ort", 2, "run"), ("ort", 2, "never")]
     assert all(len(r["samples_ms"]) == 5 for r in data["results"])
     assert "<svg" in html.read_text()
 
