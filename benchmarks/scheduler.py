@@ -10,9 +10,10 @@ BlazeFace (short range) on LiteRT. Two measurements, each against its peers side
     requests' p99 latency (submit to result) loaded, against its p99 through the same
     configuration with no load plus one execution (p50 and p99) of the longest low-priority
     model, run alone on the scheduler's own engine right after (the target: loaded p99 <=
-    unloaded p99 + one such execution: a high request waits at most for the run in progress,
-    nothing preempts). Side by side: a FIFO queue with the same engines and workers (no
-    priorities, no deadlines). Every engine is wrapped so that a run starting after its
+    unloaded p99 + one such execution: a high request waits at most for the run in progress).
+    Side by side: the same scheduler with ``preempt=True`` (a high request aborts the low run
+    in progress, which runs again later), and a FIFO queue with the same engines and workers
+    (no priorities, no deadlines). Every engine is wrapped so that a run starting after its
     request's deadline is counted: the scheduler must show zero.
 (b) three models in turn: rounds of one request per model (submitted together, the round
     ends when all three are done). Cost per round against the sum of the three standalone
@@ -81,14 +82,19 @@ class Checked:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run, counting a start past the deadline."""
+    @property
+    def cancellable(self) -> bool:
+        """Whether the wrapped engine can abort a run (the scheduler's preemption)."""
+        return bool(getattr(self.engine, "cancellable", False))
+
+    def run(self, feeds: dict[str, np.ndarray], **kw: Any) -> list[np.ndarray]:
+        """Run, counting a start past the deadline (``kw``: ``cancel`` when preempting)."""
         feeds = dict(feeds)
         deadline = feeds.pop(DEADLINE_KEY, None)
         if deadline is not None and time.monotonic() >= float(deadline):
             with Checked.lock:
                 Checked.late += 1
-        return self.engine.run(feeds)
+        return self.engine.run(feeds, **kw)
 
     def close(self) -> None:
         """Close the engine."""
@@ -141,9 +147,11 @@ class Fifo:
             e.close()
 
 
-def new_scheduler(workers: int, threads: int, names: tuple[str, ...]) -> Scheduler:
+def new_scheduler(workers: int, threads: int, names: tuple[str, ...],
+                  preempt: bool = False) -> Scheduler:
     """A scheduler with ``names`` registered and loaded (one request each)."""
-    sched = Scheduler(SchedulerConfig(workers=workers, threads=threads), loader=checked_loader)
+    config = SchedulerConfig(workers=workers, threads=threads, preempt=preempt)
+    sched = Scheduler(config, loader=checked_loader)
     for n in names:
         sched.register(n, zoo.resolve(n))
     for n in names:
@@ -326,6 +334,7 @@ def main() -> None:
     parser.add_argument("--low-deadline-ms", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=40, help="rounds per (b) measurement")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--parts", default="a,b", help="a: priority under load, b: in turn")
     args = parser.parse_args()
     cores = available_cpus()
     print(machine_line(machine_info()))
@@ -350,10 +359,17 @@ def main() -> None:
                 high_phase(sched, args.high, args.period_ms, True, args.low_deadline_ms))
             a[f"scheduler {label}"][-1]["stats"] = sched.stats()["models"]
             sched.close()
+            sched = new_scheduler(w, t, (HIGH, *LOW), preempt=True)
+            a.setdefault(f"preempt {label}", []).append(
+                high_phase(sched, args.high, args.period_ms, True, args.low_deadline_ms))
+            a[f"preempt {label}"][-1]["stats"] = sched.stats()["models"]
+            sched.close()
             fifo = Fifo((HIGH, *LOW), w, t)
             a.setdefault(f"fifo {label}", []).append(
                 high_phase(fifo, args.high, args.period_ms, True, args.low_deadline_ms))
             fifo.close()
+        if "b" not in args.parts:
+            continue
         # (b)
         for kind in ("ort-default", "engines"):
             runners, close = naive_runners(kind, cores)
@@ -388,7 +404,7 @@ def report(args: argparse.Namespace, a: dict, b: dict, alone: dict, splits: list
         unl = med([r["p99"] for r in a[f"unloaded {label}"]])
         lo50 = med([x[0] for x in alone[f"{longest} {label}"]])
         lo99 = med([x[1] for x in alone[f"{longest} {label}"]])
-        for kind in ("unloaded", "scheduler", "fifo"):
+        for kind in ("unloaded", "scheduler", "preempt", "fifo"):
             rows = a[f"{kind} {label}"]
             p99 = med([r["p99"] for r in rows])
             low = {k: sum(r["low"][k] for r in rows) for k in ("ran", "rejected", "skipped")}
@@ -400,7 +416,14 @@ def report(args: argparse.Namespace, a: dict, b: dict, alone: dict, splits: list
             out_a[f"{kind} {label}"] = {"p99_ms": p99, "late_runs": late, "low": low,
                                         "bound_p50_ms": unl + lo50, "bound_p99_ms": unl + lo99}
     print(f"bound = unloaded p99 (same configuration) + one {longest} run alone (p50 | p99); "
-          "late runs: runs that started after their request's deadline (all repetitions).")
+          "late runs: runs that started after their request's deadline (all repetitions); "
+          "preempt: the scheduler with SchedulerConfig(preempt=True).")
+    if "b" not in args.parts:
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine_info(), "a": out_a,
+                                             "raw": {"a": a, "alone": alone}},
+                                            indent=1, default=str))
+        return
 
     s = sum(med([x[0] for x in alone[f"{n} alone"]]) for n in THREE)
     parts = ", ".join(f"{n} {med([x[0] for x in alone[f'{n} alone']]):.1f}" for n in THREE)

@@ -57,3 +57,24 @@ def tiny_classifier(tmp_path: Path) -> Artifact:
         inputs=(InputSpec(name="x", shape=(1, 3, 32, 32)),), decoder="classification",
         source=SourceInfo(name="tiny"),
     )
+
+
+def slow_model(size: int = 384, layers: int = 12) -> onnx.ModelProto:
+    """x[1,size] -> Expand to [size,size] -> MatMul by a fixed matrix ``layers`` times ->
+    ReduceSum over rows -> y[1,size]: a small body, tens of ms of compute on 2 cores."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.array([size, size], np.int64), "shape"),
+             numpy_helper.from_array(np.array([0], np.int64), "axes")]
+    nodes = [helper.make_node("Expand", ["x", "shape"], ["e"])]
+    prev = "e"
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [prev, "w"], [f"m{i}"]))
+        prev = f"m{i}"
+    nodes.append(helper.make_node("ReduceSum", [prev, "axes"], ["y"], keepdims=1))
+    graph = helper.make_graph(
+        nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, size])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                             ir_version=IR_VERSION)

@@ -53,9 +53,10 @@ class StreamSpec:
 @dataclass(frozen=True)
 class StreamsConfig:
     """Models (name -> artifact directory, model file or zoo name), streams, and the
-    scheduler's ``workers``/``threads``/``queue_size`` (0: the scheduler's defaults) and
+    scheduler's ``workers``/``threads``/``queue_size`` (0: the scheduler's defaults),
     ``spinning`` (ONNX Runtime's workers: ``run``, ``always`` or ``never``; see
-    :class:`~edgeinfer.runtime.backends.BackendOptions`)."""
+    :class:`~edgeinfer.runtime.backends.BackendOptions`) and ``preempt`` (see
+    :class:`~edgeinfer.runtime.scheduler.SchedulerConfig`)."""
 
     models: Mapping[str, str]
     streams: tuple[StreamSpec, ...]
@@ -72,7 +73,7 @@ class StreamsConfig:
 
 
 _TOP_KEYS = {"models", "streams", "scheduler"}
-_SCHEDULER_KEYS = {"workers", "threads", "queue_size", "spinning"}
+_SCHEDULER_KEYS = {"workers", "threads", "queue_size", "spinning", "preempt"}
 _SPINNING = ("run", "always", "never")
 _STREAM_KEYS = {f.name for f in fields(StreamSpec)}
 _IDLE_KEYS = {f.name for f in fields(IdleSpec)}
@@ -192,6 +193,8 @@ def parse_streams_config(data: Any, base: str | Path = ".") -> StreamsConfig:
         if key in sched and (type(sched[key]) is not int or sched[key] < 0):
             raise EdgeInferError(f"scheduler: {key} must be a whole number >= 0, not "
                                  f"{sched[key]!r}")
+    if type(sched.get("preempt", False)) is not bool:
+        raise EdgeInferError(f"scheduler: preempt must be true or false, not {sched['preempt']!r}")
     if sched.get("spinning", "run") not in _SPINNING:
         raise EdgeInferError(f"scheduler: spinning must be one of {', '.join(_SPINNING)}, not "
                              f"{sched['spinning']!r}")

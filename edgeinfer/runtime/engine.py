@@ -25,6 +25,7 @@ from edgeinfer.runtime.backends import (
     TensorSpec,
     create_backend,
 )
+from edgeinfer.runtime.cancel import CancelToken
 
 
 def _dtype_or_none(name: str) -> np.dtype | None:
@@ -146,8 +147,16 @@ class Engine:
         self.backend.run(feeds)
         return time.perf_counter() - t0
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run one inference after checking names, ranks, fixed dimensions and dtypes."""
+    @property
+    def cancellable(self) -> bool:
+        """Whether ``run(..., cancel=token)`` can abort a run in progress (ONNX Runtime)."""
+        return bool(getattr(self.backend, "cancellable", False))
+
+    def run(self, feeds: dict[str, np.ndarray], *, cancel: CancelToken | None = None,
+            ) -> list[np.ndarray]:
+        """Run one inference after checking names, ranks, fixed dimensions and dtypes.
+        ``cancel``: a :class:`~edgeinfer.runtime.cancel.CancelToken` that aborts the run
+        (RunCancelled) where the backend can (``cancellable``); elsewhere it is ignored."""
         for name, rank, fixed, dtype, quantizes in self._checks:
             arr = feeds.get(name)
             if arr is None:
@@ -170,6 +179,8 @@ class Engine:
                     f"input '{name}' is {arr.dtype}, the model expects {dtype}: "
                     f"convert it with .astype(np.{dtype})"
                 )
+        if cancel is not None and self.cancellable:
+            return self.backend.run(feeds, cancel=cancel)  # type: ignore[call-arg]
         return self.backend.run(feeds)
 
     def close(self) -> None:

@@ -15,7 +15,9 @@ dispatch, a request whose deadline has passed, or would pass before a run of the
 length ends, is skipped; the deadline is checked again right before ``run`` (after a load),
 so a request already past its deadline never runs. Run time estimates are an exponential
 moving average of measured runs (``expected_run_ms`` at registration until the first run).
-Nothing preempts a run in progress.
+With ``preempt``, a higher-priority request that finds every worker busy aborts the
+lowest-priority run in progress (ONNX Runtime checks ``RunOptions.terminate`` between nodes),
+which is queued again; otherwise nothing preempts a run in progress.
 
 Workers x intra-op threads is kept within the cores (onnxruntime issue 17011: sessions that
 each take every core slow each other down, 2.09x reported), with spinning off (ORT workers
@@ -50,6 +52,7 @@ import numpy as np
 
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.runtime.backends import BackendOptions, available_cpus
+from edgeinfer.runtime.cancel import CancelToken, RunCancelled
 from edgeinfer.runtime.model_cache import Loader, ModelCache, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -90,7 +93,10 @@ class SchedulerConfig:
     waiting per priority level gained (0: strict priority, which can starve). ``admission``:
     reject at submit requests estimated to miss their deadline. ``memory_budget_bytes``: the
     models' measured footprints stay under it (None: no limit). ``options``: backend options
-    for every engine (``threads`` is overridden by ``threads`` here).
+    for every engine (``threads`` is overridden by ``threads`` here). ``preempt``: when every
+    worker is busy, a request of a higher priority aborts the lowest-priority run in progress
+    (on backends that can abort one: ONNX Runtime), which goes back to its queue and runs
+    again later; the high-priority request then waits for no whole low-priority run.
     """
 
     workers: int = 0
@@ -100,6 +106,7 @@ class SchedulerConfig:
     admission: bool = True
     memory_budget_bytes: int | None = None
     options: BackendOptions = field(default_factory=BackendOptions)
+    preempt: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 0 or self.threads < 0:
@@ -136,6 +143,7 @@ class _Request:
     submitted: float
     seq: int
     future: Future
+    started: bool = False  # its future is running (a preempted request keeps that)
 
 
 class _Counters:
@@ -144,7 +152,7 @@ class _Counters:
     def __init__(self) -> None:
         self.submitted = self.completed = self.failed = self.cancelled = 0
         self.rejected_full = self.rejected_deadline = 0
-        self.skipped = self.deadline_misses = 0
+        self.skipped = self.deadline_misses = self.preempted = 0
         self.wait_ms: deque[float] = deque(maxlen=WINDOW)
         self.run_ms: deque[float] = deque(maxlen=WINDOW)
         self.run_estimate_s: float | None = None
@@ -167,6 +175,7 @@ class _Counters:
             "rejected_deadline": self.rejected_deadline,
             "skipped": self.skipped,
             "deadline_misses": self.deadline_misses,
+            "preempted": self.preempted,
             "wait_ms_p50": pct(self.wait_ms, 50),
             "wait_ms_p99": pct(self.wait_ms, 99),
             "run_ms_p50": pct(self.run_ms, 50),
@@ -192,6 +201,7 @@ class Scheduler:
         self._queues: dict[str, list[_Request]] = {}
         self._counters: dict[str, _Counters] = {}
         self._running: dict[str, list[float]] = {}  # model -> start times of runs in progress
+        self._active: dict[int, tuple[_Request, CancelToken]] = {}  # abortable runs, by seq
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._closed = False
@@ -268,6 +278,8 @@ class Scheduler:
                     )
             queue.append(request)
             self._cond.notify()
+            if self.config.preempt:
+                self._preempt_for(request)
         return request.future
 
     def run(self, model: str, feeds: Mapping[str, np.ndarray], **kw: Any) -> list[np.ndarray]:
@@ -327,6 +339,18 @@ class Scheduler:
         self.close()
 
     # ---------------------------------------------------------------- estimates
+
+    def _preempt_for(self, request: _Request) -> None:
+        """With every worker busy, abort the lowest-level abortable run below ``request``'s
+        priority. Called with the condition held."""
+        busy = sum(len(s) for s in self._running.values())
+        if busy < self.workers or not self._active:
+            return
+        now = time.monotonic()
+        victim = max(self._active.values(), key=lambda a: self._key(a[0], now))
+        if -self._key(victim[0], now)[0] < request.priority:
+            del self._active[victim[0].seq]
+            victim[1].cancel()
 
     def _run_estimate(self, model: str) -> float:
         """Seconds one run of ``model`` is expected to take, plus a load if it is not loaded
@@ -410,9 +434,11 @@ class Scheduler:
                 request = self._next()
                 if request is None:
                     return
-                if not request.future.set_running_or_notify_cancel():
-                    self._counters[request.model].cancelled += 1
-                    continue
+                if not request.started:
+                    if not request.future.set_running_or_notify_cancel():
+                        self._counters[request.model].cancelled += 1
+                        continue
+                    request.started = True
                 start = time.monotonic()
                 self._running[request.model].append(start)
             try:
@@ -438,8 +464,24 @@ class Scheduler:
                     self._skip(r, start)
                 return
             t0 = time.perf_counter()
-            outputs = lease.model.run(dict(r.feeds))
+            if self.config.preempt and getattr(lease.model, "cancellable", False):
+                token = CancelToken()
+                with self._cond:
+                    self._active[r.seq] = (r, token)
+                try:
+                    outputs = lease.model.run(dict(r.feeds), cancel=token)
+                finally:
+                    with self._cond:
+                        self._active.pop(r.seq, None)
+            else:
+                outputs = lease.model.run(dict(r.feeds))
             run_s = time.perf_counter() - t0
+        except RunCancelled:
+            with self._cond:  # preempted: back to its queue, to run again (it keeps its age)
+                counters.preempted += 1
+                self._queues[r.model].append(r)
+                self._cond.notify()
+            return
         except Exception as exc:
             with self._cond:
                 counters.failed += 1

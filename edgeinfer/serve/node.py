@@ -63,11 +63,12 @@ class _Timed:
         self._model = model
         self._slots = slots
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run the model, recording start and end where the request asked for it."""
+    def run(self, feeds: dict[str, np.ndarray], **kw: Any) -> list[np.ndarray]:
+        """Run the model (``kw``: ``cancel`` when the scheduler preempts), recording start and
+        end where the request asked for it."""
         slot = self._slots.get(id(next(iter(feeds.values())))) if feeds else None
         t0 = time.monotonic()
-        outputs = self._model.run(feeds)
+        outputs = self._model.run(feeds, **kw)
         if slot is not None:
             slot.start, slot.end = t0, time.monotonic()
         return outputs

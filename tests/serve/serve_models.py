@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx_builders import slow_model
 
 from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
 
@@ -37,27 +38,6 @@ def conv_model(input_dims: list[int], seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [input_dims[0], 2])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=IR_VERSION)
-
-
-def slow_model(size: int = 384, layers: int = 12) -> onnx.ModelProto:
-    """x[1,size] -> Expand to [size,size] -> MatMul by a fixed matrix ``layers`` times ->
-    ReduceSum over rows -> y[1,size]: a small body, tens of ms of compute on 2 cores."""
-    rng = np.random.default_rng(0)
-    w = (rng.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w"),
-             numpy_helper.from_array(np.array([size, size], np.int64), "shape"),
-             numpy_helper.from_array(np.array([0], np.int64), "axes")]
-    nodes = [helper.make_node("Expand", ["x", "shape"], ["e"])]
-    prev = "e"
-    for i in range(layers):
-        nodes.append(helper.make_node("MatMul", [prev, "w"], [f"m{i}"]))
-        prev = f"m{i}"
-    nodes.append(helper.make_node("ReduceSum", [prev, "axes"], ["y"], keepdims=1))
-    graph = helper.make_graph(
-        nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, size])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                              ir_version=IR_VERSION)
 

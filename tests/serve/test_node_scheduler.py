@@ -29,7 +29,7 @@ def _scheduler(config: NodeConfig) -> tuple[int, int, int, str]:
     node = Node(config)
     try:
         c = node.scheduler.config
-        return c.workers, c.threads, c.queue_size, c.options.spinning
+        return c.workers, c.threads, c.queue_size, c.options.spinning, c.preempt
     finally:
         node.close()
 
@@ -37,14 +37,16 @@ def _scheduler(config: NodeConfig) -> tuple[int, int, int, str]:
 def test_streams_file_sizes_the_scheduler_unless_the_node_says(repo: Path,
                                                                 tmp_path: Path) -> None:
     f = _streams(tmp_path / "s.yaml", repo,
-                 "scheduler: {workers: 2, threads: 1, queue_size: 5, spinning: never}\n")
-    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f)) == (2, 1, 5, "never")
+                 "scheduler: {workers: 2, threads: 1, queue_size: 5, spinning: never, "
+                 "preempt: true}\n")
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f)) == (
+        2, 1, 5, "never", True)
     assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=f, workers=1,
-                                 queue_size=9, spinning="always")) == (1, 1, 9, "always")
+                                 queue_size=9, spinning="always")) == (1, 1, 9, "always", True)
     plain = _streams(tmp_path / "p.yaml", repo, "")
     assert _scheduler(NodeConfig(repository=repo, token=TOKEN, streams=plain)) == (
-        0, 0, 64, "run")
-    assert _scheduler(NodeConfig(repository=repo, token=TOKEN)) == (0, 0, 64, "run")
+        0, 0, 64, "run", False)
+    assert _scheduler(NodeConfig(repository=repo, token=TOKEN)) == (0, 0, 64, "run", False)
     assert _scheduler(NodeConfig(repository=repo, token=TOKEN, spinning="never"))[3] == "never"
     with pytest.raises(EdgeInferError, match="bad spinning 'often'"):
         NodeConfig(repository=repo, token=TOKEN, spinning="often")
@@ -54,6 +56,7 @@ def test_streams_file_sizes_the_scheduler_unless_the_node_says(repo: Path,
     ("{workerz: 2}", "unknown key 'workerz'"),
     ("{workers: two}", "workers must be a whole number"),
     ("{spinning: sometimes}", "spinning must be one of run, always, never"),
+    ("{preempt: maybe}", "preempt must be true or false"),
 ])
 def test_a_bad_streams_file_stops_the_node_at_once(repo: Path, tmp_path: Path, section: str,
                                                    message: str) -> None:

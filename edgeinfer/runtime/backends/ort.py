@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -18,6 +19,7 @@ import onnxruntime as ort
 from edgeinfer.errors import DeviceUnavailableError
 from edgeinfer.ort_session import numpy_dtype, open_session
 from edgeinfer.runtime.backends import BackendOptions, TensorSpec
+from edgeinfer.runtime.cancel import CancelToken, RunCancelled
 
 #: accelerator providers in order of preference; each falls back to the CPU provider per op
 GPU_PROVIDERS = (
@@ -95,10 +97,27 @@ class OrtBackend:
         self._varying: set[tuple] = set()  # input shapes whose output shapes vary with the data
         self._lock = threading.Lock()
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run one inference; the arrays returned belong to the caller."""
+    #: a run can be aborted from another thread (RunOptions.terminate, checked between nodes)
+    cancellable = True
+
+    def run(self, feeds: dict[str, np.ndarray], cancel: CancelToken | None = None,
+            ) -> list[np.ndarray]:
+        """Run one inference; the arrays returned belong to the caller. ``cancel`` aborts it
+        (RunCancelled)."""
+        if cancel is None:
+            return self._run(feeds, None)
+        options = ort.RunOptions()
+        cancel.on_cancel(lambda: setattr(options, "terminate", True))
+        try:
+            return self._run(feeds, options)
+        except Exception as exc:
+            if cancel.cancelled:
+                raise RunCancelled("the run was cancelled (preempted)") from exc
+            raise
+
+    def _run(self, feeds: dict[str, np.ndarray], options: Any) -> list[np.ndarray]:
         if not self.io_binding:
-            return self.session.run(self._output_names, feeds)
+            return self.session.run(self._output_names, feeds, options)
         key = tuple(feeds[s.name].shape for s in self.inputs)
         with self._lock:
             free = self._slots.setdefault(key, [])
@@ -108,7 +127,7 @@ class OrtBackend:
                 slot.binding.bind_cpu_input(spec.name, np.ascontiguousarray(feeds[spec.name]))
             if slot.buffers is not None:
                 try:
-                    self.session.run_with_iobinding(slot.binding)
+                    self.session.run_with_iobinding(slot.binding, options)
                     return [b.copy() for b in slot.buffers]
                 except Exception:  # an output whose shape depends on the data (e.g. NMS)
                     self._varying.add(key)
@@ -117,7 +136,7 @@ class OrtBackend:
                         slot.binding.bind_cpu_input(
                             spec.name, np.ascontiguousarray(feeds[spec.name])
                         )
-            self.session.run_with_iobinding(slot.binding)
+            self.session.run_with_iobinding(slot.binding, options)
             outs = slot.binding.copy_outputs_to_cpu()
             if key not in self._varying:
                 slot.preallocate([o.shape for o in outs])
