@@ -1,9 +1,10 @@
 """Aborting a run in progress from another thread: the scheduler's preemption.
 
 A :class:`CancelToken` is handed to ``Engine.run(feeds, cancel=token)``; ``token.cancel()``
-from any thread makes a backend that can abort (``cancellable``; ONNX Runtime, through
-``RunOptions.terminate``, which it checks between nodes) stop and raise :class:`RunCancelled`.
-A backend that cannot abort finishes the run as usual.
+from any thread makes a backend that can abort (``cancellable``: ONNX Runtime through
+``RunOptions.terminate``, which it checks between nodes; OpenVINO through
+``InferRequest.cancel``) stop and raise :class:`RunCancelled`. A backend that cannot abort
+(LiteRT) finishes the run as usual.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ length ends, is skipped; the deadline is checked again right before ``run`` (aft
 so a request already past its deadline never runs. Run time estimates are an exponential
 moving average of measured runs (``expected_run_ms`` at registration until the first run).
 With ``preempt``, a higher-priority request that finds every worker busy aborts the
-lowest-priority run in progress (ONNX Runtime checks ``RunOptions.terminate`` between nodes),
-which is queued again; otherwise nothing preempts a run in progress.
+lowest-priority run in progress (ONNX Runtime checks ``RunOptions.terminate`` between nodes;
+OpenVINO cancels its infer request), which is queued again; otherwise nothing preempts a run
+in progress.
 
 Workers x intra-op threads is kept within the cores (onnxruntime issue 17011: sessions that
 each take every core slow each other down, 2.09x reported), with spinning off (ORT workers
@@ -95,8 +96,8 @@ class SchedulerConfig:
     models' measured footprints stay under it (None: no limit). ``options``: backend options
     for every engine (``threads`` is overridden by ``threads`` here). ``preempt``: when every
     worker is busy, a request of a higher priority aborts the lowest-priority run in progress
-    (on backends that can abort one: ONNX Runtime), which goes back to its queue and runs
-    again later; the high-priority request then waits for no whole low-priority run.
+    (on backends that can abort one: ONNX Runtime, OpenVINO), which goes back to its queue
+    and runs again later; the high-priority request then waits for no whole low-priority run.
     """
 
     workers: int = 0

@@ -80,7 +80,9 @@ def test_equal_or_lower_priority_never_preempts(slow: Path) -> None:
         assert sch.stats()["models"]["a"]["preempted"] == 0
 
 
-def test_engine_run_cancel_on_ort_and_ignored_where_a_backend_cannot(slow: Path) -> None:
+@pytest.mark.parametrize("backend", ["ort", "openvino"])
+def test_engine_run_cancel_aborts_and_is_ignored_where_a_backend_cannot(slow: Path,
+                                                                       backend: str) -> None:
     import threading
 
     from edgeinfer.api import load
@@ -88,26 +90,29 @@ def test_engine_run_cancel_on_ort_and_ignored_where_a_backend_cannot(slow: Path)
     from edgeinfer.runtime.cancel import CancelToken, RunCancelled
     from edgeinfer.runtime.engine import Engine
 
-    ort_engine = Engine(load(slow), "ort", BackendOptions(threads=1))
-    assert ort_engine.cancellable
+    pytest.importorskip("openvino" if backend == "openvino" else "onnxruntime")
+    engine = Engine(load(slow), backend, BackendOptions(threads=1))
+    assert engine.cancellable
     done = CancelToken()
     done.cancel()
     with pytest.raises(RunCancelled):  # cancelled before it started: aborts at once
-        ort_engine.run(_x(0), cancel=done)
+        engine.run(_x(0), cancel=done)
     token = CancelToken()
     timer = threading.Timer(0.02, token.cancel)
     timer.start()
     t0 = time.perf_counter()
     with pytest.raises(RunCancelled):
-        ort_engine.run(_x(0), cancel=token)
+        engine.run(_x(0), cancel=token)
     aborted = time.perf_counter() - t0
     full = time.perf_counter()
-    out = ort_engine.run(_x(0), cancel=CancelToken())  # not cancelled: runs to the end
+    out = engine.run(_x(0), cancel=CancelToken())  # not cancelled: runs to the end
     full = time.perf_counter() - full
-    np.testing.assert_allclose(out[0], _expected(slow, _x(0)), rtol=1e-4, atol=1e-4)
+    want = _expected(slow, _x(0))  # 300 chained MatMuls: values in the 1e4s, so a scaled atol
+    np.testing.assert_allclose(out[0], want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
     assert aborted < full  # stopped part way, not after a whole run
-    ort_engine.close()
+    engine.close()
     ref = Engine(load(slow), "reference")
     assert not ref.cancellable
-    np.testing.assert_allclose(ref.run(_x(0), cancel=done)[0], out[0], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(ref.run(_x(0), cancel=done)[0], want, rtol=1e-3,
+                               atol=1e-3 * float(np.abs(want).max()))
     ref.close()

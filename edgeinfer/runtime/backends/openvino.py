@@ -20,6 +20,7 @@ import numpy as np
 from edgeinfer._deps import require
 from edgeinfer.errors import DeviceUnavailableError, ModelLoadError
 from edgeinfer.runtime.backends import BackendOptions, TensorSpec
+from edgeinfer.runtime.cancel import CancelToken, RunCancelled
 
 _UNCONVERTED = re.compile(r"No conversion rule found for operations: ([^\n]+)")
 
@@ -87,16 +88,54 @@ class OpenVINOBackend:
         self._free = [self._compiled.create_infer_request()]
         self._lock = threading.Lock()
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run one inference; outputs are copies (the request reuses its buffers)."""
+    #: a run can be aborted from another thread (InferRequest.cancel)
+    cancellable = True
+
+    def run(self, feeds: dict[str, np.ndarray], cancel: CancelToken | None = None,
+            ) -> list[np.ndarray]:
+        """Run one inference; outputs are copies (the request reuses its buffers). ``cancel``
+        aborts it (RunCancelled)."""
         with self._lock:
             request = self._free.pop() if self._free else self._compiled.create_infer_request()
+        inputs = {i: feeds[s.name] for i, s in enumerate(self.inputs)}
         try:
-            request.infer({i: feeds[s.name] for i, s in enumerate(self.inputs)})
+            if cancel is None:
+                request.infer(inputs)
+            else:
+                self._run_cancellable(request, inputs, cancel)
             return [request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
         finally:
             with self._lock:
                 self._free.append(request)
+
+    @staticmethod
+    def _run_cancellable(request: Any, inputs: dict[int, np.ndarray],
+                         cancel: CancelToken) -> None:
+        """``start_async`` + ``wait``, with ``cancel`` wired to this run only (the request goes
+        back to the pool afterwards: a late cancel must not reach the next run on it)."""
+        guard = threading.Lock()
+        active = [True]
+
+        def abort() -> None:
+            with guard:
+                if active[0]:
+                    request.cancel()
+
+        cancel.on_cancel(abort)
+        try:
+            if cancel.cancelled:
+                raise RunCancelled("the run was cancelled before it started")
+            request.start_async(inputs)
+            request.wait()
+        except RunCancelled:
+            raise
+        except Exception as exc:
+            if cancel.cancelled:
+                raise RunCancelled("the run was cancelled (preempted)") from exc
+            raise
+        finally:
+            with guard:
+                active[0] = False
 
     def close(self) -> None:
         """Drop the requests and the compiled model."""
