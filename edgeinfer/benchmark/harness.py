@@ -85,9 +85,7 @@ class BenchResult:
     def backend_label(self) -> str:
         """The backend, with ONNX Runtime's spinning when it is not the default (``ort
         never-spin``)."""
-        if self.spinning in (None, "run"):
-            return self.backend
-        return f"{self.backend} {self.spinning}-spin"
+        return backend_label(self.backend, self.spinning)
 
     @property
     def label(self) -> str:
@@ -138,6 +136,13 @@ class BenchResult:
         if self.rss_peak_bytes is None or self.rss_baseline_bytes is None:
             return None
         return self.rss_peak_bytes - self.rss_baseline_bytes
+
+
+def backend_label(backend: str, spinning: str | None) -> str:
+    """``ort``, or ``ort never-spin`` where an ORT configuration does not spin the default way."""
+    if backend != "ort" or spinning in (None, "run"):
+        return backend
+    return f"{backend} {spinning}-spin"
 
 
 def threads_label(threads: int) -> str:

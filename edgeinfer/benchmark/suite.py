@@ -22,6 +22,7 @@ from edgeinfer.artifact import MANIFEST_NAME, Artifact
 from edgeinfer.benchmark.feeds import static_shape
 from edgeinfer.benchmark.harness import (
     BenchResult,
+    backend_label,
     measure,
     memory_method,
     model_files,
@@ -100,7 +101,9 @@ def parse_spinning(spec: str | Sequence[str]) -> tuple[str, ...]:
     """``run,never`` (or a list) into spinning modes, each checked, order kept."""
     items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     modes = tuple(dict.fromkeys(s for s in items if s))
-    bad = [s for s in modes if s not in ("run", "always", "never")]
+    from edgeinfer.runtime.backends import SPINNING_MODES
+
+    bad = [s for s in modes if s not in SPINNING_MODES]
     if bad or not modes:
         raise EdgeInferError(
             f"bad --spinning '{spec}': choose from run, always, never (comma-separated)"
@@ -210,7 +213,7 @@ def bench(
     results: list[BenchResult] = []
     with _progress(progress, len(configs)) as tick_for:
         for i, (plan, backend, nthreads, spin) in enumerate(configs):
-            shown = backend if spin == "run" or backend != "ort" else f"{backend} {spin}-spin"
+            shown = backend_label(backend, spin)
             tick = tick_for(i, f"{plan.info.name}: {shown}, {threads_label(nthreads)}")
             results.append(
                 _measure_one(plan, backend, nthreads, runs, duration, warmup, seed, method, tick,

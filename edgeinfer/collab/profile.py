@@ -291,21 +291,21 @@ class SplitModel:
 
     def head(self, tensors: Sequence[str]) -> _Half | None:
         """The head engine of a cut (None when the cut is the inputs)."""
-        key = "|".join(self.cut_for(tensors))
-        if key not in self._heads:
-            m = self.partition.head(tensors)
-            tag = f"head{len(self._heads)}"
-            self._heads[key] = _Half(m, self.threads, Path(self._tmp.name), tag) if m else None
-        return self._heads[key]
+        return self._half(self._heads, "head", self.partition.head, tensors)
 
     def tail(self, tensors: Sequence[str]) -> _Half | None:
         """The tail engine of a cut (None when the cut is the outputs)."""
+        return self._half(self._tails, "tail", self.partition.tail, tensors)
+
+    def _half(self, built: dict[str, _Half | None], kind: str,
+              extract: Callable[[Sequence[str]], Any], tensors: Sequence[str]) -> _Half | None:
+        """One side of a cut, extracted and loaded on first use, then kept in ``built``."""
         key = "|".join(self.cut_for(tensors))
-        if key not in self._tails:
-            m = self.partition.tail(tensors)
-            tag = f"tail{len(self._tails)}"
-            self._tails[key] = _Half(m, self.threads, Path(self._tmp.name), tag) if m else None
-        return self._tails[key]
+        if key not in built:
+            m = extract(tensors)
+            tag = f"{kind}{len(built)}"
+            built[key] = _Half(m, self.threads, Path(self._tmp.name), tag) if m else None
+        return built[key]
 
     def run_head(self, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]) -> Feeds:
         """The cut tensors computed from the inputs."""

@@ -74,7 +74,6 @@ class StreamsConfig:
 
 _TOP_KEYS = {"models", "streams", "scheduler"}
 _SCHEDULER_KEYS = {"workers", "threads", "queue_size", "spinning", "preempt"}
-_SPINNING = ("run", "always", "never")
 _STREAM_KEYS = {f.name for f in fields(StreamSpec)}
 _IDLE_KEYS = {f.name for f in fields(IdleSpec)}
 _RECONNECT_KEYS = {f.name for f in fields(ReconnectPolicy)}
@@ -195,8 +194,10 @@ def parse_streams_config(data: Any, base: str | Path = ".") -> StreamsConfig:
                                  f"{sched[key]!r}")
     if type(sched.get("preempt", False)) is not bool:
         raise EdgeInferError(f"scheduler: preempt must be true or false, not {sched['preempt']!r}")
-    if sched.get("spinning", "run") not in _SPINNING:
-        raise EdgeInferError(f"scheduler: spinning must be one of {', '.join(_SPINNING)}, not "
+    from edgeinfer.runtime.backends import SPINNING_MODES
+
+    if sched.get("spinning", "run") not in SPINNING_MODES:
+        raise EdgeInferError(f"scheduler: spinning must be one of {', '.join(SPINNING_MODES)}, not "
                              f"{sched['spinning']!r}")
     return StreamsConfig(models, streams, sched)
 

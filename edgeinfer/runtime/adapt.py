@@ -289,13 +289,17 @@ class IdleController:
 
     def is_still(self, frame: np.ndarray, now: float) -> bool:
         """With a motion threshold: whether ``frame`` (a due frame at ``now``) may be skipped
-        because the scene has not changed since the last frame run; a skipped frame counts as
-        looked at (the next one is due an idle interval later). A frame that is run becomes
-        the new reference; outside idle mode every frame is run (and is the reference)."""
+        because the scene has not changed since the last frame run while idle; a skipped frame
+        counts as looked at (the next one is due an idle interval later). A frame that is run
+        becomes the new reference. Outside idle mode every frame is run and nothing is
+        computed (the first idle frame runs and becomes the reference)."""
         if self.config.motion_threshold is None:
             return False
+        if not self.idle:
+            self._thumb = None
+            return False
         thumb = _thumbnail(frame)
-        if self.idle and self._thumb is not None and thumb.shape == self._thumb.shape:
+        if self._thumb is not None and thumb.shape == self._thumb.shape:
             diff = float(np.mean(np.abs(thumb - self._thumb)))
             if diff < self.config.motion_threshold:
                 self.still_skipped += 1

@@ -93,7 +93,39 @@ class Store(Protocol):
         """Commit and close."""
 
 
-class SqliteStore:
+class _SqlStore:
+    """The inserts both stores share; a subclass connects and names its tables and the
+    driver's parameter mark (SQLite ``?``, psycopg ``%s``)."""
+
+    _messages = "messages"
+    _presence = "presence"
+    _mark = "?"
+    _db: Any
+    _lock: threading.Lock
+
+    def add_message(self, row: dict[str, Any]) -> bool:
+        """Insert unless the id is known; committed before it returns."""
+        marks = ",".join([self._mark] * len(_COLUMNS))
+        with self._lock:
+            cur = self._db.execute(
+                f"INSERT INTO {self._messages} ({','.join(_COLUMNS)}) VALUES ({marks}) "
+                "ON CONFLICT (id) DO NOTHING", [row[c] for c in _COLUMNS])
+            return cur.rowcount == 1
+
+    def add_presence(self, site: str, node: str, state: str, received: float) -> None:
+        """Append one presence change."""
+        marks = ",".join([self._mark] * 4)
+        with self._lock:
+            self._db.execute(f"INSERT INTO {self._presence} (site, node, state, received) "
+                             f"VALUES ({marks})", (site, node, state, received))
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+
+class SqliteStore(_SqlStore):
     """Collected messages in a SQLite file (WAL); safe to call from several threads."""
 
     def __init__(self, path: str | Path) -> None:
@@ -110,29 +142,13 @@ class SqliteStore:
             raise UplinkError(f"collector database {self.path}: cannot open it ({exc}): check "
                               "the directory exists and is writable") from exc
 
-    def add_message(self, row: dict[str, Any]) -> bool:
-        """Insert unless the id is known; committed before it returns."""
-        marks = ",".join("?" * len(_COLUMNS))
-        with self._lock:
-            cur = self._db.execute(
-                f"INSERT INTO messages ({','.join(_COLUMNS)}) VALUES ({marks}) "
-                "ON CONFLICT(id) DO NOTHING", [row[c] for c in _COLUMNS])
-            return cur.rowcount == 1
 
-    def add_presence(self, site: str, node: str, state: str, received: float) -> None:
-        """Append one presence change."""
-        with self._lock:
-            self._db.execute("INSERT INTO presence (site, node, state, received) VALUES (?,?,?,?)",
-                             (site, node, state, received))
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
-
-
-class PostgresStore:
+class PostgresStore(_SqlStore):
     """Collected messages in PostgreSQL (tables ``edgeinfer_messages``, ``edgeinfer_presence``)."""
+
+    _messages = "edgeinfer_messages"
+    _presence = "edgeinfer_presence"
+    _mark = "%s"
 
     def __init__(self, url: str) -> None:
         """Connect with psycopg 3 (``pip install 'edgeinfer[postgres]'``) and create tables."""
@@ -150,26 +166,6 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise UplinkError(f"PostgreSQL {url.split('@')[-1]}: cannot connect or create tables "
                               f"({str(exc).strip().splitlines()[0]}): check the URL") from exc
-
-    def add_message(self, row: dict[str, Any]) -> bool:
-        """Insert unless the id is known."""
-        marks = ",".join(["%s"] * len(_COLUMNS))
-        with self._lock:
-            cur = self._db.execute(
-                f"INSERT INTO edgeinfer_messages ({','.join(_COLUMNS)}) VALUES ({marks}) "
-                "ON CONFLICT (id) DO NOTHING", [row[c] for c in _COLUMNS])
-            return cur.rowcount == 1
-
-    def add_presence(self, site: str, node: str, state: str, received: float) -> None:
-        """Append one presence change."""
-        with self._lock:
-            self._db.execute("INSERT INTO edgeinfer_presence (site, node, state, received) "
-                             "VALUES (%s,%s,%s,%s)", (site, node, state, received))
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._db.close()
 
 
 def open_store(db: str | Path | None = None, url: str | None = None) -> Store:

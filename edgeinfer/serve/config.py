@@ -65,7 +65,9 @@ class NodeConfig:
             )
         if not 0 <= self.port < 65536:
             raise EdgeInferError(f"bad port {self.port}: give 0..65535")
-        if self.spinning not in (None, "run", "always", "never"):
+        from edgeinfer.runtime.backends import SPINNING_MODES
+
+        if self.spinning is not None and self.spinning not in SPINNING_MODES:
             raise EdgeInferError(f"bad spinning '{self.spinning}': choose run, always or never")
         if self.queue_size is not None and self.queue_size < 1:
             raise EdgeInferError(f"bad queue size {self.queue_size}: give at least 1")

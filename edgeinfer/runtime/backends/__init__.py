@@ -13,7 +13,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from edgeinfer.errors import EdgeInferError, MissingDependencyError
 Device = Literal["cpu", "gpu", "auto"]
 Hint = Literal["latency", "throughput"]
 Spinning = Literal["run", "always", "never"]
+#: the spinning modes, for checking config values (``BackendOptions.spinning``)
+SPINNING_MODES: tuple[str, ...] = get_args(Spinning)
 
 
 @dataclass(frozen=True)
