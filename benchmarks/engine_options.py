@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgeinfer import zoo
+from edgeinfer import loading
 from edgeinfer.tuning.measure import time_rounds
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    path = zoo.resolve("efficientnet-lite0") / "efficientnet-lite0.onnx"
+    path = loading.resolve("efficientnet-lite0") / "efficientnet-lite0.onnx"
     x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
     sessions = {
         "ORT default (spins after runs)": _session(path),

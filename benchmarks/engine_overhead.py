@@ -51,8 +51,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeinfer import zoo
-from edgeinfer.api import load
 from edgeinfer.artifact import Artifact
+from edgeinfer.loading import load
 from edgeinfer.runtime.backends import BackendOptions
 from edgeinfer.runtime.engine import Engine
 

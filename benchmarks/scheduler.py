@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer import zoo
+from edgeinfer import loading
 from edgeinfer.benchmark.report import machine_info, machine_line
 from edgeinfer.runtime.backends import BackendOptions, available_cpus
 from edgeinfer.runtime.engine import Engine
@@ -108,7 +108,7 @@ def checked_loader(spec: ModelSpec, options: BackendOptions) -> Checked:
 
 def feeds_of(name: str) -> dict[str, np.ndarray]:
     """Seeded feeds of the model's input shape."""
-    engine = Engine.open(zoo.resolve(name), warmup=False)
+    engine = Engine.open(loading.resolve(name), warmup=False)
     shapes = {k: v.shape for k, v in (engine.example_feeds() or {}).items()}
     engine.close()
     rng = np.random.default_rng(0)
@@ -120,7 +120,7 @@ class Fifo:
 
     def __init__(self, names: tuple[str, ...], workers: int, threads: int) -> None:
         opts = BackendOptions(threads=threads)
-        self.engines = {n: Checked(Engine.open(zoo.resolve(n), None, opts)) for n in names}
+        self.engines = {n: Checked(Engine.open(loading.resolve(n), None, opts)) for n in names}
         self.q: queue.Queue = queue.Queue()
         self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
         for t in self.threads:
@@ -153,7 +153,7 @@ def new_scheduler(workers: int, threads: int, names: tuple[str, ...],
     config = SchedulerConfig(workers=workers, threads=threads, preempt=preempt)
     sched = Scheduler(config, loader=checked_loader)
     for n in names:
-        sched.register(n, zoo.resolve(n))
+        sched.register(n, loading.resolve(n))
     for n in names:
         sched.run(n, FEEDS[n])
     return sched
@@ -247,7 +247,7 @@ def naive_runners(kind: str, cores: int) -> tuple[dict[str, Callable[[], Any]], 
 
     runners, engines = {}, []
     for name in THREE:
-        path = zoo.resolve(name)
+        path = loading.resolve(name)
         if kind == "ort-default" and name != HIGH:
             so = ort.SessionOptions()
             so.log_severity_level = 3

@@ -36,7 +36,7 @@ import cv2
 import httpx
 import numpy as np
 
-from edgeinfer import zoo
+from edgeinfer import loading
 from edgeinfer.runtime.scheduler import RejectedError, Scheduler, SchedulerConfig
 
 TOKEN = "load-test-token-0123"
@@ -127,7 +127,7 @@ async def http_side(url: str, model: str, jpegs: list[bytes], clients: int, seco
 def inprocess_side(artifact_dir: Path, model: str, jpegs: list[bytes], clients: int,
                    seconds: float, backoff_s: float, queue_size: int) -> dict:
     """The same work without HTTP: threads decode, preprocess, submit, decode."""
-    from edgeinfer.api import load
+    from edgeinfer.loading import load
     from edgeinfer.vision.decoders import get_decoder
     from edgeinfer.vision.preprocess import to_tensor
 
@@ -180,7 +180,7 @@ def interleaved(url: str, artifact_dir: Path, model: str, jpegs: list[bytes],
                 seconds: float) -> tuple[dict, dict]:
     """One client: an HTTP request, then the same request in-process, alternating, so both
     sides see the same machine load (this machine is shared and its speed drifts)."""
-    from edgeinfer.api import load
+    from edgeinfer.loading import load
     from edgeinfer.vision.decoders import get_decoder
     from edgeinfer.vision.preprocess import to_tensor
 
@@ -265,7 +265,7 @@ def main() -> None:
     if args.pin:
         node_cpus = {0}
         os.sched_setaffinity(0, {1})
-    source = zoo.resolve(args.model)
+    source = loading.resolve(args.model)
     jpegs = frames()
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"

@@ -60,9 +60,8 @@ def pick_cuts(sm: SplitModel) -> dict[str, tuple[str, ...]]:
 
 def run_model(model: str, images: list[np.ndarray]) -> dict[str, Any]:
     """Bytes and output agreement of every variant on ``images`` for one model."""
-    from edgeinfer.api import load
+    from edgeinfer.loading import load, resolve
     from edgeinfer.vision.preprocess import resize, spatial_size, to_tensor
-    from edgeinfer.zoo import resolve
 
     art = load(resolve(model))
     spec, pre = art.manifest.inputs[0], art.manifest.preprocess

@@ -52,7 +52,7 @@ def _trim() -> None:
 
 def resolve_model(model: str | None, workdir: Path) -> tuple[Path, str]:
     """(artifact or model path, description): ``--model``, else the zoo's defect detector."""
-    from edgeinfer.zoo import resolve
+    from edgeinfer.loading import resolve
 
     del workdir  # artifacts of zoo names live in the user cache
     if model:
@@ -65,7 +65,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import cv2
     import numpy as np
 
-    from edgeinfer.api import load
+    from edgeinfer.loading import load
     from edgeinfer.pipeline.tiled import STAGES, TiledPredictor
     from edgeinfer.runtime.backends import BackendOptions, available_cpus
     from edgeinfer.runtime.engine import Engine

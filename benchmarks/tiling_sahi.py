@@ -146,7 +146,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """One method on every frame, in this process."""
     import cv2
 
-    from edgeinfer.api import load
+    from edgeinfer.loading import load
     from edgeinfer.pipeline.tiled import TiledPredictor
     from edgeinfer.runtime.backends import BackendOptions, available_cpus
     from edgeinfer.runtime.engine import Engine

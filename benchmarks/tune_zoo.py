@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from photos import photo_paths
 
 from edgeinfer import zoo
-from edgeinfer.api import load
+from edgeinfer.loading import load
 from edgeinfer.optimization.evaluate import compare
 from edgeinfer.optimization.optimizer import _drop as optimizer_drop
 from edgeinfer.quantized_io import dequantize, quantize_input

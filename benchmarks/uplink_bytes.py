@@ -51,10 +51,10 @@ def inspection_results(n: int) -> list[tuple[dict, int, int]]:
     """(payload, JPEG bytes, true defects) per generated 5 MP frame (tiled defect detector)."""
     from edgeinfer.artifact import load_artifact
     from edgeinfer.demo import FIRST_FRAME
+    from edgeinfer.loading import resolve
     from edgeinfer.pipeline.tiled import TiledPredictor
     from edgeinfer.runtime.engine import Engine
     from edgeinfer.synthetic.defects import make_frame
-    from edgeinfer.zoo import resolve
 
     out = []
     with Engine(load_artifact(resolve("defect-detector"))) as engine, Progress() as bar:
@@ -74,10 +74,10 @@ def inspection_results(n: int) -> list[tuple[dict, int, int]]:
 def retail_results(n: int) -> list[tuple[dict, int, int]]:
     """(payload, JPEG bytes, visible faces) per generated entrance frame, from BlazeFace."""
     from edgeinfer.artifact import load_artifact
+    from edgeinfer.loading import resolve
     from edgeinfer.pipeline.predict import Predictor
     from edgeinfer.runtime.engine import Engine
     from edgeinfer.synthetic.retail import entrance_frames
-    from edgeinfer.zoo import resolve
 
     out = []
     with Engine(load_artifact(resolve("blazeface-short"))) as engine, Progress() as bar:

@@ -35,8 +35,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from edgeinfer import zoo
-from edgeinfer._render import render_inspect
 from edgeinfer.artifact import Artifact
+from edgeinfer.cli.render import render_inspect
 from edgeinfer.model.inspect import inspect_model
 from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, detection_decode, optimize
 from edgeinfer.pipeline.predict import Predictor
@@ -257,8 +257,10 @@ def run_demo(out: Path, console: Console, quick: bool = False) -> dict[str, Any]
     bench_report = bench([fp32_dir, int8_dir], backends="ort", runs=size.bench_runs,
                          progress=True)
     bench_report.render(console)
+    # results come in the order the models were given: the optimized artifact is the second
+    first = bench_report.results[0].model if bench_report.results else None
     bench_rows = [
-        {"name": f"{'INT8' if r.model_bytes == int8.manifest.model.bytes else 'FP32'}, "
+        {"name": f"{'FP32' if r.model == first else 'INT8'}, "
          f"{r.threads} threads", "p50_ms": r.p50_ms, "p90_ms": r.p90_ms, "p99_ms": r.p99_ms}
         for r in bench_report.results if r.ok
     ]
@@ -287,6 +289,9 @@ def run_demo(out: Path, console: Console, quick: bool = False) -> dict[str, Any]
             "bytes": int8.manifest.model.bytes,
             "fp32_bytes": opt["fp32"]["bytes"],
             "kept_in_float": opt["kept_in_float"],
+            "recommended": opt["recommended"],
+            "problems": opt["problems"],
+            "p50_ratio": opt["ratios"]["p50"],
         },
         "bench": bench_rows,
         "frames": rows,

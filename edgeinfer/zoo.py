@@ -278,25 +278,6 @@ def _defect_detector(out: Path) -> Artifact:
         )
 
 
-def resolve(model: str | Path) -> Path:
-    """``model`` as a path when it exists, else a zoo name built once into the user cache
-    directory (``~/.cache/edgeinfer/zoo/NAME``); anything else is a one-line error."""
-    path = Path(model)
-    if path.exists():
-        return path
-    if str(model) in ZOO:
-        cache = Path.home() / ".cache" / "edgeinfer" / "zoo" / str(model)
-        if not (cache / "edgeinfer.json").exists():
-            get(str(model), cache)
-        return cache
-    from edgeinfer.errors import ModelLoadError
-
-    raise ModelLoadError(
-        f"{model}: no such file, and not a zoo model name: check the path "
-        f"or see `edgeinfer zoo list`"
-    )
-
-
 def get(name: str, out: str | Path) -> Artifact:
     """Build the artifact of zoo model ``name`` in directory ``out``."""
     try:

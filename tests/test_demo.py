@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeinfer.cli import main
+from edgeinfer.optimization.optimizer import SLOWER_MARGIN
 
 
 @pytest.mark.slow
@@ -16,9 +17,17 @@ def test_demo_quick_runs_the_inspection_case(tmp_path: Path) -> None:
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["data"].startswith("SYNTHETIC")
-    assert summary["int8"]["precision"] == "int8"
-    assert summary["int8"]["agreement"] >= 0.97
-    assert summary["int8"]["bytes"] < 0.4 * summary["int8"]["fp32_bytes"]
+    int8 = summary["int8"]
+    assert int8["agreement"] >= 0.97
+    # the rule, not this CPU's outcome: INT8 ships if and only if it timed faster than FP32
+    # (by optimize's margin); on a CPU without VNNI it may not, and FP32 is kept for speed alone
+    assert not any("accuracy drop" in p for p in int8["problems"]), int8["problems"]
+    if int8["p50_ratio"] > SLOWER_MARGIN:
+        assert int8["recommended"] == "fp32" and int8["precision"] == "fp32"
+        assert int8["bytes"] == int8["fp32_bytes"]
+    else:
+        assert int8["recommended"] == "int8" and int8["precision"] in ("int8", "mixed")
+        assert int8["bytes"] < 0.4 * int8["fp32_bytes"]
     assert {b["name"].split(",")[0] for b in summary["bench"]} == {"FP32", "INT8"}
     rows = {r["name"]: r for r in summary["frames"]}
     tiled, whole = rows["FP32 tiled"], rows["FP32 whole frame 640"]

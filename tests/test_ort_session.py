@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from onnx_builders import conv_model
 
-from edgeinfer.api import load
 from edgeinfer.errors import ModelLoadError, ShapeError
+from edgeinfer.loading import load
 from edgeinfer.ort_session import numpy_dtype, open_session, with_outputs
 from edgeinfer.pipeline.predict import Predictor
 from edgeinfer.runtime.engine import Engine

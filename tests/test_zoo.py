@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgeinfer import zoo
-from edgeinfer.api import load
 from edgeinfer.errors import MissingDependencyError, ZooError
+from edgeinfer.loading import load
 from edgeinfer.model.inspect import inspect_model
 from edgeinfer.pipeline.predict import Predictor
 from edgeinfer.runtime.engine import Engine

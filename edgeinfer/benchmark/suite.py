@@ -30,6 +30,7 @@ from edgeinfer.benchmark.harness import (
 )
 from edgeinfer.benchmark.report import BenchReport, ModelInfo, machine_info
 from edgeinfer.errors import EdgeInferError, MissingDependencyError, ShapeError
+from edgeinfer.loading import load, resolve
 
 __all__ = [
     "backends_for",
@@ -312,9 +313,7 @@ def _plan_models(
     An ``--input-shape`` applies to every model with an input of that name whose rank and
     fixed dimensions it fits; it is an error when no model has that input, or none it fits.
     """
-    from edgeinfer.api import load
     from edgeinfer.runtime.backends import KNOWN_BACKENDS, PRODUCTION_BACKENDS
-    from edgeinfer.zoo import resolve
 
     loaded = []
     names_seen: set[str] = set()

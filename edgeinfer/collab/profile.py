@@ -24,6 +24,7 @@ import onnx
 
 from edgeinfer.collab.compress import ANSWER, ANSWER_OPTIONS, Compression, encode
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.loading import load, resolve
 from edgeinfer.model.partition import Cut, Partition, load_partition, sample_cuts
 
 __all__ = [
@@ -48,8 +49,6 @@ T = TypeVar("T")
 def resolve_onnx(model: str | Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
     """An ONNX file and its static input shapes from a path, an artifact directory or a zoo
     name; a TFLite model is a one-line error (only ONNX graphs are cut)."""
-    from edgeinfer.api import load
-    from edgeinfer.zoo import resolve
 
     art = load(resolve(model))
     if art.manifest.model.format != "onnx":
@@ -64,9 +63,7 @@ def resolve_onnx(model: str | Path) -> tuple[Path, dict[str, tuple[int, ...]]]:
 def image_feeds(model: str | Path, image: str | Path) -> Feeds:
     """An image file preprocessed as the model's manifest says (real images compress very
     differently from random inputs, so cut sizes should be profiled on one)."""
-    from edgeinfer.api import load
     from edgeinfer.vision.preprocess import read_image, to_tensor
-    from edgeinfer.zoo import resolve
 
     art = load(resolve(model))
     spec = art.manifest.inputs[0]
@@ -91,9 +88,7 @@ class ImageCodec:
     def for_model(cls, model: str | Path) -> ImageCodec | None:
         """The codec of an artifact directory or zoo name; None for a bare model file (no
         manifest, so no preprocessing to apply) or a non-image input."""
-        from edgeinfer.api import load
         from edgeinfer.errors import ShapeError
-        from edgeinfer.zoo import resolve
 
         path = Path(resolve(model))
         if not path.is_dir():

@@ -23,6 +23,7 @@ import onnx
 
 from edgeinfer.artifact import Artifact
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.loading import load
 from edgeinfer.optimization import quantize as q
 from edgeinfer.optimization.calibration import CalibrationReader, load_samples, split_samples
 from edgeinfer.optimization.evaluate import (
@@ -344,7 +345,6 @@ def optimize(
     samples: Samples,
 ) -> Artifact:
     """Optimize an artifact (or ONNX file) into a new artifact directory ``out``."""
-    from edgeinfer.api import load
 
     art = load(source)
     if art.manifest.model.format != "onnx":

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.loading import resolve
 from edgeinfer.pipeline.sinks import (
     CallbackSink,
     ImageSink,
@@ -262,7 +263,6 @@ class MultiStreamRunner:
     def __init__(self, scheduler: Any, config: StreamsConfig,
                  on_result: OnResult | None = None) -> None:
         from edgeinfer.pipeline.predict import Predictor
-        from edgeinfer.zoo import resolve
 
         self.scheduler = scheduler
         self.config = config

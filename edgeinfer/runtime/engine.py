@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeinfer.artifact import Artifact
 from edgeinfer.errors import EdgeInferError, ShapeError
+from edgeinfer.loading import load
 from edgeinfer.runtime.backends import (
     DEFAULT_BACKEND,
     Backend,
@@ -207,6 +208,5 @@ class Engine:
         warmup: bool = True,
     ) -> Engine:
         """Load an artifact directory or a bare model file into an Engine."""
-        from edgeinfer.api import load
 
         return cls(load(path), backend, options, warmup=warmup)

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.loading import load
 from edgeinfer.runtime.backends import BackendOptions, available_cpus
 from edgeinfer.runtime.cancel import CancelToken, RunCancelled
 from edgeinfer.runtime.model_cache import Loader, ModelCache, ModelSpec
@@ -532,7 +533,6 @@ class ScheduledEngine:
         """The model's artifact (manifest, labels), read once from its registered path."""
         with self._lock:
             if self._artifact is None:
-                from edgeinfer.api import load  # lazily, as Engine.open does
 
                 self._artifact = load(self.scheduler.cache.spec(self.model).path)
             return self._artifact

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgeinfer.artifact import Artifact, file_sha256, load_artifact
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.loading import load
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,6 @@ def _load_entry(root: Path, path: Path) -> RepoEntry:
                     "its manifest (corrupt or replaced): restore it or re-create the artifact"
                 )
         else:
-            from edgeinfer.api import load
 
             artifact = load(resolved)
         return RepoEntry(name, resolved, artifact)

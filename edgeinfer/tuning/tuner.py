@@ -32,6 +32,7 @@ from edgeinfer.artifact import (
     file_sha256,
 )
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.loading import load
 from edgeinfer.optimization.evaluate import compare
 from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, _drop, drop_metric
 from edgeinfer.runtime.backends import available_backends, is_installed
@@ -283,7 +284,6 @@ def tune(
     """Search backend x precision x threads for ``source`` and write the winner to ``out``."""
     from rich.progress import Progress
 
-    from edgeinfer.api import load
     from edgeinfer.optimization.optimizer import build_samples
 
     config = config or TuneConfig()
@@ -540,7 +540,6 @@ def _write(
             shutil.move(str(candidates), staged / "candidates")
         shutil.rmtree(out)
     os.replace(staged, out)
-    from edgeinfer.api import load
 
     return load(out)
 

@@ -45,13 +45,13 @@ def build_int8(out: Path, console: Console) -> Path:
     """The INT8 defect detector in ``out`` (built once: calibrated on generated tiles)."""
     if (out / "edgeinfer.json").exists():
         return out
-    from edgeinfer import zoo
-    from edgeinfer.api import load
+    from edgeinfer import loading
     from edgeinfer.demo import DemoSize, make_int8
+    from edgeinfer.loading import load
 
     t0 = time.perf_counter()
     with console.status("building the INT8 defect detector (once)"):
-        make_int8(load(zoo.resolve("defect-detector")), out, DemoSize.quick())
+        make_int8(load(loading.resolve("defect-detector")), out, DemoSize.quick())
     console.print(f"INT8 defect detector built in {time.perf_counter() - t0:.0f} s: {out}")
     return out
 

@@ -60,9 +60,8 @@ def _jpeg_feeds() -> dict[str, np.ndarray]:
     computed independently of the codec, with OpenCV and the manifest directly."""
     import cv2
 
-    from edgeinfer.api import load
+    from edgeinfer.loading import load, resolve
     from edgeinfer.vision.preprocess import read_image, resize, spatial_size, to_tensor
-    from edgeinfer.zoo import resolve
 
     m = load(resolve(MODEL)).manifest
     spec, pre = m.inputs[0], m.preprocess

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import edgeinfer
-from edgeinfer.api import load
 from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
 from edgeinfer.cli import main
 from edgeinfer.errors import ArtifactError, EdgeInferError
+from edgeinfer.loading import load
 from edgeinfer.pipeline.predict import Predictor
 from edgeinfer.runtime.engine import Engine
 

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from edgeinfer import zoo
-from edgeinfer.api import load
+from edgeinfer.loading import load
 from edgeinfer.synthetic import defects as gen
 from edgeinfer.vision.metrics import match_boxes
 

@@ -121,7 +121,8 @@ def test_invalid_cuts_are_rejected() -> None:
 
 def test_zoo_model_cuts_compose() -> None:
     from edgeinfer.artifact import load_artifact
-    from edgeinfer.zoo import ZOO, installed, resolve
+    from edgeinfer.loading import resolve
+    from edgeinfer.zoo import ZOO, installed
 
     if not installed(ZOO["efficientnet-lite0"]):
         pytest.skip("efficientnet-lite0 package not installed")

@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeinfer.api import load
 from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.cli import main
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.loading import load
 from edgeinfer.optimization import quantize as q
 from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, optimize, read_labels
 from edgeinfer.optimization.passes import op_counts, optimize_graph

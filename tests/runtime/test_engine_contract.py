@@ -16,13 +16,13 @@ import pytest
 from onnx import TensorProto, helper
 from onnx_builders import conv_model
 
-from edgeinfer.api import load
 from edgeinfer.errors import (
     DeviceUnavailableError,
     MissingDependencyError,
     ModelLoadError,
     ShapeError,
 )
+from edgeinfer.loading import load
 from edgeinfer.runtime import backends as reg
 from edgeinfer.runtime.backends import BackendOptions, available_backends, create_backend
 from edgeinfer.runtime.engine import Engine

@@ -85,7 +85,7 @@ def test_engine_run_cancel_aborts_and_is_ignored_where_a_backend_cannot(slow: Pa
                                                                        backend: str) -> None:
     import threading
 
-    from edgeinfer.api import load
+    from edgeinfer.loading import load
     from edgeinfer.runtime.backends import BackendOptions
     from edgeinfer.runtime.cancel import CancelToken, RunCancelled
     from edgeinfer.runtime.engine import Engine

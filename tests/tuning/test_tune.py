@@ -10,10 +10,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx_builders import conv_model
 
-from edgeinfer.api import load
 from edgeinfer.artifact import Artifact, InputSpec, SourceInfo
 from edgeinfer.cli import main
 from edgeinfer.errors import MissingDependencyError
+from edgeinfer.loading import load
 from edgeinfer.runtime.backends import is_installed
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.tuning import TuneConfig, tune

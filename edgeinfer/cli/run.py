@@ -1,0 +1,165 @@
+"""Verbs that run models on data: ``run``, ``demo`` and ``streams``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeinfer.cli.app import app, state
+from edgeinfer.cli.common import (
+    console,
+    quiet_capture_logs,
+    resolve_model,
+)
+from edgeinfer.errors import EdgeInferError
+
+
+@app.command()
+def run(
+    artifact: Annotated[str, typer.Argument(help="Artifact directory or zoo name.")],
+    source: Annotated[
+        str, typer.Option("--source", "-s",
+                          help="Image file, folder of images, video, camera index (0), or "
+                               "rtsp:// / http:// URL.")
+    ],
+    tile: Annotated[
+        int | None, typer.Option(help="Tiled inference: tile size in pixels, e.g. 640.")
+    ] = None,
+    overlap: Annotated[float, typer.Option(help="Tile overlap, 0..0.9.")] = 0.2,
+    batch: Annotated[int, typer.Option(help="Tiles per inference (dynamic-batch models).")] = 4,
+    full_frame: Annotated[
+        bool, typer.Option(help="With --tile: also run the whole frame (large objects).")
+    ] = False,
+    save: Annotated[
+        Path | None, typer.Option(help="Write annotated images (or the video) here.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Backend (default: the artifact's tuned one).")
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Classes to show (classification).")] = 5,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON line per frame, then a summary line.")
+    ] = False,
+    live: Annotated[
+        bool, typer.Option("--live", help="Pace a file at its fps through the drop-oldest "
+                                           "queue, as a camera would deliver it.")
+    ] = False,
+    fps: Annotated[
+        float | None, typer.Option(help="With --live: frames per second (default: the "
+                                        "video's own, 25 for images).")
+    ] = None,
+    queue: Annotated[int, typer.Option(help="Streams: frames waiting at most (drop-oldest).")
+    ] = 2,
+    retries: Annotated[
+        int, typer.Option(help="Camera/URL: consecutive failed attempts before giving up "
+                               "(0: retry forever).")
+    ] = 5,
+    max_backoff: Annotated[
+        float, typer.Option(help="Camera/URL: longest wait between reconnects, seconds.")
+    ] = 10.0,
+) -> None:
+    """Run an artifact on images, video, a camera or a stream: preprocessing, inference and
+    decoding from its manifest."""
+    from edgeinfer.pipeline.runner import make_predictor, run_source, run_stream
+    from edgeinfer.pipeline.sources import ReconnectPolicy, source_kind
+    from edgeinfer.runtime.engine import Engine
+
+    if tile is not None and tile < 32:
+        raise EdgeInferError(f"bad --tile {tile}: give the tile size in pixels, e.g. 640")
+    if not 0 <= overlap < 0.9:
+        raise EdgeInferError(f"bad --overlap {overlap}: give a fraction in [0, 0.9)")
+    if queue < 1:
+        raise EdgeInferError(f"bad --queue {queue}: give at least 1 frame")
+    if retries < 0:
+        raise EdgeInferError(f"bad --retries {retries}: give 0 (forever) or more")
+    kind = source_kind(source)
+    streaming = live or kind != "file"
+    policy = None
+    if kind != "file":
+        policy = ReconnectPolicy(max_retries=retries or None,
+                                 max_backoff_s=max_backoff, initial_s=min(0.5, max_backoff))
+        if not state["debug"]:
+            quiet_capture_logs()
+    engine = Engine.open(resolve_model(artifact), backend)
+    predictor = make_predictor(engine, tile, overlap, batch, full_frame)
+
+    def show(pred) -> None:
+        result = pred.result
+        items = result.to_dicts() if hasattr(result, "to_dicts") else list(result)[:top_k]
+        if as_json:
+            print(json.dumps({
+                "source": pred.source,
+                "result": items,
+                "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()},
+            }), flush=True)
+            return
+        total = sum(pred.times_ms.values())
+        console.print(f"[bold]{pred.source}[/bold]  ({total:.1f} ms, {len(items)} results)")
+        for r in items[: max(top_k, 20)]:
+            where = " ".join(f"{v:.0f}" for v in r["box"]) if "box" in r else ""
+            console.print(f"  {r['class_id']:>5}  {r['label']:<24} {r['score']:.3f}  {where}")
+
+    if streaming:
+        summary = run_stream(predictor, source, save=save, limit=limit, on_frame=show,
+                             live=live, fps=fps, policy=policy, queue_size=queue).to_dict()
+    else:
+        summary = run_source(predictor, Path(source), save=save, limit=limit,
+                             on_frame=show).to_dict()
+    if as_json:
+        print(json.dumps({"summary": summary}))
+        return
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stages_ms"].items())
+    fps_text = f"{summary['fps']:.1f}" if summary["fps"] else "-"
+    lat = (f"latency p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms"
+           if summary["p50_ms"] is not None else "no latency")
+    console.print(
+        f"{summary['frames']} frames in {summary['seconds']:.2f} s ({fps_text} fps); {lat}; "
+        f"dropped {summary['dropped']}, reconnects {summary['reconnects']}; "
+        f"mean ms per stage: {stages}"
+        + (f"; saved {len(summary['saved'])} file(s) in {save}" if save else "")
+    )
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Where to write artifacts.")] = Path(
+        "demo-out"
+    ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Short form (CI): fewer tiles, runs and frames.")
+    ] = False,
+) -> None:
+    """The main job on embedded defaults: the defect detector through zoo get -> inspect ->
+    optimize INT8 -> bench FP32 vs INT8 -> tiled inspection of generated 5 MP frames, with a
+    summary table and an HTML report."""
+    from edgeinfer.demo import run_demo
+
+    run_demo(out, console, quick=quick)
+
+
+#: the access options every server verb shares (serve, split-node): edgeinfer.serve.auth
+
+
+@app.command()
+def streams(
+    config: Annotated[Path, typer.Argument(help="Streams config (YAML): models and streams.")],
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds to run (default: until the streams end or "
+                                        "Ctrl-C).")
+    ] = None,
+    as_json: Annotated[
+        Path | None, typer.Option("--json", help="Write the final figures here.")
+    ] = None,
+) -> None:
+    """Run several camera streams through one scheduler: a live per-stream table (fps, p50
+    latency, drops, active/idle), then a summary with process CPU time while busy vs idle."""
+    from edgeinfer.pipeline.streams_view import run_streams_config
+
+    quiet_capture_logs()
+    summary = run_streams_config(config, duration, console)
+    if as_json is not None:
+        as_json.write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
