@@ -15,6 +15,11 @@ app = typer.Typer(
 )
 zoo_app = typer.Typer(no_args_is_help=True, help="Pretrained models carried by PyPI packages.")
 app.add_typer(zoo_app, name="zoo")
+train_app = typer.Typer(
+    no_args_is_help=True,
+    help="Train on your own data: anomaly models from good images, detectors from labels.",
+)
+app.add_typer(train_app, name="train")
 
 #: process-wide CLI state set by the global options
 state = {"debug": False}
