@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeinfer import loading
-from edgeinfer.tuning.measure import time_rounds
+from edgeinfer.timing import time_rounds
 
 
 def _session(path: Path, **config: str) -> ort.InferenceSession:

@@ -48,8 +48,8 @@ from typing import Any
 import numpy as np
 
 from edgeinfer import loading
-from edgeinfer.benchmark.report import machine_info, machine_line
-from edgeinfer.runtime.backends import BackendOptions, available_cpus
+from edgeinfer.machine import machine_info, machine_line, usable_cpus
+from edgeinfer.runtime.backends import BackendOptions
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.runtime.model_cache import ModelSpec
 from edgeinfer.runtime.scheduler import (
@@ -336,7 +336,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--parts", default="a,b", help="a: priority under load, b: in turn")
     args = parser.parse_args()
-    cores = available_cpus()
+    cores = usable_cpus()
     print(machine_line(machine_info()))
     for n in THREE:
         FEEDS[n] = feeds_of(n)
@@ -429,7 +429,7 @@ def report(args: argparse.Namespace, a: dict, b: dict, alone: dict, splits: list
     parts = ", ".join(f"{n} {med([x[0] for x in alone[f'{n} alone']]):.1f}" for n in THREE)
     print(f"\n(b) three models in turn: ms a round (one request each; p50 and mean of "
           f"{args.rounds} rounds); standalone p50s "
-          f"({available_cpus()} threads): {parts}; sum {s:.1f} ms; medians of {args.reps}")
+          f"({usable_cpus()} threads): {parts}; sum {s:.1f} ms; medians of {args.reps}")
     print(f"{'configuration':<42}{'p50':>8}{'mean':>8}{'p50 / sum':>11}{'mean / sum':>12}"
           f"{'target':>9}")
     out_b = {}

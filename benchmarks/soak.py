@@ -34,8 +34,8 @@ from typing import Any
 
 import cv2
 
+from edgeinfer.machine import rss_bytes
 from edgeinfer.pipeline.multistream import MultiStreamRunner, parse_streams_config
-from edgeinfer.runtime.model_cache import rss_bytes
 from edgeinfer.runtime.scheduler import Scheduler
 from edgeinfer.synthetic.mjpeg_camera import MjpegCamera
 from edgeinfer.synthetic.retail import entrance_frames, write_video

@@ -66,15 +66,16 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     from edgeinfer.loading import load
+    from edgeinfer.machine import usable_cpus
     from edgeinfer.pipeline.tiled import STAGES, TiledPredictor
-    from edgeinfer.runtime.backends import BackendOptions, available_cpus
+    from edgeinfer.runtime.backends import BackendOptions
     from edgeinfer.runtime.engine import Engine
     from edgeinfer.synthetic.defects import make_frame
 
     cv2.setNumThreads(1)  # the frame generator's threads must not linger into the timing
     height, width = SIZES[args.size]
     engine = Engine(load(args.artifact), "ort",
-                    BackendOptions(threads=args.threads or available_cpus()))
+                    BackendOptions(threads=args.threads or usable_cpus()))
     frame, boxes, _ = make_frame(args.seed, width, height)
     del boxes
     _trim()
@@ -108,7 +109,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
            if (worst := max(runs, key=lambda r: r["peak_rss"] or 0))["peak_rss"]
            else {"peak_rss": None, "rss_before": None}),
         "runs": runs,
-        "threads": args.threads or available_cpus(),
+        "threads": args.threads or usable_cpus(),
         "numpy": np.__version__,
     }
 

@@ -147,14 +147,15 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     import cv2
 
     from edgeinfer.loading import load
+    from edgeinfer.machine import usable_cpus
     from edgeinfer.pipeline.tiled import TiledPredictor
-    from edgeinfer.runtime.backends import BackendOptions, available_cpus
+    from edgeinfer.runtime.backends import BackendOptions
     from edgeinfer.runtime.engine import Engine
     from edgeinfer.synthetic.defects import make_frame
 
     cv2.setNumThreads(1)
     engine = Engine(load(args.artifact), "ort",
-                    BackendOptions(threads=args.threads or available_cpus()))
+                    BackendOptions(threads=args.threads or usable_cpus()))
     if args.method == "sahi":
         from sahi.predict import get_sliced_prediction
 

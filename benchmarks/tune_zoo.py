@@ -41,8 +41,9 @@ from edgeinfer.optimization.evaluate import compare
 from edgeinfer.optimization.optimizer import _drop as optimizer_drop
 from edgeinfer.quantized_io import dequantize, quantize_input
 from edgeinfer.runtime.engine import Engine
+from edgeinfer.timing import time_rounds
 from edgeinfer.tuning import TuneConfig, tune
-from edgeinfer.tuning.measure import align, time_rounds, to_layout
+from edgeinfer.tuning.measure import align, to_layout
 from edgeinfer.vision.preprocess import read_image, to_tensor
 
 MODELS = ("efficientnet-lite0", "ppocrv4-det", "blazeface-short")

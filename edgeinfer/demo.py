@@ -225,8 +225,8 @@ def _num(v: float | None) -> float | None:
 def run_demo(out: Path, console: Console, quick: bool = False) -> dict[str, Any]:
     """Run the demo, print its steps, write ``summary.json`` and ``report.html`` under
     ``out``, return the summary."""
-    from edgeinfer.benchmark.report import machine_info, machine_line
     from edgeinfer.benchmark.suite import bench
+    from edgeinfer.machine import machine_info, machine_line
 
     size = DemoSize.quick() if quick else DemoSize()
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from edgeinfer.benchmark.harness import BenchResult, measure
-from edgeinfer.benchmark.report import BenchReport, ModelInfo, machine_info
+from edgeinfer.benchmark.report import BenchReport, ModelInfo
 from edgeinfer.benchmark.suite import (
     backends_for,
     bench,
@@ -30,7 +30,6 @@ __all__ = [
     "backends_for",
     "bench",
     "installed_backends",
-    "machine_info",
     "measure",
     "parse_backends",
     "parse_spinning",

@@ -15,13 +15,8 @@ upper bound for all but the first; :func:`memory_method` says which one is in us
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import functools
 import gc
 import math
-import resource
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,23 +26,14 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.artifact import Artifact, Preprocess
-from edgeinfer.benchmark.feeds import feeds_digest, synthetic_feeds
+from edgeinfer.machine import memory_method, peak_rss_bytes, reset_peak_rss, rss_bytes, trim_heap
+from edgeinfer.runtime.feeds import feeds_digest, synthetic_feeds
+from edgeinfer.stats import percentile
 
-__all__ = [
-    "BenchResult",
-    "measure",
-    "memory_method",
-    "model_files",
-    "peak_rss_bytes",
-    "reset_peak_rss",
-    "rss_bytes",
-]
+__all__ = ["BenchResult", "measure", "model_files"]
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 #: the fewest timed runs a --duration measurement makes, however slow the model
 MIN_RUNS = 3
-
 
 @dataclass(frozen=True)
 class BenchResult:
@@ -98,10 +84,8 @@ class BenchResult:
         return len(self.samples_ms)
 
     def percentile(self, q: float) -> float | None:
-        """The ``q``-th percentile of the latency samples in ms (linear interpolation)."""
-        if not self.samples_ms:
-            return None
-        return float(np.percentile(np.asarray(self.samples_ms), q))
+        """The ``q``-th percentile (0..100) of the latency samples in ms (``edgeinfer.stats``)."""
+        return percentile(self.samples_ms, q)
 
     @property
     def p50_ms(self) -> float | None:
@@ -153,68 +137,6 @@ def threads_label(threads: int) -> str:
 
 
 # --- memory --------------------------------------------------------------------------------
-
-
-def _status_kib(key: str) -> int | None:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def rss_bytes() -> int | None:
-    """The resident set size now (``VmRSS``), or None off Linux."""
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib * 1024
-
-
-def release_free_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so the
-    next configuration's baseline does not include memory the previous one freed but the
-    allocator kept (that would hide the next one's growth)."""
-    gc.collect()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS; False if that is not possible."""
-    try:
-        with _CLEAR_REFS.open("w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
-def peak_rss_bytes(method: str) -> int:
-    """The peak RSS: ``VmHWM`` since the last reset, or ``ru_maxrss`` since the process start."""
-    if method == "clear_refs":
-        kib = _status_kib("VmHWM")
-        if kib is not None:
-            return kib * 1024
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(maxrss if sys.platform == "darwin" else maxrss * 1024)  # macOS reports bytes
-
-
-def memory_method() -> str:
-    """``clear_refs`` (per-configuration peak) if the peak can be reset here, else ``ru_maxrss``."""
-    return "clear_refs" if reset_peak_rss() else "ru_maxrss"
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -273,7 +195,7 @@ def measure(
     method = rss_method or memory_method()
     model_bytes = sum(f.stat().st_size for f in model_files(artifact) if f.exists())
     engine = None
-    release_free_memory()
+    trim_heap()
     if method == "clear_refs":
         reset_peak_rss()
     baseline = rss_bytes()
@@ -292,7 +214,7 @@ def measure(
         if engine is not None:
             getattr(engine, "close", lambda: None)()
         del engine
-        release_free_memory()
+        trim_heap()
     return BenchResult(
         model=name or artifact.manifest.name,
         backend=backend,

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +15,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeinfer.benchmark.harness import BenchResult
+from edgeinfer.machine import machine_line
 
-__all__ = ["SCHEMA", "BenchReport", "ModelInfo", "machine_info"]
+__all__ = ["SCHEMA", "BenchReport", "ModelInfo"]
 
 #: the ``schema`` field of the JSON report; bump when a field changes meaning
 SCHEMA = "edgeinfer.bench/1"
-
-_DISTS = ("edgeinfer", "numpy", "onnx", "onnxruntime", "ai-edge-litert", "openvino")
 
 _MEMORY_NOTES = {
     "clear_refs": "peak RSS per configuration: VmHWM from /proc/self/status after resetting it "
@@ -48,80 +44,6 @@ class ModelInfo:
     files: tuple[str, ...]
     input_shapes: dict[str, tuple[int, ...]]
     backends: tuple[str, ...]
-
-
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return platform.processor() or platform.machine()
-    for key in ("model name", "Hardware", "Processor", "cpu model"):
-        for line in text.splitlines():
-            if line.split(":")[0].strip() == key and ":" in line:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _memory_total() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model (/proc/cpuinfo), cores, memory, OS, Python and package versions."""
-    from edgeinfer.optimization.hardware import cpu_features
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    versions = {}
-    for dist in _DISTS:
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    feats = cpu_features()
-    isa = [
-        n
-        for n, on in (
-            ("AVX2", feats.avx2),
-            ("AVX-512", feats.avx512),
-            ("VNNI", feats.vnni),
-            ("Arm dot-product", feats.arm_dotprod),
-            ("Arm i8mm", feats.arm_i8mm),
-        )
-        if on
-    ]
-    return {
-        "cpu": _cpu_model(),
-        "arch": feats.arch,
-        "isa": isa,
-        "cores": os.cpu_count(),
-        "usable_cpus": usable,
-        "memory_bytes": _memory_total(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-    }
-
-
-def machine_line(machine: dict[str, Any]) -> str:
-    """One line: ``AMD EPYC, 2 CPUs (AVX2, VNNI), 23.5 GiB, Python 3.11.7, onnxruntime ...``."""
-    mem = machine.get("memory_bytes")
-    isa = f" ({', '.join(machine['isa'])})" if machine.get("isa") else ""
-    parts = [
-        f"{machine['cpu']}, {machine['usable_cpus']} CPUs{isa}",
-        f"{mem / 2**30:.1f} GiB" if mem else "",
-        f"Python {machine['python']}",
-        ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if k != "edgeinfer"),
-    ]
-    return ", ".join(p for p in parts if p)
 
 
 def _ms(v: float | None) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.artifact import MANIFEST_NAME, Artifact
-from edgeinfer.benchmark.feeds import static_shape
 from edgeinfer.benchmark.harness import (
     BenchResult,
     backend_label,
@@ -28,9 +26,11 @@ from edgeinfer.benchmark.harness import (
     model_files,
     threads_label,
 )
-from edgeinfer.benchmark.report import BenchReport, ModelInfo, machine_info
+from edgeinfer.benchmark.report import BenchReport, ModelInfo
 from edgeinfer.errors import EdgeInferError, MissingDependencyError, ShapeError
 from edgeinfer.loading import load, resolve
+from edgeinfer.machine import machine_info, usable_cpus
+from edgeinfer.runtime.feeds import static_shape
 
 __all__ = [
     "backends_for",
@@ -118,7 +118,7 @@ def parse_threads(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
     0 means the backend's own default.
     """
     if spec is None:
-        return (_usable_cpus(),)
+        return (usable_cpus(),)
     if isinstance(spec, int):
         items: list[Any] = [spec]
     elif isinstance(spec, str):
@@ -134,13 +134,6 @@ def parse_threads(spec: str | int | Iterable[int] | None) -> tuple[int, ...]:
     if not counts or any(c < 0 for c in counts):
         raise EdgeInferError(f"bad --threads '{spec}': thread counts are integers >= 0")
     return counts
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -449,15 +442,16 @@ def _initialise_backends(
     per process (ONNX Runtime's environment, OpenVINO's CPU plugin, thread pools) is not
     charged to whichever configuration happens to come first. Returns, per backend, what that
     cost: seconds and the RSS it kept. A failure is left for the measured row to report."""
-    from edgeinfer.benchmark.feeds import synthetic_feeds
-    from edgeinfer.benchmark.harness import _open_engine, release_free_memory, rss_bytes
+    from edgeinfer.benchmark.harness import _open_engine
+    from edgeinfer.machine import rss_bytes, trim_heap
+    from edgeinfer.runtime.feeds import synthetic_feeds
 
     out: dict[str, dict[str, Any]] = {}
     for plan in plans:
         for backend in plan.info.backends:
             if backend in out:
                 continue
-            release_free_memory()
+            trim_heap()
             before = rss_bytes()
             t0 = time.perf_counter()
             engine = None
@@ -471,7 +465,7 @@ def _initialise_backends(
                 if engine is not None:
                     getattr(engine, "close", lambda: None)()
                 del engine
-                release_free_memory()
+                trim_heap()
             after = rss_bytes()
             out[backend] = {
                 "model": plan.info.name,

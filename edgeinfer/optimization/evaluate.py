@@ -17,8 +17,6 @@ found).
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -27,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.ort_session import open_session
+from edgeinfer.stats import latency_summary
+from edgeinfer.timing import time_rounds
 from edgeinfer.vision.boxes import Detections, box_iou
 
 
@@ -183,22 +183,12 @@ class Latency:
 def time_interleaved(
     runners: Sequence[Callable[[], object]], *, rounds: int = 5, runs: int = 10, warmup: int = 5
 ) -> list[Latency]:
-    """Latency of several zero-argument calls timed in alternating rounds, so drift (thermal,
-    a noisy neighbour) hits them all equally. Threads are whatever each call was set up with."""
-    for fn in runners:
-        for _ in range(warmup):
-            fn()
-    times: list[list[float]] = [[] for _ in runners]
-    for _ in range(rounds):
-        for i, fn in enumerate(runners):
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                fn()
-                times[i].append((time.perf_counter() - t0) * 1e3)
+    """Latency of several zero-argument calls timed in interleaved rounds
+    (:func:`edgeinfer.timing.time_rounds`). Threads are whatever each call was set up with."""
     out = []
-    for t in times:
-        t.sort()
-        out.append(Latency(statistics.median(t), t[int(0.9 * (len(t) - 1))], len(t), 0))
+    for samples in time_rounds(runners, rounds, runs, warmup):
+        summary = latency_summary(samples)
+        out.append(Latency(summary["p50_ms"], summary["p90_ms"], len(samples), 0))
     return out
 
 

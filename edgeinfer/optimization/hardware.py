@@ -24,42 +24,11 @@ saturation rule applies.
 
 from __future__ import annotations
 
-import platform
-import re
 from dataclasses import dataclass
-from pathlib import Path
+
+from edgeinfer.machine import CpuFeatures, cpu_features
 
 __all__ = ["CpuFeatures", "Int8Advice", "cpu_features", "int8_advice"]
-
-_CPUINFO = Path("/proc/cpuinfo")
-
-_ARCH_ALIASES = {
-    "amd64": "x86_64",
-    "x64": "x86_64",
-    "x86-64": "x86_64",
-    "arm64": "aarch64",
-    "armv8": "aarch64",
-    "armv8l": "aarch64",
-}
-
-
-@dataclass(frozen=True)
-class CpuFeatures:
-    """CPU architecture and the instruction-set flags that matter for INT8 inference."""
-
-    arch: str
-    flags: frozenset[str]
-    avx2: bool
-    avx512: bool
-    vnni: bool
-    arm_dotprod: bool
-    arm_i8mm: bool
-
-    @property
-    def known(self) -> bool:
-        """Whether any flags could be read (False off Linux, or when /proc is unreadable)."""
-        return bool(self.flags)
-
 
 @dataclass(frozen=True)
 class Int8Advice:
@@ -70,32 +39,6 @@ class Int8Advice:
     reduce_range: bool
     expect_speedup: bool
     reason: str
-
-
-def cpu_features(cpuinfo_text: str | None = None, machine: str | None = None) -> CpuFeatures:
-    """Parse ``/proc/cpuinfo`` (or ``cpuinfo_text``) into :class:`CpuFeatures`.
-
-    x86 lists its flags on ``flags`` lines, Arm on ``Features`` lines (``asimddp`` is the
-    dot-product extension, ``i8mm`` the int8 matrix multiply). Where there is no cpuinfo the
-    flags are empty. ``machine`` defaults to what the text shows, else ``platform.machine()``.
-    """
-    if cpuinfo_text is None:
-        try:
-            cpuinfo_text = _CPUINFO.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo_text = ""
-    flags, arch_hint = _parse_cpuinfo(cpuinfo_text)
-    arch = _normalise_arch(machine or arch_hint or platform.machine())
-    vnni = "avx512_vnni" in flags or "avx_vnni" in flags or "avx512vnni" in flags
-    return CpuFeatures(
-        arch=arch,
-        flags=flags,
-        avx2="avx2" in flags,
-        avx512="avx512f" in flags,
-        vnni=vnni,
-        arm_dotprod="asimddp" in flags or "dotprod" in flags,
-        arm_i8mm="i8mm" in flags,
-    )
 
 
 def int8_advice(features: CpuFeatures | None = None) -> Int8Advice:
@@ -169,32 +112,3 @@ def int8_advice(features: CpuFeatures | None = None) -> Int8Advice:
         f"{f.arch or 'unknown'} CPU: no known int8 dot-product support, INT8 is unlikely to "
         "beat FP32",
     )
-
-
-def _parse_cpuinfo(text: str) -> tuple[frozenset[str], str | None]:
-    """Flags of the first processor listed, and the architecture the text implies."""
-    flags: frozenset[str] | None = None
-    arch_hint = None
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key = key.strip().lower()
-        if key == "flags" and flags is None:
-            flags = frozenset(value.lower().split())
-            arch_hint = "x86_64"
-        elif key == "features" and flags is None:
-            flags = frozenset(value.lower().split())
-        elif key == "cpu architecture" and arch_hint is None:
-            arch_hint = "aarch64" if value.strip() == "8" else "arm"
-    if flags is not None and arch_hint is None and "asimd" in flags:
-        arch_hint = "aarch64"
-    return flags or frozenset(), arch_hint
-
-
-def _normalise_arch(machine: str) -> str:
-    m = machine.strip().lower()
-    m = _ARCH_ALIASES.get(m, m)
-    if re.fullmatch(r"i[3-6]86|x86", m):
-        return "x86"
-    return m

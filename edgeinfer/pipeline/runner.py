@@ -9,7 +9,6 @@ camera, a URL or a paced ("live") file through the stream runner's drop-oldest q
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from edgeinfer.pipeline.sources import (
 )
 from edgeinfer.pipeline.streams import StreamRunner
 from edgeinfer.runtime.engine import Engine
+from edgeinfer.stats import percentile
 from edgeinfer.vision.draw import annotate
 
 log = logging.getLogger(__name__)
@@ -51,17 +51,13 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
-        lat = sorted(self.latencies_ms)
-
-        def pct(q: float) -> float | None:
-            return lat[min(len(lat) - 1, round(q * (len(lat) - 1)))] if lat else None
-
+        lat = self.latencies_ms
         return {
             "frames": self.frames,
             "seconds": self.seconds,
             "fps": self.frames / self.seconds if self.seconds else None,
-            "p50_ms": statistics.median(lat) if lat else None,
-            "p99_ms": pct(0.99),
+            "p50_ms": percentile(lat, 50),
+            "p99_ms": percentile(lat, 99),
             "stages_ms": {k: v / max(1, self.frames) for k, v in self.stages_ms.items()},
             "saved": self.saved,
             "frames_in": self.frames if self.frames_in is None else self.frames_in,

@@ -28,6 +28,7 @@ from edgeinfer.errors import EdgeInferError
 from edgeinfer.pipeline.queues import DropOldestQueue, QueueClosedError
 from edgeinfer.pipeline.sinks import Sink, StreamResult
 from edgeinfer.pipeline.sources import Source
+from edgeinfer.stats import percentile
 
 __all__ = ["FrameSkipped", "StreamRunner", "StreamStats", "run_streams"]
 
@@ -77,10 +78,6 @@ def _as_callable(predictor: Any) -> Callable[[np.ndarray], Any]:
         f"{type(predictor).__name__} cannot predict: pass an object with predict(frame) "
         "(Predictor, TiledPredictor) or a function of the frame"
     )
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values), q)) if len(values) else None
 
 
 class StreamRunner:
@@ -211,8 +208,8 @@ class StreamRunner:
             reconnects=int(getattr(self.source, "reconnects", 0)),
             fps=in_window / span if span > 0 else 0.0,
             mean_fps=processed / seconds if seconds > 0 else 0.0,
-            p50_ms=_percentile(lat, 50),
-            p99_ms=_percentile(lat, 99),
+            p50_ms=percentile(lat, 50),
+            p99_ms=percentile(lat, 99),
             seconds=seconds,
             running=self.running,
             error=None if self._error is None else str(self._error),

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edgeinfer.artifact import InputSpec
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.machine import reset_peak_rss, status_bytes
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.vision.boxes import Detections, box_area
 from edgeinfer.vision.decoders import get_decoder
@@ -30,29 +30,6 @@ __all__ = ["STAGES", "TiledPrediction", "TiledPredictor"]
 
 #: the stages timed in ``TiledPrediction.times_ms`` (plus ``total``)
 STAGES = ("slice", "preprocess", "infer", "decode", "merge")
-
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def _status_bytes(key: str) -> int | None:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with _CLEAR_REFS.open("w") as fh:
-            fh.write("5")
-    except OSError:
-        return False
-    return True
-
 
 @dataclass(frozen=True)
 class TiledPrediction:
@@ -255,8 +232,8 @@ class TiledPredictor:
                 f"frame has shape {list(image_bgr.shape)}, expected H x W x 3 (BGR): convert "
                 "grey frames with cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)"
             )
-        memory = self.measure_memory and _reset_peak_rss()
-        rss_before = _status_bytes("VmRSS") if memory else None
+        memory = self.measure_memory and reset_peak_rss()
+        rss_before = status_bytes("VmRSS") if memory else None
         t_start = time.perf_counter()
         times = dict.fromkeys(STAGES, 0.0)
         height, width = image_bgr.shape[:2]
@@ -310,7 +287,7 @@ class TiledPredictor:
         detections = merger.result()
         times["merge"] += clock() - t0
         times["total"] = clock() - t_start
-        peak = _status_bytes("VmHWM") if memory else None
+        peak = status_bytes("VmHWM") if memory else None
         return TiledPrediction(
             source=source,
             detections=detections,

@@ -8,8 +8,6 @@ the first real request does not pay the cold start; ``warmup_s`` is what that co
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from edgeinfer.artifact import Artifact
 from edgeinfer.errors import EdgeInferError, ShapeError
 from edgeinfer.loading import load
+from edgeinfer.machine import trim_heap
 from edgeinfer.runtime.backends import (
     DEFAULT_BACKEND,
     Backend,
@@ -34,27 +33,6 @@ def _dtype_or_none(name: str) -> np.dtype | None:
         return np.dtype(name)
     except TypeError:
         return None
-
-
-def _trim_heap() -> None:
-    """Return the heap's free pages to the OS (glibc ``malloc_trim``).
-
-    Without it, RSS after an unload keeps tens of MiB that glibc holds for reuse, and swings
-    from one load/unload cycle to the next (docs/benchmarks.md, steady memory).
-    """
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):  # not glibc: nothing to trim
-            _LIBC = False
-    if _LIBC:
-        gc.collect()
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: ctypes.CDLL | bool | None = None
 
 
 class Engine:
@@ -190,7 +168,7 @@ class Engine:
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
-        _trim_heap()
+        trim_heap()
 
     def __enter__(self) -> Engine:
         return self

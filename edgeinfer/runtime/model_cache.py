@@ -32,13 +32,13 @@ from typing import Protocol
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.machine import rss_bytes
 from edgeinfer.runtime.backends import BackendOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelCache", "ModelSpec", "Runnable", "rss_bytes"]
+__all__ = ["ModelCache", "ModelSpec", "Runnable"]
 
-_STATUS = Path("/proc/self/status")
 #: prior footprint before the first load, as a multiple of the model file's size
 PRIOR_FACTOR = 2.0
 
@@ -72,17 +72,6 @@ class ModelSpec:
 
 #: builds a loaded model from its spec and the backend options
 Loader = Callable[[ModelSpec, BackendOptions], Runnable]
-
-
-def rss_bytes() -> int | None:
-    """This process's resident set size (``VmRSS``), or None where /proc is missing."""
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def engine_loader(spec: ModelSpec, options: BackendOptions) -> Runnable:

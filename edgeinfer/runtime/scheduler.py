@@ -53,9 +53,11 @@ import numpy as np
 
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import load
-from edgeinfer.runtime.backends import BackendOptions, available_cpus
+from edgeinfer.machine import usable_cpus
+from edgeinfer.runtime.backends import BackendOptions
 from edgeinfer.runtime.cancel import CancelToken, RunCancelled
 from edgeinfer.runtime.model_cache import Loader, ModelCache, ModelSpec
+from edgeinfer.stats import percentile
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ def plan_workers(workers: int = 0, threads: int = 0, cores: int | None = None) -
     Defaults: one worker whose engines use every core (measured best for latency on 2 cores;
     see the module docstring). Given only ``workers``, threads = cores // workers.
     """
-    cores = cores or available_cpus()
+    cores = cores or usable_cpus()
     workers = workers or 1
     threads = threads or max(1, cores // workers)
     if workers * threads > cores:
@@ -165,9 +167,6 @@ class _Counters:
         self.run_estimate_s = run_s if est is None else (1 - EWMA) * est + EWMA * run_s
 
     def as_dict(self) -> dict[str, Any]:
-        def pct(xs: deque[float], q: float) -> float | None:
-            return float(np.percentile(list(xs), q)) if xs else None
-
         return {
             "submitted": self.submitted,
             "completed": self.completed,
@@ -178,10 +177,10 @@ class _Counters:
             "skipped": self.skipped,
             "deadline_misses": self.deadline_misses,
             "preempted": self.preempted,
-            "wait_ms_p50": pct(self.wait_ms, 50),
-            "wait_ms_p99": pct(self.wait_ms, 99),
-            "run_ms_p50": pct(self.run_ms, 50),
-            "run_ms_p99": pct(self.run_ms, 99),
+            "wait_ms_p50": percentile(self.wait_ms, 50),
+            "wait_ms_p99": percentile(self.wait_ms, 99),
+            "run_ms_p50": percentile(self.run_ms, 50),
+            "run_ms_p99": percentile(self.run_ms, 99),
             "run_estimate_ms": None if self.run_estimate_s is None else self.run_estimate_s * 1e3,
         }
 

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgeinfer.machine import usable_cpus
 from edgeinfer.runtime.backends import (
     KNOWN_BACKENDS,
     BackendOptions,
     Hint,
-    available_cpus,
     is_installed,
 )
 
@@ -66,7 +66,7 @@ class Config:
 
 def thread_counts(cpus: int | None = None) -> tuple[int, ...]:
     """1, 2, 4, ... up to the number of CPUs this process may use, and that number."""
-    n = max(1, cpus if cpus is not None else available_cpus())
+    n = max(1, cpus if cpus is not None else usable_cpus())
     counts = {1, n}
     k = 2
     while k < n:

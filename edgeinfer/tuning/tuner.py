@@ -37,6 +37,8 @@ from edgeinfer.optimization.evaluate import compare
 from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, _drop, drop_metric
 from edgeinfer.runtime.backends import available_backends, is_installed
 from edgeinfer.runtime.engine import Engine
+from edgeinfer.stats import latency_summary
+from edgeinfer.timing import throughput, time_rounds
 from edgeinfer.tuning import measure
 from edgeinfer.tuning.candidates import (
     Config,
@@ -461,22 +463,22 @@ def _time(
 ) -> tuple[_Row, dict[str, float]]:
     """Screen every candidate, time the finalists beside the baseline; return the winner."""
     runners = [_runner(r, sample, ref_layout) for r in ok]
-    screen = measure.time_rounds(runners, config.screen_rounds, config.screen_runs)
+    screen = time_rounds(runners, config.screen_rounds, config.screen_runs)
     for r, s in zip(ok, screen, strict=True):
-        r.screen_p50_ms = measure.summary(s)["p50_ms"]
+        r.screen_p50_ms = latency_summary(s)["p50_ms"]
     order = sorted(range(len(ok)), key=lambda i: ok[i].screen_p50_ms)
     finalists = order[: config.finalists]
-    final = measure.time_rounds(
+    final = time_rounds(
         [runners[i] for i in finalists] + [baseline_fn], config.final_rounds, config.final_runs
     )
     for i, s in zip(finalists, final, strict=False):
-        ok[i].final = measure.summary(s)
-    baseline = measure.summary(final[-1])
+        ok[i].final = latency_summary(s)
+    baseline = latency_summary(final[-1])
     if config.objective == "throughput":
         cpus = max(threads)
         for i in finalists:
             workers = max(1, cpus // max(1, ok[i].config.options.threads))
-            ok[i].throughput_fps = measure.throughput(
+            ok[i].throughput_fps = throughput(
                 runners[i], workers, config.throughput_seconds
             )
         best = max(finalists, key=lambda i: ok[i].throughput_fps or 0.0)

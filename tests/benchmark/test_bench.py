@@ -14,13 +14,13 @@ from typer.testing import CliRunner
 import edgeinfer
 from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo
 from edgeinfer.benchmark import BenchResult, bench, installed_backends
-from edgeinfer.benchmark.feeds import preprocess_range, synthetic_feeds
 from edgeinfer.benchmark.harness import MIN_RUNS
 from edgeinfer.benchmark.suite import _with_agreement
 from edgeinfer.cli import app, main
 from edgeinfer.errors import EdgeInferError, MissingDependencyError, ModelLoadError, ShapeError
 from edgeinfer.report_html import cdf_chart, grouped_bar_chart
 from edgeinfer.runtime.backends import TensorSpec
+from edgeinfer.runtime.feeds import preprocess_range, synthetic_feeds
 
 needs_openvino = pytest.mark.skipif(
     importlib.util.find_spec("openvino") is None, reason="openvino not installed"

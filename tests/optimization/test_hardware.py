@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgeinfer.optimization.hardware import CpuFeatures, cpu_features, int8_advice
+from edgeinfer.machine import CpuFeatures, cpu_features
+from edgeinfer.optimization.hardware import int8_advice
 
 _X86_BASE = (
     "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr "

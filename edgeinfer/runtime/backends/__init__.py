@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, get_args
@@ -112,13 +111,6 @@ DEFAULT_BACKEND = {"onnx": "ort", "tflite": "litert", "openvino": "openvino"}
 
 #: backends fit for timing: the reference backend is for correctness only
 PRODUCTION_BACKENDS = ("ort", "litert", "openvino")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def is_installed(name: str) -> bool:

@@ -19,8 +19,9 @@ import numpy as np
 
 from edgeinfer._deps import require
 from edgeinfer.errors import DeviceUnavailableError, ModelLoadError
+from edgeinfer.machine import usable_cpus
 from edgeinfer.quantized_io import dequantize, quantize_input
-from edgeinfer.runtime.backends import BackendOptions, TensorSpec, available_cpus
+from edgeinfer.runtime.backends import BackendOptions, TensorSpec
 
 #: shared-library names of the LiteRT GPU delegate, tried in order
 GPU_DELEGATES = ("libtensorflowlite_gpu_delegate.so", "libLiteRtGpuAccelerator.so")
@@ -65,7 +66,7 @@ class LiteRTBackend:
         try:
             self._interp = interp_mod.Interpreter(
                 model_path=str(path),
-                num_threads=options.threads or available_cpus(),
+                num_threads=options.threads or usable_cpus(),
                 experimental_delegates=delegates or None,
             )
             self._interp.allocate_tensors()
