@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -241,6 +242,33 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_artifact(
+    out: str | Path, build: Callable[[Path], Artifact], *, force: bool = False
+) -> Artifact:
+    """Make an artifact at ``out`` all or nothing: ``build(stage)`` writes it into a staging
+    directory beside ``out``, which replaces ``out`` only once ``build`` has returned. A failed
+    or interrupted build leaves ``out`` as it was. An existing non-empty ``out`` is an error
+    unless ``force``."""
+    out = Path(out)
+    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+        raise ArtifactError(f"{out} exists: choose another -o/--out, or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        built = build(stage)
+        if out.exists():
+            old = stage.with_suffix(".old")
+            os.replace(out, old)
+            os.replace(stage, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return Artifact(out, built.manifest)
 
 
 def load_artifact(path: str | Path) -> Artifact:

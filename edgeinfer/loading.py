@@ -3,7 +3,9 @@ name. The one place zoo names resolve; every verb and every layer above this one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from edgeinfer import zoo
 from edgeinfer.artifact import Artifact, InputSpec, Manifest, ModelFile, SourceInfo, file_sha256
@@ -11,7 +13,7 @@ from edgeinfer.artifact import load_artifact as _load_artifact
 from edgeinfer.errors import ModelLoadError
 from edgeinfer.model.formats import detect_format
 
-__all__ = ["load", "resolve", "zoo_cache_dir"]
+__all__ = ["inspect", "load", "resolve", "zoo_cache_dir"]
 
 
 def zoo_cache_dir(name: str) -> Path:
@@ -28,7 +30,7 @@ def resolve(model: str | Path) -> Path:
     if str(model) in zoo.ZOO:
         cache = zoo_cache_dir(str(model))
         if not (cache / "edgeinfer.json").exists():
-            zoo.get(str(model), cache)
+            zoo.get(str(model), cache, force=True)  # a cache without a manifest is broken
         return cache
     raise ModelLoadError(
         f"{model}: no such file, and not a zoo model name: check the path "
@@ -62,6 +64,18 @@ def load(model: str | Path) -> Artifact:
         source=SourceInfo(name=str(path), sha256=sha),
     )
     return Artifact(path.parent, manifest)
+
+
+def inspect(
+    model: str | Path,
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    budget: int | str | None = None,
+) -> dict[str, Any]:
+    """The inspect report of a model file, artifact or zoo name (see ``edgeinfer inspect``):
+    shapes, parameters, MACs per op, the activation memory plan and the budget check."""
+    from edgeinfer.model.inspect import inspect_model
+
+    return inspect_model(resolve(model), input_shapes, budget)
 
 
 def _onnx_io(path: Path) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:

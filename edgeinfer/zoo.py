@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeinfer._deps import require
-from edgeinfer.artifact import Artifact, InputSpec, Preprocess, SourceInfo, file_sha256
+from edgeinfer.artifact import (
+    Artifact,
+    InputSpec,
+    Preprocess,
+    SourceInfo,
+    file_sha256,
+    write_artifact,
+)
 from edgeinfer.errors import MissingDependencyError, ZooError
 
 
@@ -278,12 +285,13 @@ def _defect_detector(out: Path) -> Artifact:
         )
 
 
-def get(name: str, out: str | Path) -> Artifact:
-    """Build the artifact of zoo model ``name`` in directory ``out``."""
+def get(name: str, out: str | Path, *, force: bool = False) -> Artifact:
+    """Build the artifact of zoo model ``name`` in directory ``out`` (all or nothing; an
+    existing ``out`` is replaced only with ``force``)."""
     try:
         entry = ZOO[name]
     except KeyError:
         raise ZooError(
             f"unknown zoo model '{name}': choose one of {sorted(ZOO)} (see `edgeinfer zoo list`)"
         ) from None
-    return entry.build(Path(out))
+    return write_artifact(out, entry.build, force=force)

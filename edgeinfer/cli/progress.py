@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,16 +18,19 @@ from rich.progress import (
 
 from edgeinfer.progress import ProgressFn, Step
 
-#: bars go to stderr so that ``--json`` output on stdout stays one document
-err_console = Console(stderr=True)
-
 
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
-    """A :data:`ProgressFn` that draws one bar per task while the ``with`` block runs."""
+    """A :data:`ProgressFn` that draws one bar per task while the ``with`` block runs.
+
+    Bars go to stderr, so a ``--json`` document on stdout stays alone there, through a copy of
+    the terminal's descriptor, so they stay visible while a converter's own output is diverted.
+    """
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[detail]}"))
-    with Progress(*columns, console=err_console, transient=True, disable=not enabled) as bars:
+    with os.fdopen(os.dup(2), "w", encoding="utf-8", errors="replace") as terminal, Progress(
+        *columns, console=Console(file=terminal), transient=True, disable=not enabled
+    ) as bars:
         tasks: dict[str, TaskID] = {}
 
         def on_step(step: Step) -> None:

@@ -201,3 +201,17 @@ def render_tune(report: dict[str, Any], console: Console) -> None:
     )
     for note in report["notes"]:
         console.print(f"note: {note}")
+
+
+def render_convert(r: dict[str, Any], console: Console) -> None:
+    """The convert report as one table row: sizes, agreement with ONNX, time."""
+    table = Table(title=f"convert: ONNX -> {r['to']} {r['precision']}")
+    for col in ("size", "ONNX size", "cosine (worst)", "cosine (mean)", "max abs error",
+                "top-1 agreement", "seconds"):
+        table.add_column(col, justify="right")
+    top1 = "-" if r["top1_agreement"] is None else f"{r['top1_agreement']:.3f}"
+    table.add_row(
+        f"{r['bytes'] / 1e6:.2f} MB", f"{r['onnx_bytes'] / 1e6:.2f} MB", f"{r['cosine']:.5f}",
+        f"{r['cosine_mean']:.5f}", f"{r['max_abs_error']:.3g}", top1, f"{r['seconds']:.1f}",
+    )
+    console.print(table)

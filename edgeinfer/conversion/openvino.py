@@ -14,16 +14,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from edgeinfer._deps import require
-from edgeinfer.conversion import ConvertResult, conversion_error, tool_output
+from edgeinfer.conversion.common import ConvertResult, conversion_error, tool_output
 from edgeinfer.model.formats import load_onnx
+from edgeinfer.progress import ProgressFn, Tracker
 
 __all__ = ["to_openvino"]
 
 
-def to_openvino(onnx_path: str | Path, out_dir: str | Path, *, fp16: bool = False) -> ConvertResult:
+def to_openvino(
+    onnx_path: str | Path,
+    out_dir: str | Path,
+    *,
+    fp16: bool = False,
+    progress: ProgressFn | None = None,
+) -> ConvertResult:
     """Convert ``onnx_path`` to OpenVINO IR ``out_dir/<stem>.xml`` + ``.bin``."""
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir)
@@ -38,11 +43,13 @@ def to_openvino(onnx_path: str | Path, out_dir: str | Path, *, fp16: bool = Fals
         tmp_xml = Path(tmp) / xml.name
         log = None
         try:
-            with tool_output() as (log, terminal):
-                status = f"OpenVINO: converting {onnx_path.name} to {precision} IR"
-                with Console(file=terminal).status(status):
-                    model = ov.convert_model(str(onnx_path))
-                    ov.save_model(model, str(tmp_xml), compress_to_fp16=fp16)
+            step = f"OpenVINO: converting {onnx_path.name} to {precision} IR"
+            track = Tracker(progress)
+            track.start(step)
+            with tool_output() as log:
+                model = ov.convert_model(str(onnx_path))
+                ov.save_model(model, str(tmp_xml), compress_to_fp16=fp16)
+            track.finish(step)
         except Exception as exc:
             text = log.getvalue() if log is not None else ""
             raise conversion_error(onnx_path, "OpenVINO", exc, text) from exc

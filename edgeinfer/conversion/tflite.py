@@ -48,14 +48,14 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from rich.console import Console
 
 from edgeinfer._deps import require
-from edgeinfer.conversion import ConvertResult, conversion_error, tool_output
+from edgeinfer.conversion.common import ConvertResult, conversion_error, tool_output
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.model.export import simplify_onnx
 from edgeinfer.model.formats import load_onnx
 from edgeinfer.model.onnx_graph import _with_static_inputs, graph_input_names, value_dims
+from edgeinfer.progress import ProgressFn, Tracker
 
 __all__ = ["ONNX2TF_SAMPLE_FILE", "to_tflite"]
 
@@ -85,6 +85,7 @@ def to_tflite(
     *,
     int8: bool = False,
     input_layout: Literal["NCHW", "NHWC"] = "NCHW",
+    progress: ProgressFn | None = None,
 ) -> ConvertResult:
     """Convert ``onnx_path`` to ``out_dir/<stem>.tflite`` (FP32) or ``<stem>_int8.tflite``.
 
@@ -126,8 +127,11 @@ def to_tflite(
     target = out_dir / (f"{onnx_path.stem}_int8.tflite" if int8 else f"{onnx_path.stem}.tflite")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines
-    with tool_output() as (_, terminal), Console(file=terminal).status("loading TensorFlow"):
+    track = Tracker(progress)
+    track.start("loading TensorFlow")
+    with tool_output():
         tf, onnx2tf = _require_stack()
+    track.finish("loading TensorFlow")
 
     with _CWD_LOCK, tempfile.TemporaryDirectory(prefix="edgeinfer-tflite-") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -141,25 +145,24 @@ def to_tflite(
         tool, log = "onnx2tf", None
         try:
             os.chdir(tmp)
-            with tool_output() as (log, terminal):
-                console = Console(file=terminal)
-                with console.status(f"onnx2tf: translating {onnx_path.name}") as status:
-                    keras_model = onnx2tf.convert(
-                        input_onnx_file_path=str(work_onnx),
-                        output_folder_path=str(tmp / "onnx2tf"),
-                        disable_model_save=True,
-                        not_use_onnxsim=True,
-                        verbosity="error",
-                        keep_shape_absolutely_input_names=[name]
-                        if input_layout == "NHWC"
-                        else None,
-                    )
-                    tool = "TFLite converter"
-                    status.update(
-                        f"TFLite converter: {precision}"
-                        + (f", calibrating on {len(nhwc)} samples" if int8 else "")
-                    )
-                    data = _convert(tf, keras_model, nhwc if int8 else None, batch)
+            with tool_output() as log:
+                step = f"onnx2tf: translating {onnx_path.name}"
+                track.start(step)
+                keras_model = onnx2tf.convert(
+                    input_onnx_file_path=str(work_onnx),
+                    output_folder_path=str(tmp / "onnx2tf"),
+                    disable_model_save=True,
+                    not_use_onnxsim=True,
+                    verbosity="error",
+                    keep_shape_absolutely_input_names=[name] if input_layout == "NHWC" else None,
+                )
+                track.finish(step)
+                tool = "TFLite converter"
+                step = f"TFLite converter: {precision}" + (
+                    f", calibrating on {len(nhwc)} samples" if int8 else "")
+                track.start(step)
+                data = _convert(tf, keras_model, nhwc if int8 else None, batch)
+                track.finish(step)
         except (Exception, SystemExit) as exc:  # onnx2tf calls sys.exit(1) on some errors
             text = log.getvalue() if log is not None else ""
             raise conversion_error(onnx_path, tool, exc, text) from exc

@@ -150,7 +150,12 @@ def _tensor(graph: GraphInfo, name: str) -> dict[str, Any]:
 
 
 def inspect_model(
-    path: str | Path, input_shapes: Mapping[str, Shape] | None = None, budget: int | None = None
+    path: str | Path,
+    input_shapes: Mapping[str, Shape] | None = None,
+    budget: int | str | None = None,
 ) -> dict[str, Any]:
-    """Read a model or artifact and return its inspect report (see :func:`inspect_graph`)."""
+    """Read a model or artifact and return its inspect report (see :func:`inspect_graph`);
+    ``budget`` in bytes or as text like ``64MB``."""
+    if isinstance(budget, str):
+        budget = parse_bytes(budget)
     return inspect_graph(read_graph(path, input_shapes), budget=budget)

@@ -25,11 +25,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edgeinfer.artifact import InputSpec, Preprocess
 from edgeinfer.errors import EdgeInferError, ShapeError
+from edgeinfer.progress import ProgressFn, Tracker
 from edgeinfer.vision.preprocess import IMAGE_SUFFIXES, read_image, to_tensor
 
 __all__ = [
@@ -42,6 +41,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: the progress task name of reading calibration data
+_TASK = "calibration data"
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 
@@ -90,13 +91,14 @@ def load_samples(
     *,
     limit: int | None = None,
     seed: int = 0,
-    progress: bool = True,
+    progress: ProgressFn | None = None,
 ) -> SampleSet:
     """Load calibration samples for the input ``spec`` from ``source`` (see the module doc).
 
     ``limit`` caps the number of samples: a deterministic random subset (``seed``) of a folder
     or a ``.npy`` array, ``limit`` evenly spaced frames of a video (100 when not given). Every
-    problem is a one-line :class:`~edgeinfer.errors.EdgeInferError`.
+    problem is a one-line :class:`~edgeinfer.errors.EdgeInferError`. Reading reports to
+    ``progress`` as the task ``calibration data``.
     """
     source = Path(source)
     if limit is not None and limit < 1:
@@ -176,7 +178,8 @@ def split_samples(samples: SampleSet, holdout: float, seed: int = 0) -> tuple[Sa
 
 
 def _load_dir(
-    directory: Path, spec: InputSpec, pre: Preprocess, limit: int | None, seed: int, progress: bool
+    directory: Path, spec: InputSpec, pre: Preprocess, limit: int | None, seed: int,
+    progress: ProgressFn | None,
 ) -> SampleSet:
     files = sorted(
         p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
@@ -197,21 +200,22 @@ def _load_dir(
     out = np.empty((want, *spec.shape[1:]), dtype=np.float32)
     taken: list[int] = []
     skipped: list[str] = []
-    with _progress_bar(progress) as bar:
-        task = bar.add_task("calibration data", total=want)
-        for i in order:
-            if len(taken) == want:
-                break
-            path = files[i]
-            try:
-                image = read_image(path)
-            except EdgeInferError as exc:
-                log.warning("skipping %s: %s", path, exc)
-                skipped.append(path.name)
-                continue
-            out[len(taken)] = _preprocess(image, spec, pre, path)[0]
-            taken.append(i)
-            bar.advance(task)
+    track = Tracker(progress)
+    track.start(_TASK, total=want)
+    for i in order:
+        if len(taken) == want:
+            break
+        path = files[i]
+        try:
+            image = read_image(path)
+        except EdgeInferError as exc:
+            log.warning("skipping %s: %s", path, exc)
+            skipped.append(path.name)
+            continue
+        out[len(taken)] = _preprocess(image, spec, pre, path)[0]
+        taken.append(i)
+        track.advance(_TASK)
+    track.finish(_TASK)
     if not taken:
         raise EdgeInferError(
             f"no calibration data: {directory} holds no readable images "
@@ -228,7 +232,8 @@ def _load_dir(
 
 
 def _load_video(
-    path: Path, spec: InputSpec, pre: Preprocess, limit: int | None, progress: bool
+    path: Path, spec: InputSpec, pre: Preprocess, limit: int | None,
+    progress: ProgressFn | None,
 ) -> SampleSet:
     _check_image_spec(spec, path)
     want = DEFAULT_VIDEO_FRAMES if limit is None else limit
@@ -242,17 +247,18 @@ def _load_video(
     out = np.empty((len(indices), *spec.shape[1:]), dtype=np.float32)
     names: list[str] = []
     skipped: list[str] = []
-    with _progress_bar(progress) as bar:
-        task = bar.add_task("calibration data", total=len(indices))
-        for idx, frame in _read_frames(path, indices):
-            name = f"{path.name}#frame{idx}"
-            if frame is None:
-                log.warning("skipping %s: the frame cannot be decoded", name)
-                skipped.append(name)
-            else:
-                out[len(names)] = _preprocess(frame, spec, pre, path)[0]
-                names.append(name)
-            bar.advance(task)
+    track = Tracker(progress)
+    track.start(_TASK, total=len(indices))
+    for idx, frame in _read_frames(path, indices):
+        name = f"{path.name}#frame{idx}"
+        if frame is None:
+            log.warning("skipping %s: the frame cannot be decoded", name)
+            skipped.append(name)
+        else:
+            out[len(names)] = _preprocess(frame, spec, pre, path)[0]
+            names.append(name)
+        track.advance(_TASK)
+    track.finish(_TASK)
     if not names:
         raise EdgeInferError(
             f"no calibration data: no frame of video {path} could be decoded: "
@@ -357,17 +363,3 @@ def _preprocess(image: np.ndarray, spec: InputSpec, pre: Preprocess, source: Pat
     except EdgeInferError as exc:
         raise EdgeInferError(f"{source}: {exc}") from exc
     return x.astype(np.float32, copy=False)
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    """A transient bar on stderr; silent when disabled or when stderr is not a terminal."""
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not (enabled and console.is_terminal),
-    )

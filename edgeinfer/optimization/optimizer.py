@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 
-from edgeinfer.artifact import Artifact
+from edgeinfer.artifact import Artifact, write_artifact
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import load
 from edgeinfer.optimization import quantize as q
@@ -36,6 +36,8 @@ from edgeinfer.optimization.evaluate import (
 )
 from edgeinfer.optimization.passes import optimize_graph
 from edgeinfer.optimization.sensitivity import IsolatedSensitivity, rank_isolated, rank_layers
+from edgeinfer.progress import ProgressFn, Tracker
+from edgeinfer.report_html import optimize_report_html
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +125,14 @@ def _agreement_dict(a: Agreement) -> dict[str, Any]:
 
 
 def optimize_model(
-    src: Path, config: OptimizeConfig, samples: Samples, workdir: Path
+    src: Path,
+    config: OptimizeConfig,
+    samples: Samples,
+    workdir: Path,
+    progress: ProgressFn | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
-    """Optimize the ONNX model ``src`` inside ``workdir``.
+    """Optimize the ONNX model ``src`` inside ``workdir`` (the fallback search reports to
+    ``progress``).
 
     Returns the report (JSON-ready), the graph-optimized FP32 model and the candidate; the
     report's ``recommended`` says which of the two to ship.
@@ -224,6 +231,7 @@ def optimize_model(
                 ref_out,
                 ref,
                 config,
+                Tracker(progress),
             )
             report["fallback_trials"] = trials
         if config.precision == "mixed" and kept:
@@ -293,10 +301,9 @@ def _fallback_search(
     ref_out: np.ndarray,
     ref: Agreement,
     config: OptimizeConfig,
+    track: Tracker,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Smallest k such that keeping the k most sensitive layers in float meets max_drop."""
-    from rich.progress import Progress
-
     names = [s.name for s in ranked]
     trials: list[dict[str, Any]] = []
 
@@ -317,14 +324,14 @@ def _fallback_search(
 
     schedule = [k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256) if k < len(names)] + [len(names)]
     lo, hi = 0, None
-    with Progress(transient=True) as bar:
-        task = bar.add_task("fallback search", total=len(schedule))
-        for k in schedule:
-            bar.advance(task)
-            if trial(k):
-                hi = k
-                break
-            lo = k
+    track.start("fallback search", total=len(schedule))
+    for k in schedule:
+        track.advance("fallback search", detail=f"{k} layers in float")
+        if trial(k):
+            hi = k
+            break
+        lo = k
+    track.finish("fallback search")
     if hi is None:
         return names, trials  # nothing meets the budget: everything in float
     while hi - lo > 1:  # binary search between the last failure and the first success
@@ -343,37 +350,52 @@ def optimize(
     out: str | Path,
     config: OptimizeConfig,
     samples: Samples,
+    *,
+    force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> Artifact:
-    """Optimize an artifact (or ONNX file) into a new artifact directory ``out``."""
-
+    """Optimize an artifact (or ONNX file, or zoo name) into a new artifact directory ``out``,
+    written all or nothing (an existing ``out`` only with ``force``)."""
     art = load(source)
     if art.manifest.model.format != "onnx":
         raise EdgeInferError(
             f"{source}: optimize takes ONNX models; this one is {art.manifest.model.format}"
         )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-opt-") as tmp:
-        report, fp32, candidate = optimize_model(art.model_path, config, samples, Path(tmp))
-        precision = "fp32" if report["recommended"] == "fp32" else config.precision
-        if precision in ("int8", "mixed"):  # the label says what the file holds
-            precision = "mixed" if report["kept_in_float"] else "int8"
-        model_out = out / f"{art.manifest.name}.{precision}.onnx"
-        shutil.move(fp32 if precision == "fp32" else candidate, model_out)
-        if report["problems"] and config.precision != "fp32":  # kept for inspection, not shipped
-            shutil.move(candidate, out / f"{art.manifest.name}.{config.precision}.rejected.onnx")
-    m = art.manifest
-    new = art.derive(
-        out, model_out, origin=f"optimized from {art.model_path.name}", precision=precision,
-        format="onnx",
-        reports={**m.reports, "optimize": {**report, "html": "optimize-report.html"}},
-    )
-    from edgeinfer.report_html import optimize_report_html
 
-    (out / "optimize-report.html").write_text(
-        optimize_report_html(m.name, report), encoding="utf-8"
-    )
-    return new
+    def build(stage: Path) -> Artifact:
+        with tempfile.TemporaryDirectory(prefix="edgeinfer-opt-") as tmp:
+            report, fp32, candidate = optimize_model(
+                art.model_path, config, samples, Path(tmp), progress
+            )
+            model_out, precision = _ship(art, config, report, fp32, candidate, stage)
+        m = art.manifest
+        new = art.derive(
+            stage, model_out, origin=f"optimized from {art.model_path.name}",
+            precision=precision, format="onnx",
+            reports={**m.reports, "optimize": {**report, "html": "optimize-report.html"}},
+        )
+        (stage / "optimize-report.html").write_text(
+            optimize_report_html(m.name, report), encoding="utf-8"
+        )
+        return new
+
+    return write_artifact(out, build, force=force)
+
+
+def _ship(
+    art: Artifact, config: OptimizeConfig, report: dict[str, Any], fp32: Path, candidate: Path,
+    stage: Path,
+) -> tuple[Path, str]:
+    """Move the recommended model into ``stage`` as ``NAME.PRECISION.onnx`` (the label says what
+    the file holds); a rejected candidate is kept beside it for inspection, not shipped."""
+    precision = "fp32" if report["recommended"] == "fp32" else config.precision
+    if precision in ("int8", "mixed"):
+        precision = "mixed" if report["kept_in_float"] else "int8"
+    model_out = stage / f"{art.manifest.name}.{precision}.onnx"
+    shutil.move(fp32 if precision == "fp32" else candidate, model_out)
+    if report["problems"] and config.precision != "fp32":
+        shutil.move(candidate, stage / f"{art.manifest.name}.{config.precision}.rejected.onnx")
+    return model_out, precision
 
 
 def read_labels(
@@ -413,6 +435,29 @@ def read_labels(
     return tuple(out)
 
 
+def optimize_with_calibration(
+    model: str | Path,
+    out: str | Path,
+    config: OptimizeConfig | None = None,
+    *,
+    calib: str | Path,
+    eval_source: str | Path | None = None,
+    labels: str | Path | None = None,
+    calib_limit: int = 200,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> Artifact:
+    """Quantize an ONNX model, artifact or zoo name into a new artifact, calibrated on ``calib``
+    (an image folder, video or .npy) and checked on ``eval_source`` (default: a held-out part of
+    ``calib``); see ``edgeinfer optimize``."""
+    samples = build_samples(
+        load(model), calib, eval_source=eval_source, labels_file=labels, limit=calib_limit,
+        progress=progress,
+    )
+    return optimize(model, out, config or OptimizeConfig(), samples, force=force,
+                    progress=progress)
+
+
 def build_samples(
     artifact: Artifact,
     calib: str | Path,
@@ -422,6 +467,7 @@ def build_samples(
     limit: int = 200,
     holdout: float = 0.3,
     seed: int = 0,
+    progress: ProgressFn | None = None,
 ) -> Samples:
     """Calibration and evaluation samples, preprocessed as ``artifact`` says, never overlapping.
 
@@ -429,7 +475,7 @@ def build_samples(
     (agreement with FP32 is measured there, never on the samples used to calibrate).
     """
     spec, pre = artifact.manifest.inputs[0], artifact.manifest.preprocess
-    cal = load_samples(calib, spec, pre, limit=limit, seed=seed)
+    cal = load_samples(calib, spec, pre, limit=limit, seed=seed, progress=progress)
     if eval_source is None:
         if labels_file is not None:
             raise EdgeInferError("--labels needs --eval: give the labelled evaluation images")
@@ -441,7 +487,7 @@ def build_samples(
         cal, ev = split_samples(cal, holdout, seed)
         origin = f"{calib} (calibration) / held-out {holdout:.0%} of it (evaluation)"
     else:
-        ev = load_samples(eval_source, spec, pre, limit=None, seed=seed)
+        ev = load_samples(eval_source, spec, pre, limit=None, seed=seed, progress=progress)
         origin = f"{calib} (calibration) / {eval_source} (evaluation)"
     labels = read_labels(labels_file, ev.names, artifact.labels()) if labels_file else None
     skipped = len(set(cal.skipped) | set(ev.skipped))

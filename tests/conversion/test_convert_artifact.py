@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -85,5 +87,20 @@ def test_bad_requests_are_one_line_errors(onnx_artifact, tmp_path, capsys):
     assert main(["convert", str(art.path), "--to", "coreml", "-o", str(tmp_path / "x"),
                  "--calib", str(images)]) == 2
     assert "unknown target 'coreml'" in capsys.readouterr().err
-    assert main(["convert", str(art.path), "--to", "openvino", "-o", str(tmp_path / "x")]) == 2
-    assert "convert needs --calib" in capsys.readouterr().err
+    assert main(["convert", str(art.path), "--to", "tflite", "--int8",
+                 "-o", str(tmp_path / "x")]) == 2
+    assert "--int8 needs --calib" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # a refused or failed convert leaves nothing behind
+
+
+def test_fp32_conversion_needs_no_calibration_data(onnx_artifact, tmp_path, capsys):
+    art, _ = onnx_artifact
+    out = tmp_path / "ov"
+    assert main(["convert", str(art.path), "--to", "openvino", "-o", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["report"]["verified_on"].endswith("seeded synthetic inputs (no --calib given)")
+    assert doc["report"]["calibration_samples"] == 0 and doc["report"]["cosine"] > 0.9999
+    assert main(["convert", str(art.path), "--to", "openvino", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "exists" in err and "--force" in err and err.count("\n") == 1
+    assert main(["convert", str(art.path), "--to", "openvino", "-o", str(out), "--force"]) == 0

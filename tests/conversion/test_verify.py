@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeinfer.conversion import ConvertResult, first_error_line
+from edgeinfer.conversion.common import ConvertResult, first_error_line
 from edgeinfer.conversion.verify import (
     compare_outputs,
     dequantize,

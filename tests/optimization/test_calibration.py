@@ -39,7 +39,7 @@ def test_constant_image_is_preprocessed_exactly(tmp_path: Path) -> None:
     img[:] = bgr
     path = tmp_path / "const.png"
     cv2.imwrite(str(path), img)
-    s = load_samples(path, SPEC, PRE, progress=False)
+    s = load_samples(path, SPEC, PRE)
     assert s.inputs.shape == (1, 3, 16, 24) and s.inputs.dtype == np.float32
     assert s.names == ("const.png",) and s.skipped == ()
     rgb = bgr[::-1]
@@ -54,7 +54,7 @@ def test_constant_image_is_preprocessed_exactly(tmp_path: Path) -> None:
 def test_folder_matches_to_tensor_and_ignores_non_images(tmp_path: Path) -> None:
     _write_images(tmp_path, 4)
     (tmp_path / "notes.txt").write_text("not an image")
-    s = load_samples(tmp_path, SPEC, PRE, progress=False)
+    s = load_samples(tmp_path, SPEC, PRE)
     assert s.names == ("img000.png", "img001.png", "img002.png", "img003.png")
     assert s.skipped == ()
     for i, name in enumerate(s.names):
@@ -68,7 +68,7 @@ def test_corrupt_image_is_skipped_with_warning(
     _write_images(tmp_path, 3)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     with caplog.at_level(logging.WARNING, logger="edgeinfer.optimization.calibration"):
-        s = load_samples(tmp_path, SPEC, PRE, progress=False)
+        s = load_samples(tmp_path, SPEC, PRE)
     assert len(s) == 3 and s.inputs.shape[0] == 3
     assert s.skipped == ("broken.jpg",)
     assert "broken.jpg" not in s.names
@@ -77,15 +77,15 @@ def test_corrupt_image_is_skipped_with_warning(
 
 def test_limit_takes_deterministic_subset_and_replaces_unreadable(tmp_path: Path) -> None:
     _write_images(tmp_path, 10)
-    a = load_samples(tmp_path, SPEC, PRE, limit=4, seed=1, progress=False)
-    b = load_samples(tmp_path, SPEC, PRE, limit=4, seed=1, progress=False)
-    c = load_samples(tmp_path, SPEC, PRE, limit=4, seed=2, progress=False)
+    a = load_samples(tmp_path, SPEC, PRE, limit=4, seed=1)
+    b = load_samples(tmp_path, SPEC, PRE, limit=4, seed=1)
+    c = load_samples(tmp_path, SPEC, PRE, limit=4, seed=2)
     assert len(a) == 4 and a.names == b.names and list(a.names) == sorted(a.names)
     np.testing.assert_array_equal(a.inputs, b.inputs)
     assert a.names != c.names
     # An unreadable file in the subset is replaced by another image.
     (tmp_path / a.names[0]).write_bytes(b"garbage")
-    d = load_samples(tmp_path, SPEC, PRE, limit=4, seed=1, progress=False)
+    d = load_samples(tmp_path, SPEC, PRE, limit=4, seed=1)
     assert len(d) == 4 and d.skipped == (a.names[0],)
 
 
@@ -93,13 +93,13 @@ def test_only_corrupt_files_is_an_error(tmp_path: Path) -> None:
     for i in range(2):
         (tmp_path / f"bad{i}.jpg").write_bytes(b"nope")
     with pytest.raises(EdgeInferError, match="no calibration data: .* holds no readable images"):
-        load_samples(tmp_path, SPEC, PRE, progress=False)
+        load_samples(tmp_path, SPEC, PRE)
 
 
 def test_folder_without_images_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("hi")
     with pytest.raises(EdgeInferError, match="holds no readable images"):
-        load_samples(tmp_path, SPEC, PRE, progress=False)
+        load_samples(tmp_path, SPEC, PRE)
 
 
 def test_missing_source_is_an_error(tmp_path: Path) -> None:
@@ -116,16 +116,16 @@ def test_unknown_file_kind_is_an_error(tmp_path: Path) -> None:
 
 def test_nhwc_spec(tmp_path: Path) -> None:
     _write_images(tmp_path, 2)
-    s = load_samples(tmp_path, NHWC, PRE, progress=False)
+    s = load_samples(tmp_path, NHWC, PRE)
     assert s.inputs.shape == (2, 16, 24, 3)
-    nchw = load_samples(tmp_path, SPEC, PRE, progress=False)
+    nchw = load_samples(tmp_path, SPEC, PRE)
     np.testing.assert_array_equal(s.inputs, nchw.inputs.transpose(0, 2, 3, 1))
 
 
 def test_non_image_input_needs_npy(tmp_path: Path) -> None:
     _write_images(tmp_path, 1)
     with pytest.raises(ShapeError, match="not a 3-channel image input"):
-        load_samples(tmp_path, InputSpec(name="x", shape=(1, 1, 16, 16)), PRE, progress=False)
+        load_samples(tmp_path, InputSpec(name="x", shape=(1, 1, 16, 16)), PRE)
 
 
 def _write_video(path: Path, n_frames: int = 30) -> None:
@@ -141,7 +141,7 @@ def test_video_gives_evenly_spaced_frames(tmp_path: Path) -> None:
     video = tmp_path / "clip.avi"
     _write_video(video)
     pre = Preprocess()  # identity values: the tensor holds the pixel value
-    s = load_samples(video, SPEC, pre, limit=5, progress=False)
+    s = load_samples(video, SPEC, pre, limit=5)
     expected = [0, 7, 14, 22, 29]  # linspace(0, 29, 5) rounded
     assert s.names == tuple(f"clip.avi#frame{i}" for i in expected)
     assert s.inputs.shape == (5, 3, 16, 24)
@@ -153,7 +153,7 @@ def test_video_gives_evenly_spaced_frames(tmp_path: Path) -> None:
 def test_video_with_fewer_frames_than_limit(tmp_path: Path) -> None:
     video = tmp_path / "clip.avi"
     _write_video(video, n_frames=6)
-    s = load_samples(video, SPEC, PRE, progress=False)  # default limit 100
+    s = load_samples(video, SPEC, PRE)  # default limit 100
     assert len(s) == 6 and s.names[-1] == "clip.avi#frame5"
 
 
@@ -161,7 +161,7 @@ def test_unopenable_video_is_an_error(tmp_path: Path) -> None:
     video = tmp_path / "bad.mp4"
     video.write_bytes(b"not a video at all")
     with pytest.raises(EdgeInferError, match="cannot open the video"):
-        load_samples(video, SPEC, PRE, progress=False)
+        load_samples(video, SPEC, PRE)
 
 
 def test_npy_batch_single_and_limit(tmp_path: Path) -> None:
@@ -231,18 +231,21 @@ def test_video_seeks_across_long_gaps(tmp_path: Path) -> None:
     for i in range(120):
         writer.write(np.full((24, 32, 3), 2 * i, np.uint8))
     writer.release()
-    s = load_samples(video, SPEC, Preprocess(), limit=3, progress=False)
+    s = load_samples(video, SPEC, Preprocess(), limit=3)
     assert s.names == ("long.avi#frame0", "long.avi#frame60", "long.avi#frame119")
     np.testing.assert_allclose(s.inputs.reshape(3, -1).mean(axis=1), [0, 120, 238], atol=3)
 
 
-def test_progress_bar_is_silent_off_a_terminal(
+def test_loading_prints_nothing_and_reports_progress_through_the_callback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _write_images(tmp_path, 3)
-    load_samples(tmp_path, SPEC, PRE, progress=True)
+    steps: list = []
+    load_samples(tmp_path, SPEC, PRE, progress=steps.append)
     out, err = capsys.readouterr()
     assert out == "" and err == ""
+    assert [s.kind for s in steps] == ["start", "advance", "advance", "advance", "finish"]
+    assert steps[0].total == 3 and steps[-2].done == 3
 
 
 def test_reader_drives_ort_quantize_static(tiny_onnx: Path, tmp_path: Path) -> None:
@@ -250,7 +253,7 @@ def test_reader_drives_ort_quantize_static(tiny_onnx: Path, tmp_path: Path) -> N
 
     spec = InputSpec(name="x", shape=(1, 3, 8, 8))
     _write_images(tmp_path / "imgs", 4)
-    samples = load_samples(tmp_path / "imgs", spec, PRE, progress=False)
+    samples = load_samples(tmp_path / "imgs", spec, PRE)
     out = tmp_path / "tiny.int8.onnx"
     quantize_static(
         str(tiny_onnx), str(out), CalibrationReader(samples, "x"),

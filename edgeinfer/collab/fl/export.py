@@ -54,8 +54,8 @@ def export_version(
     """
     import torch
 
-    from edgeinfer.api import optimize
     from edgeinfer.model.export import export
+    from edgeinfer.optimization.optimizer import optimize_with_calibration as optimize
 
     root = Path(root)
     version = next_version(root)

@@ -1,0 +1,169 @@
+"""``edgeinfer convert``: an ONNX artifact to TFLite or OpenVINO IR, verified against ONNX.
+
+The converted model runs on held-out inputs in its own runtime and the figures (cosine, max abs
+error, top-1 agreement) go into the new manifest's ``reports.convert``. FP32 conversion needs no
+data: without ``calib`` it is verified on seeded synthetic inputs in the range the manifest's
+preprocessing produces, and the report says so. Full-integer TFLite needs calibration images.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.artifact import Artifact, InputSpec, write_artifact
+from edgeinfer.conversion.common import ConvertConfig, ConvertResult
+from edgeinfer.conversion.openvino import to_openvino
+from edgeinfer.conversion.tflite import to_tflite
+from edgeinfer.conversion.verify import compare_outputs, run_reference_onnx
+from edgeinfer.errors import EdgeInferError, ModelLoadError
+from edgeinfer.loading import load
+from edgeinfer.optimization.calibration import SampleSet, load_samples, split_samples
+from edgeinfer.progress import ProgressFn
+from edgeinfer.runtime.engine import Engine
+from edgeinfer.runtime.feeds import synthetic_feeds
+
+__all__ = ["SYNTHETIC_SAMPLES", "convert"]
+
+#: seeded synthetic inputs an FP32 conversion is verified on when no calibration data is given
+SYNTHETIC_SAMPLES = 8
+
+
+def convert(
+    artifact: str | Path,
+    out: str | Path,
+    config: ConvertConfig,
+    *,
+    calib: str | Path | None = None,
+    calib_limit: int = 100,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+) -> Artifact:
+    """Convert an ONNX artifact (or model, or zoo name) into a new artifact directory ``out``,
+    written all or nothing (an existing ``out`` only with ``force``)."""
+    src = load(artifact)
+    m = src.manifest
+    if m.model.format != "onnx":
+        raise ModelLoadError(f"{artifact} holds a {m.model.format} model: convert takes ONNX")
+    calib_set, check_set, origin = _inputs(src, config, calib, calib_limit, progress)
+
+    def build(stage: Path) -> Artifact:
+        with tempfile.TemporaryDirectory(prefix="edgeinfer-convert-") as tmp:
+            result = _run_converter(src, config, calib_set.inputs, Path(tmp), progress)
+            converted = src.derive(
+                stage,
+                result.path,
+                origin=f"converted from {m.model.path}",
+                format=config.to,
+                precision=config.precision,
+                companions=tuple(f for f in result.files if f != result.path),
+                inputs=_converted_inputs(m.inputs, config),
+                outputs=(),
+            )
+            converted_bytes = sum(f.stat().st_size for f in result.files)
+        converted = _follow_input_names(converted)
+        figures = _verify(src, converted, check_set.inputs, config)
+        report = {
+            "to": config.to,
+            "precision": config.precision,
+            "seconds": result.seconds,
+            "bytes": converted_bytes,
+            "onnx_bytes": src.model_path.stat().st_size,
+            "calibration_samples": len(calib_set) if calib is not None else 0,
+            "verified_on": f"{len(check_set)} {origin}",
+            **figures,
+        }
+        return converted.with_report("convert", report)
+
+    return write_artifact(out, build, force=force)
+
+
+def _inputs(
+    src: Artifact, config: ConvertConfig, calib: str | Path | None, limit: int,
+    progress: ProgressFn | None,
+) -> tuple[SampleSet, SampleSet, str]:
+    """Calibration and verification samples, and what the verification samples are."""
+    m = src.manifest
+    if calib is None:
+        if config.int8:
+            raise EdgeInferError(
+                "--int8 needs --calib IMAGE_DIR|VIDEO|.npy: images like the ones the model will "
+                "see, to calibrate the integer ranges on"
+            )
+        samples = _synthetic_samples(m.inputs[0], src)
+        return samples, samples, "seeded synthetic inputs (no --calib given)"
+    samples = load_samples(calib, m.inputs[0], m.preprocess, limit=limit, progress=progress)
+    if config.int8 and len(samples) >= 4:
+        calib_set, check_set = split_samples(samples, config.holdout)
+        return calib_set, check_set, f"held-out calibration samples from {calib}"
+    return samples, samples, f"calibration samples from {calib}"
+
+
+def _synthetic_samples(spec: InputSpec, src: Artifact) -> SampleSet:
+    """Seeded inputs in the range the manifest's preprocessing produces from pixels."""
+    batches = [
+        synthetic_feeds([spec], preprocess=src.manifest.preprocess, seed=seed)[spec.name]
+        for seed in range(SYNTHETIC_SAMPLES)
+    ]
+    inputs = np.concatenate([b[:1] for b in batches]).astype(np.float32)
+    return SampleSet(inputs, tuple(f"synthetic[{i}]" for i in range(len(inputs))))
+
+
+def _converted_inputs(inputs: tuple[InputSpec, ...], config: ConvertConfig) -> tuple:
+    spec = inputs[0]
+    if config.to == "tflite" and spec.layout == "NCHW":
+        n, c, h, w = spec.shape
+        return (spec.model_copy(update={"shape": (n, h, w, c), "layout": "NHWC"}),)
+    return inputs
+
+
+def _follow_input_names(converted: Artifact) -> Artifact:
+    """A converter names inputs its own way (TFLite: serving_default_...): the manifest follows."""
+    with Engine(converted) as engine:
+        names = [i.name for i in engine.inputs]
+    if names == [i.name for i in converted.manifest.inputs]:
+        return converted
+    renamed = tuple(
+        i.model_copy(update={"name": n})
+        for i, n in zip(converted.manifest.inputs, names, strict=True)
+    )
+    converted = Artifact(converted.path, converted.manifest.model_copy(update={"inputs": renamed}))
+    converted.save()
+    return converted
+
+
+def _verify(
+    src: Artifact, converted: Artifact, inputs: np.ndarray, config: ConvertConfig
+) -> dict[str, Any]:
+    """The converted model against onnxruntime on the same inputs, sample by sample."""
+    feeds = inputs
+    if config.to == "tflite" and src.manifest.inputs[0].layout == "NCHW":
+        feeds = feeds.transpose(0, 2, 3, 1)
+    with Engine(converted) as engine:
+        name = engine.inputs[0].name
+        candidate = [engine.run({name: np.ascontiguousarray(x[None])}) for x in feeds]
+    stacked = [np.concatenate([c[i] for c in candidate]) for i in range(len(candidate[0]))]
+    reference = run_reference_onnx(src.model_path, inputs)
+    figures = compare_outputs(reference, stacked)
+    figures.pop("per_output", None)
+    return figures
+
+
+def _run_converter(
+    src: Artifact, config: ConvertConfig, calib: np.ndarray, workdir: Path,
+    progress: ProgressFn | None,
+) -> ConvertResult:
+    if config.to == "openvino":
+        return to_openvino(src.model_path, workdir, fp16=config.fp16, progress=progress)
+    layout = src.manifest.inputs[0].layout
+    return to_tflite(
+        src.model_path,
+        workdir,
+        calib,
+        int8=config.int8,
+        input_layout="NHWC" if layout == "NHWC" else "NCHW",
+        progress=progress,
+    )
