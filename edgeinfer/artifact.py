@@ -244,6 +244,17 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def refuse_existing(out: str | Path, force: bool) -> None:
+    """A one-line error when ``out`` exists and is not an empty directory, unless ``force``
+    (verbs call it before long work, so a wrong ``-o`` fails at once)."""
+    out = Path(out)
+    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+        raise ArtifactError(
+            f"{out} exists and is not empty: choose another -o/--out, or pass --force to "
+            "replace it"
+        )
+
+
 def write_artifact(
     out: str | Path, build: Callable[[Path], Artifact], *, force: bool = False
 ) -> Artifact:
@@ -252,8 +263,7 @@ def write_artifact(
     or interrupted build leaves ``out`` as it was. An existing non-empty ``out`` is an error
     unless ``force``."""
     out = Path(out)
-    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
-        raise ArtifactError(f"{out} exists: choose another -o/--out, or pass --force to replace it")
+    refuse_existing(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:

@@ -254,9 +254,10 @@ def run_demo(out: Path, console: Console, quick: bool = False) -> dict[str, Any]
     )
 
     console.rule("4. bench FP32 vs INT8 (onnxruntime, one 640x640 tile)")
-    bench_report = bench([fp32_dir, int8_dir], backends="ort", runs=size.bench_runs,
-                         progress=True)
-    bench_report.render(console)
+    from edgeinfer.cli.render_bench import render_bench
+
+    bench_report = bench([fp32_dir, int8_dir], backends="ort", runs=size.bench_runs)
+    render_bench(bench_report, console)
     # results come in the order the models were given: the optimized artifact is the second
     first = bench_report.results[0].model if bench_report.results else None
     bench_rows = [

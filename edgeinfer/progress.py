@@ -28,7 +28,7 @@ class Step:
 
     task: str
     kind: Literal["start", "advance", "finish"]
-    done: int = 0
+    done: float = 0
     total: int | None = None
     detail: str = ""
 
@@ -41,8 +41,13 @@ class Tracker:
 
     def __init__(self, progress: ProgressFn | None) -> None:
         self._progress = progress
-        self._done: dict[str, int] = {}
+        self._done: dict[str, float] = {}
         self._total: dict[str, int | None] = {}
+
+    @property
+    def progress(self) -> ProgressFn | None:
+        """The callback this tracker reports to, to hand on to a callee."""
+        return self._progress
 
     def start(self, task: str, total: int | None = None, detail: str = "") -> None:
         """Begin ``task`` of ``total`` steps (None: unknown)."""
@@ -53,6 +58,10 @@ class Tracker:
         """``steps`` more of ``task`` are done."""
         self._done[task] = self._done.get(task, 0) + steps
         self._send(Step(task, "advance", self._done[task], self._total.get(task), detail))
+
+    def update(self, task: str, done: float, detail: str = "") -> None:
+        """``task`` has reached ``done`` steps (fractions allowed: part of a step measured)."""
+        self._send(Step(task, "advance", done, self._total.get(task), detail))
 
     def finish(self, task: str, detail: str = "") -> None:
         """``task`` is over (its bar goes away)."""

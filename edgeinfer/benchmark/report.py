@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from edgeinfer.benchmark.harness import BenchResult
 from edgeinfer.machine import machine_line
@@ -22,7 +19,7 @@ __all__ = ["SCHEMA", "BenchReport", "ModelInfo"]
 #: the ``schema`` field of the JSON report; bump when a field changes meaning
 SCHEMA = "edgeinfer.bench/1"
 
-_MEMORY_NOTES = {
+MEMORY_NOTES = {
     "clear_refs": "peak RSS per configuration: VmHWM from /proc/self/status after resetting it "
     "by writing 5 to /proc/self/clear_refs just before loading; growth = peak - VmRSS read "
     "just before loading",
@@ -46,7 +43,8 @@ class ModelInfo:
     backends: tuple[str, ...]
 
 
-def _ms(v: float | None) -> str:
+def fmt_ms(v: float | None) -> str:
+    """Milliseconds for tables, with the digits that matter (``-`` when unknown)."""
     if v is None:
         return "-"
     if v < 1:
@@ -60,13 +58,15 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f} MiB"
 
 
-def _rate(v: float | None) -> str:
+def fmt_rate(v: float | None) -> str:
+    """Inferences per second for tables (``-`` when unknown)."""
     if not v:
         return "-"
     return f"{v:.1f}" if v < 1000 else f"{v:.0f}"
 
 
-def _mib_n(n: int | None) -> str:
+def fmt_mib(n: int | None) -> str:
+    """Bytes as MiB for tables (``-`` when unknown)."""
     return "-" if n is None else f"{n / 2**20:.1f}"
 
 
@@ -150,7 +150,7 @@ class BenchReport:
             "created": self.created,
             "machine": self.machine,
             "settings": self.settings,
-            "memory": {"method": self.memory_method, "note": _MEMORY_NOTES[self.memory_method]},
+            "memory": {"method": self.memory_method, "note": MEMORY_NOTES[self.memory_method]},
             "models": [
                 {
                     "name": m.name,
@@ -177,107 +177,6 @@ class BenchReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_json() + "\n", encoding="utf-8")
         return path
-
-    # --- terminal ----------------------------------------------------------------------
-
-    def render(self, console: Console) -> None:
-        """Print, per model, rich tables (latency; start-up and memory; agreement), each narrow
-        enough for an 80-column terminal, then the errors, the settings and the machine."""
-        for m in self.models:
-            self._render_model(m, [r for r in self.results if r.model == m.name], console)
-        for r in self.results:
-            if not r.ok:
-                console.print(f"[red]{escape(r.model)} on {r.label}:[/red] {escape(str(r.error))}")
-            elif r.agreement and "error" in r.agreement:
-                console.print(
-                    f"[yellow]{escape(r.model)} on {r.label}: agreement not compared:[/yellow] "
-                    f"{escape(r.agreement['error'])}"
-                )
-        runs = self.settings.get("runs")
-        how = f"{runs} runs" if runs else f"{self.settings.get('duration_s')} s"
-        console.print(
-            f"{how} after {self.settings.get('warmup')} warm-up runs per configuration; "
-            f"agreement against each model's first backend on the same seeded inputs; "
-            f"machine: {escape(machine_line(self.machine))}",
-            highlight=False,
-        )
-        if self.memory_method != "clear_refs":
-            console.print(f"[yellow]note:[/yellow] {_MEMORY_NOTES[self.memory_method]}")
-
-    def _render_model(self, m: ModelInfo, results: list[BenchResult], console: Console) -> None:
-        from rich import box
-
-        def table(title: str, columns: tuple[str, ...]) -> Table:
-            t = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-            t.add_column("backend", no_wrap=True)
-            t.add_column("threads", justify="right", no_wrap=True)
-            for col in columns:
-                t.add_column(col, justify="right", no_wrap=True)
-            return t
-
-        shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in m.input_shapes.items())
-        console.print(
-            f"[bold]{escape(m.name)}[/bold]: {m.format} {m.precision}, "
-            f"{m.bytes / 1e6:.2f} MB on disk, inputs {escape(shapes)}",
-            highlight=False,
-        )
-        latency = table(
-            "latency (ms, sequential batch 1)",
-            ("p50", "p90", "p99", "mean", "inf/s", "p50 / best"),
-        )
-        startup = table(
-            "start-up (ms) and memory (MiB)",
-            ("load", "cold start", "peak RSS", "RSS growth"),
-        )
-        agreement = table(
-            "output agreement with the first backend (same inputs)",
-            ("cosine", "max abs error", "top-1"),
-        )
-        compared = False
-        for r in results:
-            head = (r.backend_label, str(r.threads) if r.threads else "default")
-            if not r.ok:
-                for t in (latency, startup, agreement):
-                    t.add_row(*head, "[red]failed[/red]", *[""] * (len(t.columns) - 3))
-                continue
-            ratio = self.ratio(r)
-            ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
-            if ratio is not None and ratio == 1.0:
-                ratio_text = f"[green]{ratio_text}[/green]"
-            latency.add_row(
-                *head,
-                _ms(r.p50_ms),
-                _ms(r.p90_ms),
-                _ms(r.p99_ms),
-                _ms(r.mean_ms),
-                _rate(r.throughput),
-                ratio_text,
-            )
-            startup.add_row(
-                *head,
-                _ms(r.load_ms),
-                _ms(r.cold_ms),
-                _mib_n(r.rss_peak_bytes),
-                _mib_n(r.rss_growth_bytes),
-            )
-            a = r.agreement or {}
-            if a.get("is_reference"):
-                agree = ["reference", "", ""]
-            elif "error" in a or not a:
-                agree = ["n/a", "", ""]
-            else:
-                compared = True
-                t1 = a.get("top1_agreement")
-                agree = [
-                    f"{a['cosine']:.6f}",
-                    f"{a['max_abs_error']:.2e}",
-                    "-" if t1 is None else f"{t1:.3f}",
-                ]
-            agreement.add_row(*head, *agree)
-        console.print(latency)
-        console.print(startup)
-        if compared:
-            console.print(agreement)
 
     # --- HTML --------------------------------------------------------------------------
 
@@ -314,12 +213,12 @@ class BenchReport:
                     "-" if t1 is None else f"{t1:.3f}",
                 ]
             cells += [
-                _ms(r.load_ms),
-                _ms(r.cold_ms),
-                _ms(r.p50_ms),
-                _ms(r.p90_ms),
-                _ms(r.p99_ms),
-                _ms(r.mean_ms),
+                fmt_ms(r.load_ms),
+                fmt_ms(r.cold_ms),
+                fmt_ms(r.p50_ms),
+                fmt_ms(r.p90_ms),
+                fmt_ms(r.p99_ms),
+                fmt_ms(r.mean_ms),
                 f"{r.throughput:.1f}" if r.throughput else "-",
                 "-" if ratio is None else f"{ratio:.2f}x",
                 _mib(r.rss_peak_bytes),
@@ -364,7 +263,7 @@ class BenchReport:
             f"</p><p>{how} per configuration after {s.get('warmup')} warm-up runs, sequential "
             f"batch 1; inputs: {shapes} (seeded synthetic, seed {s.get('seed')}, the same for "
             "every backend). Agreement is against each model's first backend. "
-            f"{html.escape(_MEMORY_NOTES[self.memory_method])}.</p>"
+            f"{html.escape(MEMORY_NOTES[self.memory_method])}.</p>"
             f"<table>{head}{''.join(rows)}</table>{charts}"
         )
         return html_page("edgeinfer bench", body)

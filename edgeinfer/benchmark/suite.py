@@ -12,8 +12,8 @@ import importlib
 import importlib.util
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from edgeinfer.benchmark.report import BenchReport, ModelInfo
 from edgeinfer.errors import EdgeInferError, MissingDependencyError, ShapeError
 from edgeinfer.loading import load, resolve
 from edgeinfer.machine import machine_info, usable_cpus
+from edgeinfer.progress import ProgressFn, Tracker
 from edgeinfer.runtime.feeds import static_shape
 
 __all__ = [
@@ -153,7 +154,7 @@ def bench(
     warmup: int = DEFAULT_WARMUP,
     *,
     seed: int = 0,
-    progress: bool = False,
+    progress: ProgressFn | None = None,
     spinning: str | Sequence[str] = "run",
 ) -> BenchReport:
     """Benchmark every model on every backend and thread count; see ``edgeinfer bench``.
@@ -168,7 +169,8 @@ def bench(
     comma-separated string or a list): each is one more ``ort`` configuration.
 
     A backend that fails to load or run a model is a row with the error, unless exactly one
-    backend was named: then the error is raised.
+    backend was named: then the error is raised. Progress (task ``bench``, one step per
+    configuration, filled as it is measured) goes to ``progress``.
     """
     model_list = [models] if isinstance(models, (str, Path)) else list(models)
     if not model_list:
@@ -205,14 +207,17 @@ def bench(
     configs = [(p, b, t, s) for p in plans for b in p.info.backends for t in thread_counts
                for s in (spins if b == "ort" else spins[:1])]
     results: list[BenchResult] = []
-    with _progress(progress, len(configs)) as tick_for:
-        for i, (plan, backend, nthreads, spin) in enumerate(configs):
-            shown = backend_label(backend, spin)
-            tick = tick_for(i, f"{plan.info.name}: {shown}, {threads_label(nthreads)}")
-            results.append(
-                _measure_one(plan, backend, nthreads, runs, duration, warmup, seed, method, tick,
-                             raise_errors=single, spinning=spin)
-            )
+    track = Tracker(progress)
+    track.start("bench", total=len(configs))
+    for i, (plan, backend, nthreads, spin) in enumerate(configs):
+        shown = f"{plan.info.name}: {backend_label(backend, spin)}, {threads_label(nthreads)}"
+        track.update("bench", i, shown)
+        tick = None if progress is None else partial(_tick, track, i, shown)
+        results.append(
+            _measure_one(plan, backend, nthreads, runs, duration, warmup, seed, method, tick,
+                         raise_errors=single, spinning=spin)
+        )
+    track.finish("bench")
     results = _with_agreement(results)
     settings = {
         "backends": list(requested) if requested else "all",
@@ -529,59 +534,6 @@ def _with_agreement(results: list[BenchResult]) -> list[BenchResult]:
     return out
 
 
-# --- progress ------------------------------------------------------------------------------
-
-
-def _progress(
-    enabled: bool, total: int
-) -> AbstractContextManager[Callable[[int, str], Callable[[float], None] | None]]:
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:  # no bar (and no stray newline) in a pipe
-        return nullcontext(lambda i, desc: None)
-    return _RichProgress(total, console)
-
-
-class _RichProgress:
-    """A rich progress bar on stderr: one step per configuration, filled as it is measured."""
-
-    def __init__(self, total: int, console: Any) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        # No refresh thread: it would take CPU from the inferences being timed. The bar is
-        # redrawn from the measuring loop, between inferences, at most every 0.1 s.
-        self._progress = Progress(
-            TextColumn("[bold]bench[/bold] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            auto_refresh=False,
-        )
-        self._task = self._progress.add_task("", total=total)
-
-    def __enter__(self) -> Callable[[int, str], Callable[[float], None]]:
-        self._progress.start()
-
-        def tick_for(index: int, description: str) -> Callable[[float], None]:
-            self._progress.update(self._task, completed=index, description=description)
-            self._progress.refresh()
-
-            def tick(fraction: float) -> None:
-                self._progress.update(self._task, completed=index + min(fraction, 1.0))
-                self._progress.refresh()
-
-            return tick
-
-        return tick_for
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+def _tick(track: Tracker, index: int, shown: str, fraction: float) -> None:
+    """Part of configuration ``index`` measured (the harness calls it between inferences)."""
+    track.update("bench", index + min(fraction, 1.0), shown)

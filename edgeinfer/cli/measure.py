@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,12 +9,17 @@ import typer
 
 from edgeinfer.cli.app import app
 from edgeinfer.cli.common import (
+    ForceOption,
+    InputShapeOption,
+    JsonOption,
     console,
     csv_list,
     parse_drop,
     parse_input_shapes,
+    print_json,
     resolve_model,
 )
+from edgeinfer.cli.progress import progress_bars
 from edgeinfer.errors import EdgeInferError
 
 
@@ -37,10 +41,7 @@ def bench(
         str | None,
         typer.Option(help="Thread counts, e.g. 1,2 (default: the CPUs available; 0: backend's)."),
     ] = None,
-    input_shape: Annotated[
-        list[str] | None,
-        typer.Option("--input-shape", help="Resolve dynamic dims: NAME=1x3x640x640 (repeatable)."),
-    ] = None,
+    input_shape: InputShapeOption = None,
     runs: Annotated[
         int | None, typer.Option(help="Timed inferences per configuration (default 100).")
     ] = None,
@@ -48,9 +49,11 @@ def bench(
         float | None, typer.Option(help="Time each configuration for this many seconds instead.")
     ] = None,
     warmup: Annotated[int, typer.Option(help="Untimed runs after the cold first run.")] = 10,
+    as_json: JsonOption = False,
     json_path: Annotated[
         Path | None,
-        typer.Option("--json", help="Write everything (raw latencies, machine) to this file."),
+        typer.Option("-o", "--out",
+                     help="Write the JSON report (raw latencies, machine) to this file."),
     ] = None,
     html_path: Annotated[
         Path | None, typer.Option("--html", help="Write an HTML report with latency plots.")
@@ -63,23 +66,28 @@ def bench(
 ) -> None:
     """Latency percentiles, cold start, memory and output agreement on every backend."""
     from edgeinfer.benchmark import bench as run_bench
+    from edgeinfer.cli.render_bench import render_bench
 
-    report = run_bench(
-        [str(resolve_model(m)) for m in models],
-        backends=backend,
-        threads=threads,
-        input_shapes=parse_input_shapes(input_shape),
-        runs=runs,
-        duration=duration,
-        warmup=warmup,
-        progress=True,
-        spinning=spinning,
-    )
-    report.render(console)
-    if json_path is not None:
-        console.print(f"wrote {report.write_json(json_path)}")
-    if html_path is not None:
-        console.print(f"wrote {report.write_html(html_path)}")
+    with progress_bars() as on_step:
+        report = run_bench(
+            [str(resolve_model(m)) for m in models],
+            backends=backend,
+            threads=threads,
+            input_shapes=parse_input_shapes(input_shape),
+            runs=runs,
+            duration=duration,
+            warmup=warmup,
+            progress=on_step,
+            spinning=spinning,
+        )
+    written = [str(p) for p in (json_path and report.write_json(json_path),
+                                html_path and report.write_html(html_path)) if p]
+    if as_json:
+        print_json(report.to_dict())
+        return
+    render_bench(report, console)
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 @app.command()
@@ -110,15 +118,12 @@ def tune(
     tflite: Annotated[
         bool, typer.Option(help="Convert to TFLite so LiteRT competes (onnx2tf, slower).")
     ] = True,
-    input_shape: Annotated[
-        list[str] | None,
-        typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x640x640 (repeatable)."),
-    ] = None,
+    input_shape: InputShapeOption = None,
     keep_candidates: Annotated[
         bool, typer.Option(help="Keep every candidate model in OUT/candidates.")
     ] = False,
-    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Pick the fastest backend x precision x threads within --max-drop; write it as an artifact."""
     from edgeinfer.cli.render import render_tune
@@ -139,20 +144,22 @@ def tune(
         precisions=precisions,
         tflite=tflite,
     )
-    artifact = run_tune(
-        resolve_model(model),
-        out,
-        config,
-        calib=calib,
-        eval_source=eval_source,
-        labels=labels,
-        input_shapes=parse_input_shapes(input_shape),
-        keep_candidates=keep_candidates,
-        force=force,
-    )
+    with progress_bars() as on_step:
+        artifact = run_tune(
+            resolve_model(model),
+            out,
+            config,
+            calib=calib,
+            eval_source=eval_source,
+            labels=labels,
+            input_shapes=parse_input_shapes(input_shape),
+            keep_candidates=keep_candidates,
+            force=force,
+            progress=on_step,
+        )
     report = artifact.manifest.reports["tune"]
     if as_json:
-        print(json.dumps(report, indent=2))
+        print_json(report)
     else:
         render_tune(report, console)
         console.print(f"artifact: {out}")

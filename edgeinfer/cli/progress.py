@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,6 +19,9 @@ from rich.progress import (
 
 from edgeinfer.progress import ProgressFn, Step
 
+#: bars are redrawn at most this often (seconds)
+REDRAW_S = 0.1
+
 
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
@@ -25,13 +29,17 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
 
     Bars go to stderr, so a ``--json`` document on stdout stays alone there, through a copy of
     the terminal's descriptor, so they stay visible while a converter's own output is diverted.
+    They are redrawn when an event arrives, never from a thread of their own: a refresh thread
+    would take CPU from the inferences ``bench`` and ``tune`` are timing.
     """
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[detail]}"))
     with os.fdopen(os.dup(2), "w", encoding="utf-8", errors="replace") as terminal, Progress(
-        *columns, console=Console(file=terminal), transient=True, disable=not enabled
+        *columns, console=Console(file=terminal), transient=True, auto_refresh=False,
+        disable=not enabled
     ) as bars:
         tasks: dict[str, TaskID] = {}
+        drawn = [0.0]
 
         def on_step(step: Step) -> None:
             if step.kind == "start" or step.task not in tasks:
@@ -44,5 +52,9 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressFn]:
                 del tasks[step.task]
                 return
             bars.update(bar, completed=step.done, total=step.total, detail=step.detail)
+            now = time.monotonic()
+            if now - drawn[0] >= REDRAW_S:
+                drawn[0] = now
+                bars.refresh()
 
         yield on_step

@@ -10,7 +10,9 @@ import typer
 
 from edgeinfer.cli.app import app, state
 from edgeinfer.cli.common import (
+    JsonOption,
     console,
+    print_json,
     quiet_capture_logs,
     resolve_model,
 )
@@ -141,9 +143,6 @@ def demo(
     run_demo(out, console, quick=quick)
 
 
-#: the access options every server verb shares (serve, split-node): edgeinfer.serve.auth
-
-
 @app.command()
 def streams(
     config: Annotated[Path, typer.Argument(help="Streams config (YAML): models and streams.")],
@@ -151,15 +150,21 @@ def streams(
         float | None, typer.Option(help="Seconds to run (default: until the streams end or "
                                         "Ctrl-C).")
     ] = None,
-    as_json: Annotated[
-        Path | None, typer.Option("--json", help="Write the final figures here.")
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write the final figures here (JSON).")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Run several camera streams through one scheduler: a live per-stream table (fps, p50
     latency, drops, active/idle), then a summary with process CPU time while busy vs idle."""
-    from edgeinfer.pipeline.streams_view import run_streams_config
+    from rich.console import Console
+
+    from edgeinfer.cli.streams_view import run_streams_config
 
     quiet_capture_logs()
-    summary = run_streams_config(config, duration, console)
-    if as_json is not None:
-        as_json.write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    view = Console(stderr=True) if as_json else console  # stdout holds the JSON alone
+    summary = run_streams_config(config, duration, view)
+    if out is not None:
+        out.write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+    if as_json:
+        print_json(summary)

@@ -2,8 +2,8 @@
 
 The converted model runs on held-out inputs in its own runtime and the figures (cosine, max abs
 error, top-1 agreement) go into the new manifest's ``reports.convert``. FP32 conversion needs no
-data: without ``calib`` it is verified on seeded synthetic inputs in the range the manifest's
-preprocessing produces, and the report says so. Full-integer TFLite needs calibration images.
+data: without ``calib`` it is verified on seeded random-pixel images run through the manifest's
+preprocessing, and the report says so. Full-integer TFLite needs calibration images.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from edgeinfer.loading import load
 from edgeinfer.optimization.calibration import SampleSet, load_samples, split_samples
 from edgeinfer.progress import ProgressFn
 from edgeinfer.runtime.engine import Engine
-from edgeinfer.runtime.feeds import synthetic_feeds
+from edgeinfer.runtime.feeds import random_pixel_inputs, static_shape
 
 __all__ = ["SYNTHETIC_SAMPLES", "convert"]
 
-#: seeded synthetic inputs an FP32 conversion is verified on when no calibration data is given
+#: seeded random-pixel images an FP32 conversion is verified on when no calibration data is given
 SYNTHETIC_SAMPLES = 8
 
 
@@ -94,7 +94,7 @@ def _inputs(
                 "see, to calibrate the integer ranges on"
             )
         samples = _synthetic_samples(m.inputs[0], src)
-        return samples, samples, "seeded synthetic inputs (no --calib given)"
+        return samples, samples, "seeded random-pixel images (no --calib given)"
     samples = load_samples(calib, m.inputs[0], m.preprocess, limit=limit, progress=progress)
     if config.int8 and len(samples) >= 4:
         calib_set, check_set = split_samples(samples, config.holdout)
@@ -103,13 +103,11 @@ def _inputs(
 
 
 def _synthetic_samples(spec: InputSpec, src: Artifact) -> SampleSet:
-    """Seeded inputs in the range the manifest's preprocessing produces from pixels."""
-    batches = [
-        synthetic_feeds([spec], preprocess=src.manifest.preprocess, seed=seed)[spec.name]
-        for seed in range(SYNTHETIC_SAMPLES)
-    ]
-    inputs = np.concatenate([b[:1] for b in batches]).astype(np.float32)
-    return SampleSet(inputs, tuple(f"synthetic[{i}]" for i in range(len(inputs))))
+    """Random-pixel images through the manifest's preprocessing (``random_pixel_inputs``)."""
+    static_shape(spec)  # a dynamic dimension is a one-line error naming --input-shape
+    inputs = random_pixel_inputs(spec.shape, spec.layout, src.manifest.preprocess,
+                                 SYNTHETIC_SAMPLES)
+    return SampleSet(inputs, tuple(f"random-pixels[{i}]" for i in range(len(inputs))))
 
 
 def _converted_inputs(inputs: tuple[InputSpec, ...], config: ConvertConfig) -> tuple:

@@ -21,7 +21,7 @@ frame rate: after ``after_s`` seconds with no detection only ``idle_fps`` frames
 inferred; the first detection restores ``full_fps``.
 
 The config lives in :mod:`~edgeinfer.pipeline.streams_config` (its names are re-exported
-here), the terminal view of ``edgeinfer streams`` in :mod:`~edgeinfer.pipeline.streams_view`.
+here), the terminal view of ``edgeinfer streams`` in :mod:`edgeinfer.cli.streams_view`.
 
 The energy view (:class:`CpuMeter`) splits this process's CPU time (``time.process_time``:
 user + system, every thread) by phase: ``idle`` while every stream that has idle mode is

@@ -18,7 +18,13 @@ import numpy as np
 from edgeinfer.artifact import Preprocess
 from edgeinfer.errors import ShapeError
 
-__all__ = ["feeds_digest", "preprocess_range", "static_shape", "synthetic_feeds"]
+__all__ = [
+    "feeds_digest",
+    "preprocess_range",
+    "random_pixel_inputs",
+    "static_shape",
+    "synthetic_feeds",
+]
 
 
 class _Spec(Protocol):
@@ -99,6 +105,25 @@ def synthetic_feeds(
         rng = np.random.default_rng([seed, i])
         feeds[spec.name] = _draw(rng, shape, np.dtype(spec.dtype), lo_hi)
     return feeds
+
+
+def random_pixel_inputs(
+    shape: Sequence[int], layout: str, preprocess: Preprocess, n: int, seed: int = 0
+) -> np.ndarray:
+    """``n`` images of uniform random pixels 0..255 run through ``preprocess``'s scale, mean and
+    std: ``[n, *shape[1:]]`` float32 in the model's ``layout``. The weakest possible stand-in for
+    real images, for checking a conversion or a tuning candidate when none are given (reports
+    say so)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (n, *shape[1:]), dtype=np.uint8).astype(np.float32)
+    if pixels.ndim != 4:
+        return pixels
+    axis = 1 if layout == "NCHW" else -1
+    view = [1] * pixels.ndim
+    view[axis] = 3 if pixels.shape[axis] == 3 else 1
+    mean = np.asarray(preprocess.mean, np.float32)[: view[axis]].reshape(view)
+    std = np.asarray(preprocess.std, np.float32)[: view[axis]].reshape(view)
+    return (pixels * preprocess.scale - mean) / std
 
 
 def feeds_digest(feeds: Mapping[str, np.ndarray]) -> str:

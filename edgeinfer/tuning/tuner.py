@@ -13,7 +13,6 @@ the winner, its runtime options and the table of every candidate into a new arti
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -30,13 +29,17 @@ from edgeinfer.artifact import (
     ModelFile,
     RuntimeConfig,
     file_sha256,
+    refuse_existing,
+    write_artifact,
 )
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import load
 from edgeinfer.optimization.evaluate import compare
 from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, _drop, drop_metric
+from edgeinfer.progress import ProgressFn, Tracker
 from edgeinfer.runtime.backends import available_backends, is_installed
 from edgeinfer.runtime.engine import Engine
+from edgeinfer.runtime.feeds import random_pixel_inputs
 from edgeinfer.stats import latency_summary
 from edgeinfer.timing import throughput, time_rounds
 from edgeinfer.tuning import measure
@@ -147,17 +150,9 @@ def _static_source(art: Artifact, input_shapes: dict[str, tuple[int, ...]] | Non
 
 
 def _synthetic_samples(spec: InputSpec, pre: Any, n: int = 24, seed: int = 0) -> Samples:
-    """Random-pixel images run through the artifact's normalisation: a weak check, used only
-    when no images are given (the report says so)."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (2 * n, *spec.shape[1:]), dtype=np.uint8).astype(np.float32)
-    axis = 1 if spec.layout == "NCHW" else -1
-    shape = [1] * pixels.ndim
-    if pixels.ndim == 4:
-        shape[axis] = 3 if pixels.shape[axis] == 3 else 1
-        mean = np.asarray(pre.mean, np.float32)[: shape[axis]].reshape(shape)
-        std = np.asarray(pre.std, np.float32)[: shape[axis]].reshape(shape)
-        pixels = (pixels * pre.scale - mean) / std
+    """Random-pixel images through the artifact's normalisation: a weak check, used only when no
+    images are given (the report says so)."""
+    pixels = random_pixel_inputs(spec.shape, spec.layout, pre, 2 * n, seed)
     return Samples(pixels[:n], pixels[n:], None, "synthetic random pixels (no --calib given)")
 
 
@@ -282,115 +277,162 @@ def tune(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     keep_candidates: bool = False,
     force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> Artifact:
-    """Search backend x precision x threads for ``source`` and write the winner to ``out``."""
-    from rich.progress import Progress
-
-    from edgeinfer.optimization.optimizer import build_samples
-
+    """Search backend x precision x threads for ``source`` and write the winner to ``out``
+    (all or nothing; an existing ``out`` only with ``force``)."""
     config = config or TuneConfig()
     started = time.perf_counter()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise EdgeInferError(f"{out} exists and is not empty: choose another -o or use --force")
-        shutil.rmtree(out)
+    refuse_existing(out, force)
     art = load(source)
-    fmt = art.manifest.model.format
     backends = list(config.backends) or available_backends()
     for b in backends:
         if not is_installed(b):
             raise EdgeInferError(f"backend '{b}' is not installed: see `edgeinfer bench --help`")
-    threads = config.threads or thread_counts()
+    track = Tracker(progress)
+
+    def build(stage: Path) -> Artifact:
+        with tempfile.TemporaryDirectory(prefix="edgeinfer-tune-") as tmp:
+            search = _prepare(art, config, backends, Path(tmp), calib, eval_source, labels,
+                              input_shapes, track)
+            if keep_candidates:
+                keep(search.variants, stage / "candidates")
+            rows = _check_all(search, config, track)
+            ok = [r for r in rows if r.status == "ok"]
+            if not ok:
+                raise _nothing_fits(source, rows, config)
+            sample = search.samples.evaluation[0]
+            baseline_label, baseline_fn = _baseline(art, _in_layout(sample, search.ref_layout,
+                                                                    art))
+            track.start("timing finalists")
+            winner, baseline = _time(ok, baseline_fn, sample, search.ref_layout, config,
+                                     search.threads)
+            track.finish("timing finalists")
+            for r in ok:
+                r.engine.close()
+                r.engine = None
+            report = _report(search, config, rows, winner, baseline, baseline_label, started)
+            return _write(stage, art, search.work_art, winner, search.inputs, report,
+                          search.opt_report)
+
+    return write_artifact(out, build, force=force)
+
+
+@dataclass
+class _Search:
+    """What one tuning run works on: the variants, their artifacts and the FP32 reference."""
+
+    work_art: Artifact
+    inputs: tuple[InputSpec, ...]
+    samples: Samples
+    variants: list[Variant]
+    opt_report: dict[str, Any] | None
+    configs: list[Config]
+    artifacts: dict[str, Artifact]
+    reference: np.ndarray
+    ref_layout: str
+    ref_agree: Any
+    threads: tuple[int, ...]
+    notes: list[str]
+
+
+def _prepare(
+    art: Artifact, config: TuneConfig, backends: list[str], work: Path,
+    calib: str | Path | None, eval_source: str | Path | None, labels: str | Path | None,
+    input_shapes: dict[str, tuple[int, ...]] | None, track: Tracker,
+) -> _Search:
+    """Fix the input shapes, load the samples, build the variants and the FP32 reference."""
+    from edgeinfer.optimization.optimizer import build_samples
+
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="edgeinfer-tune-") as tmp:
-        work = Path(tmp)
-        src_path, inputs = _static_source(art, input_shapes, work)
-        m = art.manifest.model_copy(update={"inputs": inputs})
-        work_art = Artifact(art.path, m)
-        if calib is not None:
-            samples = build_samples(
-                work_art, calib, eval_source=eval_source, labels_file=labels,
-                limit=config.calib_limit,
-            )
-        else:
-            samples = _synthetic_samples(inputs[0], m.preprocess)
-            notes.append("outputs checked on synthetic random pixels: pass --calib IMAGES for a "
-                         "meaningful accuracy check")
-        variants, opt_report = _build_variants(
-            src_path, work_art, samples, config, backends, work, notes
-        )
-        configs = configurations(
-            variants,
-            [b for b in backends if any(v.format in _formats(b) for v in variants)],
-            threads,
-            "throughput" if config.objective == "throughput" else "latency",
-            openvino_precisions() if "openvino" in backends else ("f32",),
-        )
-        if keep_candidates:
-            keep(variants, out / "candidates")
-        ref_variant = variants[0] if variants[0].precision == "fp32" else None
-        ref_art = _variant_artifact(work_art, ref_variant or variants[0], inputs)
-        ref_engine = Engine(ref_art, "ort" if fmt == "onnx" else None)
-        ref_layout = (ref_variant or variants[0]).layout
+    src_path, inputs = _static_source(art, input_shapes, work)
+    m = art.manifest.model_copy(update={"inputs": inputs})
+    work_art = Artifact(art.path, m)
+    if calib is not None:
+        samples = build_samples(work_art, calib, eval_source=eval_source, labels_file=labels,
+                                limit=config.calib_limit, progress=track.progress)
+    else:
+        samples = _synthetic_samples(inputs[0], m.preprocess)
+        notes.append("outputs checked on synthetic random pixels: pass --calib IMAGES for a "
+                     "meaningful accuracy check")
+    track.start("building variants")
+    variants, opt_report = _build_variants(src_path, work_art, samples, config, backends, work,
+                                           notes)
+    track.finish("building variants")
+    threads = config.threads or thread_counts()
+    configs = configurations(
+        variants,
+        [b for b in backends if any(v.format in _formats(b) for v in variants)],
+        threads,
+        "throughput" if config.objective == "throughput" else "latency",
+        openvino_precisions() if "openvino" in backends else ("f32",),
+    )
+    ref_variant = variants[0] if variants[0].precision == "fp32" else None
+    ref_art = _variant_artifact(work_art, ref_variant or variants[0], inputs)
+    fmt = art.manifest.model.format
+    with Engine(ref_art, "ort" if fmt == "onnx" else None) as ref_engine:
         reference = measure.outputs(ref_engine, samples.evaluation)
-        ref_agree = compare(
-            reference, reference, samples.labels, config.agree_confidence, samples.decode
-        )
-        ref_engine.close()
-        rows = [_Row(c) for c in configs]
-        artifacts = {v.label: _variant_artifact(work_art, v, inputs) for v in variants}
-        with Progress(transient=True) as bar:
-            task = bar.add_task("checking candidates", total=len(rows))
-            for row in rows:
-                bar.update(task, description=f"checking {row.config.label}")
-                _check(row, artifacts, samples, reference, ref_layout, ref_agree, config)
-                bar.advance(task)
-        ok = [r for r in rows if r.status == "ok"]
-        for r in rows:
-            log.info("%s: %s %s", r.config.label, r.status, r.reason)
-        if not ok:
-            failed = [r for r in rows if r.status == "failed"]
-            best = min((r.drop for r in rows if r.drop is not None), default=None)
-            raise EdgeInferError(
-                f"no configuration of {source} stays within --max-drop {config.max_drop:.2%} "
-                f"({len(rows) - len(failed)} rejected, smallest drop "
-                f"{'n/a' if best is None else f'{best:.2%}'}; {len(failed)} failed"
-                + (f", first: {failed[0].config.label}: {failed[0].reason}" if failed else "")
-                + "): raise --max-drop, or give calibration images closer to the deployment data"
-            )
-        sample = samples.evaluation[0]
-        baseline_label, baseline_fn = _baseline(art, _in_layout(sample, ref_layout, art))
-        winner, baseline = _time(ok, baseline_fn, sample, ref_layout, config, threads)
-        for r in ok:
-            r.engine.close()
-            r.engine = None
-        w = winner.config
-        report = {
-            "objective": config.objective,
-            "max_drop": config.max_drop,
-            "drop_metric": drop_metric(
-                OptimizeConfig(agree_confidence=config.agree_confidence),
-                samples.labels is not None,
-                ref_agree.metric,
-            ),
-            "samples": {
-                "calibration": len(samples.calib),
-                "evaluation": len(samples.evaluation),
-                "origin": samples.origin,
-            },
-            "input_shapes": {i.name: list(i.shape) for i in inputs},
-            "threads_tried": list(threads),
-            "baseline": {"label": baseline_label, **baseline},
-            "winner": w.label,
-            "winner_p50_ms": winner.final["p50_ms"],
-            "speedup_vs_baseline": baseline["p50_ms"] / winner.final["p50_ms"],
-            "candidates": [r.to_dict() for r in rows],
-            "notes": notes,
-            "seconds": time.perf_counter() - started,
-        }
-        result = _write(out, art, work_art, winner, inputs, report, opt_report)
-    return result
+    ref_agree = compare(reference, reference, samples.labels, config.agree_confidence,
+                        samples.decode)
+    artifacts = {v.label: _variant_artifact(work_art, v, inputs) for v in variants}
+    return _Search(work_art, inputs, samples, variants, opt_report, configs, artifacts,
+                   reference, (ref_variant or variants[0]).layout, ref_agree, threads, notes)
+
+
+def _check_all(search: _Search, config: TuneConfig, track: Tracker) -> list[_Row]:
+    """Load every configuration and check its outputs; the survivors keep their engines."""
+    rows = [_Row(c) for c in search.configs]
+    track.start("checking candidates", total=len(rows))
+    for row in rows:
+        track.advance("checking candidates", 0, detail=row.config.label)
+        _check(row, search.artifacts, search.samples, search.reference, search.ref_layout,
+               search.ref_agree, config)
+        track.advance("checking candidates")
+        log.info("%s: %s %s", row.config.label, row.status, row.reason)
+    track.finish("checking candidates")
+    return rows
+
+
+def _nothing_fits(source: str | Path, rows: list[_Row], config: TuneConfig) -> EdgeInferError:
+    failed = [r for r in rows if r.status == "failed"]
+    best = min((r.drop for r in rows if r.drop is not None), default=None)
+    return EdgeInferError(
+        f"no configuration of {source} stays within --max-drop {config.max_drop:.2%} "
+        f"({len(rows) - len(failed)} rejected, smallest drop "
+        f"{'n/a' if best is None else f'{best:.2%}'}; {len(failed)} failed"
+        + (f", first: {failed[0].config.label}: {failed[0].reason}" if failed else "")
+        + "): raise --max-drop, or give calibration images closer to the deployment data"
+    )
+
+
+def _report(
+    search: _Search, config: TuneConfig, rows: list[_Row], winner: _Row,
+    baseline: dict[str, Any], baseline_label: str, started: float,
+) -> dict[str, Any]:
+    samples = search.samples
+    return {
+        "objective": config.objective,
+        "max_drop": config.max_drop,
+        "drop_metric": drop_metric(
+            OptimizeConfig(agree_confidence=config.agree_confidence),
+            samples.labels is not None,
+            search.ref_agree.metric,
+        ),
+        "samples": {
+            "calibration": len(samples.calib),
+            "evaluation": len(samples.evaluation),
+            "origin": samples.origin,
+        },
+        "input_shapes": {i.name: list(i.shape) for i in search.inputs},
+        "threads_tried": list(search.threads),
+        "baseline": {"label": baseline_label, **baseline},
+        "winner": winner.config.label,
+        "winner_p50_ms": winner.final["p50_ms"],
+        "speedup_vs_baseline": baseline["p50_ms"] / winner.final["p50_ms"],
+        "candidates": [r.to_dict() for r in rows],
+        "notes": search.notes,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _formats(backend: str) -> tuple[str, ...]:
@@ -488,7 +530,7 @@ def _time(
 
 
 def _write(
-    out: Path,
+    stage: Path,
     art: Artifact,
     work_art: Artifact,
     winner: _Row,
@@ -496,19 +538,16 @@ def _write(
     report: dict[str, Any],
     opt_report: dict[str, Any] | None,
 ) -> Artifact:
-    """Stage the winner's artifact beside ``out``, then swap it in (nothing half-written)."""
+    """The winner's artifact, written into ``stage`` (``write_artifact`` moves it into place)."""
     m = art.manifest
     w = winner.config
-    staged = out.parent / f".{out.name}.staging"
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
     ext = w.variant.path.suffix
-    model_file = staged / f"{m.name}.{w.variant.precision}{ext}"
+    model_file = stage / f"{m.name}.{w.variant.precision}{ext}"
     shutil.copyfile(w.variant.path, model_file)
     companions = []
     for c in w.variant.companions:
-        shutil.copyfile(c, staged / c.name)
-        companions.append(staged / c.name)
+        shutil.copyfile(c, stage / c.name)
+        companions.append(stage / c.name)
     vart = _variant_artifact(work_art, w.variant, inputs)
     # A converter names inputs its own way (TFLite: serving_default_...): the manifest follows.
     specs = tuple(
@@ -518,8 +557,8 @@ def _write(
     reports = {**m.reports, "tune": report}
     if opt_report is not None and w.variant.precision in ("int8", "mixed"):
         reports["optimize"] = opt_report
-    art.derive(
-        staged,
+    return art.derive(
+        stage,
         model_file,
         origin=f"tuned from {art.model_path.name}",
         format=w.variant.format,
@@ -535,15 +574,6 @@ def _write(
         ),
         reports=reports,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        candidates = out / "candidates"
-        if candidates.exists():
-            shutil.move(str(candidates), staged / "candidates")
-        shutil.rmtree(out)
-    os.replace(staged, out)
-
-    return load(out)
 
 
 __all__ = ["TuneConfig", "tune"]

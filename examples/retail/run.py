@@ -26,8 +26,8 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 
+from edgeinfer.cli.streams_view import energy_table, stats_table
 from edgeinfer.pipeline.multistream import MultiStreamRunner, parse_streams_config
-from edgeinfer.pipeline.streams_view import energy_table, stats_table
 from edgeinfer.runtime.scheduler import Scheduler
 from edgeinfer.vision.boxes import box_iou
 

@@ -293,9 +293,11 @@ def test_svg_helpers_are_well_formed() -> None:
 def test_table_shows_every_configuration(tiny_onnx: Path) -> None:
     from rich.console import Console
 
+    from edgeinfer.cli.render_bench import render_bench
+
     report = bench(tiny_onnx, backends="ort", threads=[1, 2], runs=5, warmup=0)
     console = Console(width=80, record=True, color_system=None)
-    report.render(console)
+    render_bench(report, console)
     text = console.export_text()
     assert "tiny.onnx: onnx fp32" in text and "inputs x=1x3x8x8" in text
     assert "p50 / best" in text and "1.00x" in text and "cold start" in text
@@ -317,7 +319,7 @@ def test_cli_bench_json(tiny_onnx: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app,
         ["bench", str(tiny_onnx), "--backend", "ort", "--threads", "1,2", "--runs", "5",
-         "--warmup", "1", "--json", str(out), "--html", str(html), "--spinning", "run,never"],
+         "--warmup", "1", "-o", str(out), "--html", str(html), "--spinning", "run,never"],
     )
     assert result.exit_code == 0, result.output
     assert "latency" in result.output and f"wrote {out}" in result.output
@@ -347,6 +349,6 @@ def test_cli_errors_are_one_line_exit_2(capsys, dynamic_onnx: Path, tiny_onnx: P
 def test_cli_input_shape(capsys, dynamic_onnx: Path, tmp_path: Path) -> None:
     out = tmp_path / "d.json"
     code = main(["bench", str(dynamic_onnx), "--backend", "ort", "--threads", "1", "--runs", "3",
-                 "--input-shape", "x=1x3x10x10", "--json", str(out)])
+                 "--input-shape", "x=1x3x10x10", "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     assert json.loads(out.read_text())["results"][0]["input_shapes"] == {"x": [1, 3, 10, 10]}

@@ -98,7 +98,7 @@ def test_fp32_conversion_needs_no_calibration_data(onnx_artifact, tmp_path, caps
     out = tmp_path / "ov"
     assert main(["convert", str(art.path), "--to", "openvino", "-o", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["report"]["verified_on"].endswith("seeded synthetic inputs (no --calib given)")
+    assert doc["report"]["verified_on"].endswith("seeded random-pixel images (no --calib given)")
     assert doc["report"]["calibration_samples"] == 0 and doc["report"]["cosine"] > 0.9999
     assert main(["convert", str(art.path), "--to", "openvino", "-o", str(out)]) == 2
     err = capsys.readouterr().err

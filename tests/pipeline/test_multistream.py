@@ -264,7 +264,7 @@ def test_cli_runs_a_config_and_prints_the_energy_view(tmp_path, videos, capsys):
     out = tmp_path / "summary.json"
     t0 = time.monotonic()
     assert main(["streams", str(_write(tmp_path, data)), "--duration", "2",
-                 "--json", str(out)]) == 0
+                 "-o", str(out)]) == 0
     assert time.monotonic() - t0 < 20
     text = capsys.readouterr().out
     assert "energy view" in text and "CPU s per hour" in text and "summary" in text
