@@ -27,6 +27,7 @@ import numpy as np
 
 from edgeinfer.artifact import Artifact, Preprocess
 from edgeinfer.machine import memory_method, peak_rss_bytes, reset_peak_rss, rss_bytes, trim_heap
+from edgeinfer.runtime.backends import BackendOptions, capabilities
 from edgeinfer.runtime.feeds import feeds_digest, synthetic_feeds
 from edgeinfer.stats import percentile
 
@@ -124,7 +125,7 @@ class BenchResult:
 
 def backend_label(backend: str, spinning: str | None) -> str:
     """``ort``, or ``ort never-spin`` where an ORT configuration does not spin the default way."""
-    if backend != "ort" or spinning in (None, "run"):
+    if not capabilities(backend).spinning or spinning in (None, "run"):
         return backend
     return f"{backend} {spinning}-spin"
 
@@ -154,7 +155,6 @@ def model_files(artifact: Artifact) -> tuple[Path, ...]:
 
 
 def _open_engine(artifact: Artifact, backend: str, threads: int, spinning: str = "run") -> Any:
-    from edgeinfer.runtime.backends import BackendOptions
     from edgeinfer.runtime.engine import Engine
 
     # warmup=False: the first run after construction is the cold first inference. Options are
@@ -212,7 +212,7 @@ def measure(
         peak = peak_rss_bytes(method)
     finally:
         if engine is not None:
-            getattr(engine, "close", lambda: None)()
+            engine.close()
         del engine
         trim_heap()
     return BenchResult(
@@ -220,7 +220,7 @@ def measure(
         backend=backend,
         threads=threads,
         model_bytes=model_bytes,
-        spinning=spinning if backend == "ort" else None,
+        spinning=spinning if capabilities(backend).spinning else None,
         input_shapes={k: tuple(int(d) for d in v.shape) for k, v in feeds.items()},
         load_ms=load_ms,
         cold_ms=cold_ms,

@@ -31,6 +31,16 @@ from edgeinfer.errors import EdgeInferError, MissingDependencyError, ShapeError
 from edgeinfer.loading import load, resolve
 from edgeinfer.machine import machine_info, usable_cpus
 from edgeinfer.progress import ProgressFn, Tracker
+from edgeinfer.runtime.backends import (
+    DEFAULT_BACKEND,
+    KNOWN_BACKENDS,
+    PRODUCTION_BACKENDS,
+    SPINNING_MODES,
+    available_backends,
+    capabilities,
+    is_installed,
+    not_installed_message,
+)
 from edgeinfer.runtime.feeds import static_shape
 
 __all__ = [
@@ -53,17 +63,9 @@ DEFAULT_RUNS = 100
 DEFAULT_WARMUP = 10
 
 
-def _install_hint(name: str) -> str:
-    from edgeinfer.runtime.backends import KNOWN_BACKENDS
-
-    extra = KNOWN_BACKENDS[name].extra
-    return "pip install onnxruntime" if extra == "core" else f"pip install 'edgeinfer[{extra}]'"
-
-
 def installed_backends() -> tuple[str, ...]:
     """Backends whose Python package can be imported here (nothing is imported), in registry
     order; the ``reference`` backend included."""
-    from edgeinfer.runtime.backends import KNOWN_BACKENDS, is_installed
 
     return tuple(n for n in KNOWN_BACKENDS if is_installed(n))
 
@@ -72,7 +74,6 @@ def backends_for(fmt: str) -> tuple[str, ...]:
     """What ``all`` means for a model format: the installed production backends that read it,
     the format's default first (it is the reference for agreement). OpenVINO reads .onnx and
     .tflite directly; LiteRT reads only .tflite."""
-    from edgeinfer.runtime.backends import DEFAULT_BACKEND, available_backends
 
     found = available_backends(fmt)
     default = DEFAULT_BACKEND.get(fmt)
@@ -82,7 +83,6 @@ def backends_for(fmt: str) -> tuple[str, ...]:
 def parse_backends(spec: str | Sequence[str] | None) -> tuple[str, ...] | None:
     """``"ort,openvino"`` or a list -> names; ``"all"`` (or None) -> None, meaning every backend
     that is installed and can load the model. An unknown name is a one-line error."""
-    from edgeinfer.runtime.backends import KNOWN_BACKENDS
 
     if spec is None:
         return None
@@ -103,7 +103,6 @@ def parse_spinning(spec: str | Sequence[str]) -> tuple[str, ...]:
     """``run,never`` (or a list) into spinning modes, each checked, order kept."""
     items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
     modes = tuple(dict.fromkeys(s for s in items if s))
-    from edgeinfer.runtime.backends import SPINNING_MODES
 
     bad = [s for s in modes if s not in SPINNING_MODES]
     if bad or not modes:
@@ -185,7 +184,6 @@ def bench(
         raise EdgeInferError(f"bad --duration {duration}: give a positive number of seconds")
     if warmup < 0:
         raise EdgeInferError(f"bad --warmup {warmup}: use 0 or more warm-up runs")
-    from edgeinfer.runtime.backends import KNOWN_BACKENDS
 
     requested = parse_backends(backends)
     thread_counts = parse_threads(threads)
@@ -194,8 +192,7 @@ def bench(
     for b in requested or ():
         if b not in installed:
             raise MissingDependencyError(
-                f"backend '{b}' needs the Python package '{KNOWN_BACKENDS[b].package}', which "
-                f"is not installed: run `{_install_hint(b)}`, or leave '{b}' out of --backend"
+                not_installed_message(b, f"leave '{b}' out of --backend")
             )
     overrides = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
     plans = _plan_models(model_list, requested, overrides)
@@ -205,7 +202,7 @@ def bench(
     backend_init = _initialise_backends(plans, thread_counts[0], seed)
 
     configs = [(p, b, t, s) for p in plans for b in p.info.backends for t in thread_counts
-               for s in (spins if b == "ort" else spins[:1])]
+               for s in (spins if capabilities(b).spinning else spins[:1])]
     results: list[BenchResult] = []
     track = Tracker(progress)
     track.start("bench", total=len(configs))
@@ -291,7 +288,7 @@ def _measure_one(
             backend=backend,
             threads=threads,
             model_bytes=info.bytes,
-            spinning=spinning if backend == "ort" else None,
+            spinning=spinning if capabilities(backend).spinning else None,
             input_shapes=info.input_shapes,
             rss_method=method,
             error=message,
@@ -311,7 +308,6 @@ def _plan_models(
     An ``--input-shape`` applies to every model with an input of that name whose rank and
     fixed dimensions it fits; it is an error when no model has that input, or none it fits.
     """
-    from edgeinfer.runtime.backends import KNOWN_BACKENDS, PRODUCTION_BACKENDS
 
     loaded = []
     names_seen: set[str] = set()
@@ -361,7 +357,8 @@ def _plan_models(
                 capable = [
                     n for n in PRODUCTION_BACKENDS if fmt in KNOWN_BACKENDS[n].formats
                 ]
-                hint = " or ".join(f"`{_install_hint(b)}`" for b in capable) or "none reads it"
+                hint = (" or ".join(f"`{KNOWN_BACKENDS[b].install_hint}`" for b in capable)
+                        or "none reads it")
                 raise MissingDependencyError(
                     f"{path}: no installed backend runs {fmt} models: {hint}"
                 )
@@ -468,7 +465,7 @@ def _initialise_backends(
                 continue
             finally:
                 if engine is not None:
-                    getattr(engine, "close", lambda: None)()
+                    engine.close()
                 del engine
                 trim_heap()
             after = rss_bytes()

@@ -23,6 +23,8 @@ from edgeinfer.runtime.backends import (
     Backend,
     BackendOptions,
     TensorSpec,
+    capabilities,
+    check_options,
     create_backend,
 )
 from edgeinfer.runtime.cancel import CancelToken
@@ -59,11 +61,13 @@ class Engine:
         if options is None and runtime is not None and runtime.backend == name:
             fields = runtime.model_dump(exclude={"backend", "chosen_by"})
             options = BackendOptions(**fields)
+            check_options(name, options)  # the manifest's runtime section names both
         self.options = options or BackendOptions()
         t0 = time.perf_counter()
         self.backend: Backend = create_backend(name, artifact.model_path, self.options)
         self.load_s = time.perf_counter() - t0
-        quantizes = getattr(self.backend, "quantizes_float_inputs", False)
+        self.capabilities = capabilities(name)
+        quantizes = self.capabilities.quantizes_float_inputs
         self._checks = [
             (
                 s.name,
@@ -95,7 +99,7 @@ class Engine:
         """Backend, device and options, JSON-ready (for reports)."""
         return {
             "backend": self.backend.name,
-            "device": getattr(self.backend, "device", "cpu"),
+            "device": self.backend.device,
             **asdict(self.options),
         }
 
@@ -129,7 +133,7 @@ class Engine:
     @property
     def cancellable(self) -> bool:
         """Whether ``run(..., cancel=token)`` can abort a run in progress (ONNX Runtime)."""
-        return bool(getattr(self.backend, "cancellable", False))
+        return self.capabilities.cancel
 
     def run(self, feeds: dict[str, np.ndarray], *, cancel: CancelToken | None = None,
             ) -> list[np.ndarray]:
@@ -165,9 +169,7 @@ class Engine:
     def close(self) -> None:
         """Release the backend and hand freed memory back to the OS; the Engine is unusable
         afterwards."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
+        self.backend.close()
         trim_heap()
 
     def __enter__(self) -> Engine:

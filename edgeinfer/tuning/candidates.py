@@ -24,6 +24,7 @@ from edgeinfer.runtime.backends import (
     KNOWN_BACKENDS,
     BackendOptions,
     Hint,
+    capabilities,
     is_installed,
 )
 
@@ -59,7 +60,7 @@ class Config:
     def label(self) -> str:
         """A short unique name: ``int8.onnx ort t2`` or ``fp32.onnx openvino t2 bf16``."""
         text = f"{self.variant.label} {self.backend} t{self.options.threads}"
-        if self.backend == "openvino" and self.options.compute_precision != "f32":
+        if self.options.compute_precision != "f32":
             text += f" {self.options.compute_precision}"
         return text
 
@@ -106,7 +107,8 @@ def configurations(
                 continue  # uint8 I/O with scale and zero point: only our LiteRT backend maps it
             for t in threads:
                 base = BackendOptions(threads=t, hint=hint)
-                precisions = ov_precisions if b == "openvino" else ("f32",)
+                precisions = [p for p in ov_precisions
+                              if p in capabilities(b).compute_precisions] or ["f32"]
                 for p in precisions:
                     out.append(Config(v, b, replace(base, compute_precision=p)))  # type: ignore[arg-type]
     return out

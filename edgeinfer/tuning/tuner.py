@@ -32,12 +32,12 @@ from edgeinfer.artifact import (
     refuse_existing,
     write_artifact,
 )
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.errors import EdgeInferError, MissingDependencyError
 from edgeinfer.loading import load
 from edgeinfer.optimization.evaluate import compare
 from edgeinfer.optimization.optimizer import OptimizeConfig, Samples, _drop, drop_metric
 from edgeinfer.progress import ProgressFn, Tracker
-from edgeinfer.runtime.backends import available_backends, is_installed
+from edgeinfer.runtime.backends import available_backends, is_installed, not_installed_message
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.runtime.feeds import random_pixel_inputs
 from edgeinfer.stats import latency_summary
@@ -288,7 +288,7 @@ def tune(
     backends = list(config.backends) or available_backends()
     for b in backends:
         if not is_installed(b):
-            raise EdgeInferError(f"backend '{b}' is not installed: see `edgeinfer bench --help`")
+            raise MissingDependencyError(not_installed_message(b, f"leave '{b}' out of --backend"))
     track = Tracker(progress)
 
     def build(stage: Path) -> Artifact:

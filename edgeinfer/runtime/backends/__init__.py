@@ -81,36 +81,102 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared in the registry: orchestrators (Engine, Scheduler,
+    bench, tune) ask these flags and never branch on a backend's name."""
+
+    cancel: bool = False  #: ``run(feeds, cancel=token)`` aborts a run in progress
+    io_binding: bool = False  #: outputs into pooled buffers (``BackendOptions.io_binding``)
+    dynamic_shapes: bool = True  #: inputs may change shape from one run to the next
+    spinning: bool = False  #: worker-thread spinning can be set (``BackendOptions.spinning``)
+    #: ``BackendOptions.compute_precision`` values it takes (the CPU may support fewer)
+    compute_precisions: tuple[str, ...] = ("f32",)
+    #: integer (full-integer) inputs take float feeds, quantized with the tensor's parameters
+    quantizes_float_inputs: bool = False
+    #: the :class:`BackendOptions` fields it reads; others must stay at their defaults
+    options: tuple[str, ...] = ("threads", "device")
+
+
+@dataclass(frozen=True)
 class BackendInfo:
-    """A registry entry: where the backend lives and what it needs."""
+    """A registry entry: where the backend lives, what it needs and what it can do."""
 
     module: str
     package: str  # the Python package it imports
     extra: str  # `pip install 'edgeinfer[extra]'`; "core" when always installed
     formats: tuple[str, ...]  # model formats it reads
+    capabilities: Capabilities = Capabilities()
+
+    @property
+    def install_hint(self) -> str:
+        """The command that installs this backend's package."""
+        return ("pip install onnxruntime" if self.extra == "core"
+                else f"pip install 'edgeinfer[{self.extra}]'")
 
 
 KNOWN_BACKENDS: dict[str, BackendInfo] = {
-    "ort": BackendInfo("edgeinfer.runtime.backends.ort", "onnxruntime", "core", ("onnx",)),
+    "ort": BackendInfo(
+        "edgeinfer.runtime.backends.ort", "onnxruntime", "core", ("onnx",),
+        Capabilities(cancel=True, io_binding=True, spinning=True,
+                     options=("threads", "device", "spinning", "providers", "io_binding")),
+    ),
     "litert": BackendInfo(
-        "edgeinfer.runtime.backends.litert", "ai_edge_litert", "litert", ("tflite",)
+        "edgeinfer.runtime.backends.litert", "ai_edge_litert", "litert", ("tflite",),
+        Capabilities(quantizes_float_inputs=True),
     ),
     "openvino": BackendInfo(
         "edgeinfer.runtime.backends.openvino",
         "openvino",
         "openvino",
         ("openvino", "onnx", "tflite"),
+        Capabilities(cancel=True, compute_precisions=("f32", "bf16", "f16", "default"),
+                     options=("threads", "device", "hint", "streams", "compute_precision")),
     ),
     "reference": BackendInfo(
-        "edgeinfer.runtime.backends.reference", "onnx", "core", ("onnx",)
+        "edgeinfer.runtime.backends.reference", "onnx", "core", ("onnx",),
+        Capabilities(options=()),
     ),
 }
+
+
+def capabilities(name: str) -> Capabilities:
+    """The declared capabilities of backend ``name`` (a one-line error for an unknown one)."""
+    try:
+        return KNOWN_BACKENDS[name].capabilities
+    except KeyError:
+        raise EdgeInferError(
+            f"unknown backend '{name}': choose one of {sorted(KNOWN_BACKENDS)}"
+        ) from None
+
+
+def check_options(name: str, options: BackendOptions) -> None:
+    """A one-line error when ``options`` sets a field backend ``name`` does not read (say
+    ``hint`` for ``ort``): where a backend and its options are named together, a knob that
+    would silently do nothing is refused."""
+    caps = capabilities(name)
+    defaults = BackendOptions()
+    unused = [f for f in BackendOptions.__dataclass_fields__
+              if f not in caps.options and getattr(options, f) != getattr(defaults, f)]
+    if unused:
+        raise EdgeInferError(
+            f"backend '{name}' does not use {', '.join(unused)}: it reads "
+            f"{', '.join(caps.options) or 'no options'}; leave the others unset"
+        )
 
 #: model file format -> the backend used when none is named
 DEFAULT_BACKEND = {"onnx": "ort", "tflite": "litert", "openvino": "openvino"}
 
 #: backends fit for timing: the reference backend is for correctness only
 PRODUCTION_BACKENDS = ("ort", "litert", "openvino")
+
+
+def not_installed_message(name: str, alternative: str = "") -> str:
+    """The one "backend not installed" message: the package, the command that installs it,
+    and an ``alternative`` fix where the caller has one."""
+    info = KNOWN_BACKENDS[name]
+    fix = f", or {alternative}" if alternative else ""
+    return (f"backend '{name}' needs the Python package '{info.package}', which is not "
+            f"installed: run `{info.install_hint}`{fix}")
 
 
 def is_installed(name: str) -> bool:
@@ -138,9 +204,6 @@ def create_backend(name: str, path: str | Path, options: BackendOptions | None =
             f"unknown backend '{name}': choose one of {sorted(KNOWN_BACKENDS)}"
         ) from None
     if not is_installed(name):
-        raise MissingDependencyError(
-            f"backend '{name}' needs the Python package '{info.package}', which is not "
-            f"installed: run `pip install 'edgeinfer[{info.extra}]'`"
-        )
+        raise MissingDependencyError(not_installed_message(name))
     module = importlib.import_module(info.module)
     return module.create(Path(path), options or BackendOptions())

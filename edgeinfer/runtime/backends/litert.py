@@ -56,8 +56,6 @@ class LiteRTBackend:
     """A LiteRT interpreter. Calls are serialised by a lock: an interpreter is not re-entrant."""
 
     name = "litert"
-    #: integer (full-integer) inputs take float feeds, quantized with the tensor's parameters
-    quantizes_float_inputs = True
 
     def __init__(self, path: Path, options: BackendOptions) -> None:
         interp_mod = require("ai_edge_litert.interpreter", "litert", "running .tflite models")

@@ -88,9 +88,6 @@ class OpenVINOBackend:
         self._free = [self._compiled.create_infer_request()]
         self._lock = threading.Lock()
 
-    #: a run can be aborted from another thread (InferRequest.cancel)
-    cancellable = True
-
     def run(self, feeds: dict[str, np.ndarray], cancel: CancelToken | None = None,
             ) -> list[np.ndarray]:
         """Run one inference; outputs are copies (the request reuses its buffers). ``cancel``

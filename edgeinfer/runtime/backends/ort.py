@@ -97,9 +97,6 @@ class OrtBackend:
         self._varying: set[tuple] = set()  # input shapes whose output shapes vary with the data
         self._lock = threading.Lock()
 
-    #: a run can be aborted from another thread (RunOptions.terminate, checked between nodes)
-    cancellable = True
-
     def run(self, feeds: dict[str, np.ndarray], cancel: CancelToken | None = None,
             ) -> list[np.ndarray]:
         """Run one inference; the arrays returned belong to the caller. ``cancel`` aborts it
