@@ -16,21 +16,11 @@ from edgeinfer.cli.app import app, state
 from edgeinfer.errors import EdgeInferError
 
 #: the verb modules, in the order ``edgeinfer --help`` lists their verbs (the flow's order)
-VERB_MODULES = ("model", "measure", "run", "node", "split")
+VERB_MODULES = ("model", "measure", "run", "node", "split", "fl")
 for _name in VERB_MODULES:
     importlib.import_module(f"edgeinfer.cli.{_name}")
 
 __all__ = ["app", "main"]
-
-
-def _add_fl() -> None:
-    """``edgeinfer fl server|client`` (federated learning); flwr itself is imported lazily."""
-    from edgeinfer.collab.fl.cli import fl_app
-
-    app.add_typer(fl_app, name="fl")
-
-
-_add_fl()
 
 
 def main(argv: list[str] | None = None) -> int:

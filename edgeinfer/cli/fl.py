@@ -14,8 +14,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from edgeinfer.cli.app import app
+
 fl_app = typer.Typer(no_args_is_help=True,
                      help="Federated learning with Flower: data never leaves the site.")
+app.add_typer(fl_app, name="fl")
 console = Console()
 
 
