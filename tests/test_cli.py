@@ -218,10 +218,11 @@ def test_run_top_k(capsys, classifier: Path, images: Path) -> None:
     assert [r[1] for r in result_rows(out)] in (["a"], ["b"])
 
 
-def test_run_json_lines(capsys, classifier: Path, images: Path) -> None:
+def test_run_json_is_one_document(capsys, classifier: Path, images: Path) -> None:
     code, out, err = cli(capsys, "run", classifier, "--source", images, "--json")
     assert code == 0, err
-    *records, summary = [json.loads(line) for line in out.splitlines()]
+    doc = json.loads(out)
+    records, summary = doc["frames"], doc
     assert summary["summary"]["frames"] == 2
     assert [Path(r["source"]).name for r in records] == ["one.png", "two.png"]
     for r in records:
@@ -235,7 +236,7 @@ def test_run_matches_onnxruntime(capsys, classifier: Path, images: Path) -> None
 
     code, out, _ = cli(capsys, "run", classifier, "-s", images / "two.png", "--json")
     assert code == 0
-    result = json.loads(out.splitlines()[0])["result"]
+    result = json.loads(out)["frames"][0]["result"]
     img = cv2.imread(str(images / "two.png"))
     x = cv2.cvtColor(cv2.resize(img, (8, 8), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     x = x.astype(np.float32).transpose(2, 0, 1)[None]

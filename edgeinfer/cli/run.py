@@ -44,7 +44,9 @@ def run(
     ] = None,
     top_k: Annotated[int, typer.Option(help="Classes to show (classification).")] = 5,
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON line per frame, then a summary line.")
+        bool, typer.Option("--json", help="Images, folders, video files: one JSON document "
+                                          "(frames and summary); cameras, URLs and --live: one "
+                                          "JSON line per frame, then a summary line.")
     ] = False,
     live: Annotated[
         bool, typer.Option("--live", help="Pace a file at its fps through the drop-oldest "
@@ -88,16 +90,21 @@ def run(
             quiet_capture_logs()
     engine = Engine.open(resolve_model(artifact), backend)
     predictor = make_predictor(engine, tile, overlap, batch, full_frame)
+    frames: list[dict] = []  # --json on a finite source: one document at the end
 
     def show(pred) -> None:
         result = pred.result
         items = result.to_dicts() if hasattr(result, "to_dicts") else list(result)[:top_k]
         if as_json:
-            print(json.dumps({
+            record = {
                 "source": pred.source,
                 "result": items,
                 "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()},
-            }), flush=True)
+            }
+            if streaming:
+                print(json.dumps(record), flush=True)
+            else:
+                frames.append(record)
             return
         total = sum(pred.times_ms.values())
         console.print(f"[bold]{pred.source}[/bold]  ({total:.1f} ms, {len(items)} results)")
@@ -112,7 +119,10 @@ def run(
         summary = run_source(predictor, Path(source), save=save, limit=limit,
                              on_frame=show).to_dict()
     if as_json:
-        print(json.dumps({"summary": summary}))
+        if streaming:
+            print(json.dumps({"summary": summary}))
+        else:
+            print_json({"frames": frames, "summary": summary})
         return
     stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stages_ms"].items())
     fps_text = f"{summary['fps']:.1f}" if summary["fps"] else "-"

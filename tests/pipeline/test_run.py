@@ -24,7 +24,7 @@ def _video(path, frames: int = 5) -> None:
     writer.release()
 
 
-def test_folder_to_json_lines_and_annotated_images(tmp_path, capsys):
+def test_folder_to_json_and_annotated_images(tmp_path, capsys):
     art = _classifier(tmp_path)
     images = tmp_path / "images"
     images.mkdir()
@@ -33,8 +33,8 @@ def test_folder_to_json_lines_and_annotated_images(tmp_path, capsys):
     rc = main(["run", str(art.path), "--source", str(images), "--json", "--top-k", "1",
                "--save", str(tmp_path / "out")])
     assert rc == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    frames, summary = lines[:-1], lines[-1]["summary"]
+    doc = json.loads(capsys.readouterr().out)
+    frames, summary = doc["frames"], doc["summary"]
     assert [f["source"].split("/")[-1] for f in frames] == ["0.png", "1.png", "2.png"]
     assert all(len(f["result"]) == 1 and f["result"][0]["label"] in ("dark", "bright")
                for f in frames)
