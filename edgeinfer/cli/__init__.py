@@ -20,7 +20,17 @@ VERB_MODULES = ("model", "measure", "run", "node", "split", "fl")
 for _name in VERB_MODULES:
     importlib.import_module(f"edgeinfer.cli.{_name}")
 
-__all__ = ["app", "main"]
+__all__ = ["app", "click_command", "main"]
+
+
+def __getattr__(name: str) -> object:
+    """``click_command``: the click command behind the Typer app, built on first access (the
+    docs' CLI reference renders it with mkdocs-click)."""
+    if name == "click_command":
+        import typer.main
+
+        return typer.main.get_command(app)
+    raise AttributeError(f"module 'edgeinfer.cli' has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
