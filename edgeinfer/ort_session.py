@@ -4,7 +4,7 @@ Graph reading (shape measurement), optimization (evaluation, sensitivity), conve
 and the runtime backend all open sessions; they do it here so that options (quiet logs, worker
 threads that stop spinning when a run ends) and the one-line load error stay the same everywhere.
 
-Spinning, measured on EfficientNet-Lite0 with 2 threads (docs/benchmarks.md): ORT's default
+Spinning, measured on EfficientNet-Lite0 with 2 threads (docs/benchmarks/): ORT's default
 (workers spin after every run) costs a few percent of a core while idle; turning spinning off
 (``session.intra_op.allow_spinning=0``) makes each run about 35% slower, because workers then
 sleep between the ~60 small ops of one run. ``session.force_spinning_stop=1`` keeps spinning

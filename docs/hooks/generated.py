@@ -80,7 +80,7 @@ MANIFEST_NOTES = {
     "RuntimeConfig.device": "cpu, gpu (accelerator providers/plugins) or auto.",
     "RuntimeConfig.hint": "OpenVINO performance hint.",
     "RuntimeConfig.streams": "OpenVINO streams (0: from the hint).",
-    "RuntimeConfig.compute_precision": "OpenVINO inference precision (bf16/f16 where the CPU has units).",
+    "RuntimeConfig.compute_precision": "OpenVINO inference precision (bf16/f16 need CPU units).",
     "RuntimeConfig.spinning": "ONNX Runtime worker spinning: run, always or never.",
     "RuntimeConfig.chosen_by": "What picked this configuration.",
 }

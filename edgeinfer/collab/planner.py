@@ -8,7 +8,7 @@ bandwidth comes from the user or from an EWMA of measured transfers.
 One candidate is not a cut of the graph: "send a JPEG of the input" (``where == "jpeg"``,
 cut key ``@jpeg``, position -1), whose head is the device's resize + JPEG encode and whose
 tail is the node's decode + preprocess + whole model. It is priced by the same formula, so it
-wins exactly when its predicted total is the lowest; it is lossy (see docs/benchmarks.md).
+wins exactly when its predicted total is the lowest; it is lossy (see docs/benchmarks/).
 """
 
 from __future__ import annotations

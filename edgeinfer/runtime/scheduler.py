@@ -23,7 +23,7 @@ in progress.
 Workers x intra-op threads is kept within the cores (onnxruntime issue 17011: sessions that
 each take every core slow each other down, 2.09x reported), with spinning off (ORT workers
 park when a run ends). The default, one worker whose engines use every core, was chosen by
-measurement (benchmarks/scheduler.py, docs/benchmarks.md; 2 cores): a lone request then has
+measurement (benchmarks/scheduler.py, docs/benchmarks/; 2 cores): a lone request then has
 every core, so three models in turn cost 1.10x the sum of their standalone latencies, where
 two one-thread workers took 1.55x (a model runs on one core while the other idles). Under
 saturating load two one-thread workers (``workers=2``) did better: high-priority p99 6 ms

@@ -104,7 +104,7 @@ def test_planner_picks_jpeg_when_cheapest_and_outputs_match(node) -> None:
         via_jpeg = client.split.full().run(_jpeg_feeds())
         for k, v in ref.items():
             assert r.outputs[k].shape == v.shape
-            # lossy (docs/benchmarks.md: cosine 0.953 min over photos), same top-1 here ...
+            # lossy (docs/benchmarks/: cosine 0.953 min over photos), same top-1 here ...
             assert _cosine(r.outputs[k], v) > 0.9
             assert int(r.outputs[k].argmax()) == int(v.argmax())
             # ... and exactly what the JPEG, decoded and normalised here, gives

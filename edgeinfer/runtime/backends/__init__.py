@@ -42,7 +42,7 @@ class BackendOptions:
     ``run`` spins inside a run and parks the workers when it ends (ORT's latency, no idle
     burn); ``always`` is ORT's default (workers keep spinning after a run, burning CPU while
     idle); ``never`` sleeps between ops: about 35% slower on a quiet machine, but 1.7x faster
-    where another process wants the same cores (docs/benchmarks.md). ``device``: ``gpu`` asks
+    where another process wants the same cores (docs/benchmarks/). ``device``: ``gpu`` asks
     for the accelerator (CUDA/TensorRT provider, LiteRT GPU delegate, OpenVINO GPU plugin) and
     fails if there is none; ``auto`` takes it when present. ``hint``: OpenVINO's performance
     hint. ``streams``: OpenVINO streams (0: from the hint). ``compute_precision``: what

@@ -2,7 +2,7 @@
 
 Outputs go through I/O binding into buffers that are allocated once per input-shape signature
 and reused (a pool of slots, so concurrent callers never share one). On the CPU provider the
-binding measured no faster than ``session.run`` on EfficientNet-Lite0 (docs/benchmarks.md), so
+binding measured no faster than ``session.run`` on EfficientNet-Lite0 (docs/benchmarks/), so
 it is used by default only on an accelerator, where it saves a device-to-host allocation per
 run; ``io_binding=True`` forces it.
 """
