@@ -177,7 +177,15 @@ STATUS_NOTES = {
     "415": "unsupported content type",
     "422": "bad query, header or path value",
     "429": "the model's queue is full (`Retry-After: 1`)",
-    "503": "deadline cannot be met, model not loaded, node not ready or shutting down",
+    "503": "node not ready or shutting down, model not loaded, or deadline cannot be met",
+}
+#: what a parameter means, where the document does not say
+PARAM_NOTES = {
+    "name": "model name (stream name for `/v1/streams`)",
+    "priority": "scheduler priority, higher first (default 0)",
+    "deadline_ms": "answer within this many ms, else 503 (admission) or skipped",
+    "x-priority": "as `priority`, from a header",
+    "x-deadline-ms": "as `deadline_ms`, from a header",
 }
 _GENERIC = {"error", "Successful Response", "Validation Error"}
 
@@ -186,8 +194,9 @@ def _param_rows(op: dict[str, Any]) -> list[str]:
     rows = []
     for p in op.get("parameters", ()):
         kind = _schema_type(p.get("schema", {}))
+        note = p.get("description") or PARAM_NOTES.get(p["name"].lower(), "")
         rows.append(f"| `{p['name']}` | {p['in']} | {kind} | "
-                    f"{'yes' if p.get('required') else ''} | {_cell(p.get('description', ''))} |")
+                    f"{'yes' if p.get('required') else ''} | {_cell(note)} |")
     if not rows:
         return []
     return ["| parameter | in | type | required | meaning |", "|---|---|---|---|---|", *rows, ""]
