@@ -26,8 +26,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # document the checked-out code, not some installed copy
-    sys.path.insert(0, str(ROOT))
+
+
+def _document_this_checkout() -> None:
+    """Put this checkout first on sys.path, so the references describe its code and not some
+    installed copy (mkdocs restores sys.path after loading a hook: done again in on_config)."""
+    if sys.path[:1] != [str(ROOT)]:
+        sys.path.insert(0, str(ROOT))
+
+
+_document_this_checkout()
 
 MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.MULTILINE)
 
@@ -387,6 +395,18 @@ def render_markers(markdown: str) -> str:
         return RENDERERS[name]()
 
     return MARKER.sub(replace, markdown)
+
+
+def on_config(config: Any) -> Any:
+    """mkdocs event: import edgeinfer from this checkout, and say so if another copy is loaded."""
+    _document_this_checkout()
+    import edgeinfer
+
+    where = Path(edgeinfer.__file__).resolve().parent
+    if where != ROOT / "edgeinfer":
+        raise DocsError(f"the docs would describe {where}, not {ROOT / 'edgeinfer'}: build from "
+                        "a fresh process, or install this checkout (pip install -e .)")
+    return config
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
