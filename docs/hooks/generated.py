@@ -414,9 +414,20 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     return render_markers(markdown)
 
 
+#: a Sphinx role left in a docstring, as Markdown renders it: :class:<code>~a.b.C</code>
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):<code>(~?)([^<]+)</code>")
+
+
+def _role(match: re.Match[str]) -> str:
+    name = match.group(2).rsplit(".", 1)[-1] if match.group(1) else match.group(2)
+    return f"<code>{name}</code>"
+
+
 def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
-    """mkdocs event: the CLI reference shows click's help text, where Typer escaped ``[`` for
-    rich (``\\[default: 2]``); show it as the terminal does."""
+    """mkdocs event: docstrings' Sphinx roles (``:class:`~a.B```) read as code (``B``); the CLI
+    reference shows click's help text, where Typer escaped ``[`` for rich (``\\[default: 2]``):
+    show it as the terminal does."""
+    html = _ROLE.sub(_role, html)
     if page.file.src_uri == "reference/cli.md":
-        return html.replace("\\[", "[")
+        html = html.replace("\\[", "[")
     return html
