@@ -152,6 +152,43 @@ def test_cli_reference_renders_every_verb():
         assert f'id="{anchor}"' in html, f"`edgeinfer {' '.join(path)}` missing from the reference"
 
 
+def _shell_commands(text: str) -> list[str]:
+    """The `edgeinfer ...` command lines of a page's bash/text blocks (continuations joined)."""
+    lines = []
+    for block in re.findall(r"```(?:bash|text)\n(.*?)```", text, re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split(" #")[0]
+            tokens = line.split()
+            starts = [i for i, t in enumerate(tokens)
+                      if t == "edgeinfer" or t.endswith("/edgeinfer")]
+            if starts:
+                lines.append(" ".join(tokens[starts[0] + 1:]))
+    return lines
+
+
+def test_documented_commands_use_real_verbs_and_options():
+    from edgeinfer import cli
+
+    root = cli.click_command
+    global_opts = {o for p in root.params for o in (*p.opts, *p.secondary_opts)}
+    checked = 0
+    for page in _pages():
+        for line in _shell_commands(page.read_text(encoding="utf-8")):
+            command, words = root, line.split()
+            while words and hasattr(command, "commands") and words[0] in command.commands:
+                command = command.commands[words.pop(0)]
+            if command is root:
+                continue  # `edgeinfer --help` and the like
+            known = global_opts | {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            for option in re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", " ".join(words)):
+                assert option in known, (
+                    f"{page.relative_to(ROOT)}: `edgeinfer {command.name} {option}` is not an "
+                    f"option of that verb")
+            checked += 1
+    assert checked > 30
+
+
 # ------------------------------------------------------------------------------ generated parts
 
 
