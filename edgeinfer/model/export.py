@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,14 @@ def export(
     input_names: Sequence[str] = ("input",),
     output_names: Sequence[str] = ("output",),
     dynamic_batch: bool = False,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     simplify: bool = True,
 ) -> Path:
     """Export a PyTorch module to ONNX at ``path`` and return the path.
 
-    ``dynamic_batch`` makes dimension 0 of every input and output symbolic (``batch``).
+    ``dynamic_batch`` makes dimension 0 of every input and output symbolic (``batch``);
+    ``dynamic_axes`` (tensor name -> {axis: symbol}) names any others, e.g. a detector's
+    ``{"images": {0: "batch", 2: "height", 3: "width"}}``, and takes precedence.
     """
     torch = require("torch", "torch", "exporting PyTorch modules")
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -48,9 +51,9 @@ def export(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     args = example_input if isinstance(example_input, tuple) else (example_input,)
-    dynamic_axes = (
-        {name: {0: "batch"} for name in [*input_names, *output_names]} if dynamic_batch else None
-    )
+    if dynamic_axes is None and dynamic_batch:
+        dynamic_axes = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    axes = None if dynamic_axes is None else {k: dict(v) for k, v in dynamic_axes.items()}
     was_training = getattr(module, "training", False)
     module.eval()
     try:
@@ -64,7 +67,7 @@ def export(
                 dynamo=False,
                 input_names=list(input_names),
                 output_names=list(output_names),
-                dynamic_axes=dynamic_axes,
+                dynamic_axes=axes,
                 do_constant_folding=True,
             )
     except Exception as exc:

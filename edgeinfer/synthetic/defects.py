@@ -11,7 +11,9 @@ soft blob), ``crack`` (jagged dark polyline with branches), ``dent`` (shaded ell
 the side facing the light, dark on the other).
 
 ``make_frame`` draws one 5 MP frame (2592x1944 by default) in a few hundred milliseconds;
-``make_tiles`` crops training/evaluation tiles out of a series of frames.
+``make_tiles`` crops training/evaluation tiles out of a series of frames. ``draw_defects``
+draws the same defects onto ANY image (a photograph of the user's own surface), with exact
+boxes: both go through :func:`place_defect` and :func:`apply_defect`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ Frame = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
-class _Patch:
+class DefectPatch:
     """A rendered defect: the top-left corner of its canvas and how it changes the pixels."""
 
     x0: int
@@ -148,7 +150,7 @@ def _extent_ok(points: np.ndarray, min_side: float) -> bool:
     return bool(ext.min() >= min_side)
 
 
-def _scratch(rng: np.random.Generator, cx: float, cy: float) -> _Patch:
+def _scratch(rng: np.random.Generator, cx: float, cy: float) -> DefectPatch:
     """A thin, long, gently curved line, bright (specular) or dark."""
     while True:
         length = rng.uniform(30, 120)
@@ -166,10 +168,10 @@ def _scratch(rng: np.random.Generator, cx: float, cy: float) -> _Patch:
     alpha *= rng.uniform(0.55, 0.9)
     bright = rng.random() < 0.5
     color = np.full(3, rng.uniform(225, 255) if bright else rng.uniform(5, 35))
-    return _Patch(x0, y0, alpha, color, None)
+    return DefectPatch(x0, y0, alpha, color, None)
 
 
-def _spot(rng: np.random.Generator, cx: float, cy: float) -> _Patch:
+def _spot(rng: np.random.Generator, cx: float, cy: float) -> DefectPatch:
     """A round, soft-edged blob of contamination or corrosion (10-44 px across)."""
     r = rng.uniform(5, 22)
     phi = np.linspace(0, 2 * math.pi, 48, endpoint=False)
@@ -184,7 +186,7 @@ def _spot(rng: np.random.Generator, cx: float, cy: float) -> _Patch:
     alpha *= rng.uniform(0.6, 0.95)
     palette = [(20, 35, 60), (15, 15, 20), (30, 70, 140), (205, 210, 215), (40, 90, 110)]
     color = np.array(palette[int(rng.integers(0, len(palette)))], np.float64)
-    return _Patch(x0, y0, alpha, color + rng.uniform(-10, 10, 3), None)
+    return DefectPatch(x0, y0, alpha, color + rng.uniform(-10, 10, 3), None)
 
 
 def _walk(rng: np.random.Generator, start: np.ndarray, theta: float, length: float) -> np.ndarray:
@@ -199,7 +201,7 @@ def _walk(rng: np.random.Generator, start: np.ndarray, theta: float, length: flo
     return np.array(pts)
 
 
-def _crack(rng: np.random.Generator, cx: float, cy: float) -> _Patch:
+def _crack(rng: np.random.Generator, cx: float, cy: float) -> DefectPatch:
     """A jagged dark polyline with one to three shorter branches."""
     while True:
         length = rng.uniform(35, 110)
@@ -218,10 +220,10 @@ def _crack(rng: np.random.Generator, cx: float, cy: float) -> _Patch:
     paths = [(p - center + (cx, cy), t) for p, t in paths]
     x0, y0, alpha = _polyline_alpha(paths)
     alpha *= rng.uniform(0.75, 0.95)
-    return _Patch(x0, y0, alpha, np.full(3, rng.uniform(0, 25)), None)
+    return DefectPatch(x0, y0, alpha, np.full(3, rng.uniform(0, 25)), None)
 
 
-def _dent(rng: np.random.Generator, cx: float, cy: float) -> _Patch:
+def _dent(rng: np.random.Generator, cx: float, cy: float) -> DefectPatch:
     """A shallow elliptical depression under directional light: a shaded ellipse (20-120 px)."""
     a = rng.uniform(10, 60)
     b = a * rng.uniform(0.55, 1.0)
@@ -240,14 +242,55 @@ def _dent(rng: np.random.Generator, cx: float, cy: float) -> _Patch:
     # the far side darkens, and the whole floor is a little shadowed.
     ramp = (dx * math.cos(light) + dy * math.sin(light)) / a
     shade = (amp * ramp - 0.2 * amp) * inside
-    return _Patch(x0, y0, np.zeros_like(shade), None, shade.astype(np.float32))
+    return DefectPatch(x0, y0, np.zeros_like(shade), None, shade.astype(np.float32))
 
 
-_RENDER = (_scratch, _spot, _crack, _dent)
+#: the renderer of each class, in :data:`CLASSES` order: ``render(rng, cx, cy) -> DefectPatch``
+RENDER = (_scratch, _spot, _crack, _dent)
+
+Box = tuple[int, int, int, int]
 
 
-def _apply(img: np.ndarray, patch: _Patch) -> tuple[int, int, int, int] | None:
-    """Draw ``patch`` into ``img`` in place; return its tight box (x1, y1, x2, y2) or None."""
+def place_defect(
+    rng: np.random.Generator,
+    cls: int,
+    width: int,
+    height: int,
+    taken: list[Box],
+    margin: float = 70,
+    tries: int = 30,
+) -> DefectPatch | None:
+    """Render a defect of class ``cls`` at a random centre at least ``margin`` px from the
+    image's edges, whose canvas lies inside the ``width`` x ``height`` image and keeps 6 px
+    from every box in ``taken``; None when ``tries`` positions all fail."""
+    for _attempt in range(tries):
+        cx, cy = rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)
+        patch = RENDER[cls](rng, cx, cy)
+        ph, pw = patch.alpha.shape
+        box = (patch.x0, patch.y0, patch.x0 + pw, patch.y0 + ph)
+        inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
+        if inside and not any(_overlap(box, b, 6) for b in taken):
+            return patch
+    return None
+
+
+def defect_box(img: np.ndarray, patch: DefectPatch) -> Box | None:
+    """The tight box ``patch`` would get in the float image ``img``, which is left unchanged."""
+    ph, pw = patch.alpha.shape
+    x0, y0 = patch.x0, patch.y0
+    region = img[max(0, y0) : y0 + ph, max(0, x0) : x0 + pw].copy()
+    local = DefectPatch(min(0, x0), min(0, y0), patch.alpha, patch.color, patch.shade)
+    tight = apply_defect(region, local)
+    if tight is None:
+        return None
+    ox, oy = max(0, x0), max(0, y0)
+    return tight[0] + ox, tight[1] + oy, tight[2] + ox, tight[3] + oy
+
+
+def apply_defect(img: np.ndarray, patch: DefectPatch) -> Box | None:
+    """Draw ``patch`` into the float32 BGR image ``img`` in place; return its tight box
+    (x1, y1, x2, y2; x2/y2 exclusive) or None when it changes no pixel by
+    :data:`CHANGE_THRESHOLD`."""
     h, w = img.shape[:2]
     ph, pw = patch.alpha.shape
     x1, y1 = max(0, patch.x0), max(0, patch.y0)
@@ -300,27 +343,15 @@ def make_frame(
 
     rng = np.random.default_rng(defect_ss)
     count = int(rng.integers(3, 13)) if n_defects is None else n_defects
-    boxes: list[tuple[int, int, int, int]] = []
+    boxes: list[Box] = []
     classes: list[int] = []
     for _ in range(count):
         cls = int(rng.integers(0, len(CLASSES)))
-        for _attempt in range(30):
-            cx, cy = rng.uniform(70, width - 70), rng.uniform(70, height - 70)
-            patch = _RENDER[cls](rng, cx, cy)
-            ph, pw = patch.alpha.shape
-            box = (patch.x0, patch.y0, patch.x0 + pw, patch.y0 + ph)
-            inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
-            if inside and not any(_overlap(box, b, 6) for b in boxes):
-                break
-        else:
+        patch = place_defect(rng, cls, width, height, boxes)
+        if patch is None:
             continue
-        if defects:
-            tight = _apply(img, patch)
-        else:  # the box the defect would have had, without drawing it
-            tight = _apply(img[box[1] : box[3], box[0] : box[2]].copy(),
-                           _Patch(0, 0, patch.alpha, patch.color, patch.shade))
-            tight = None if tight is None else (tight[0] + box[0], tight[1] + box[1],
-                                                tight[2] + box[0], tight[3] + box[1])
+        # defects=False: the box the defect would have had, without drawing it
+        tight = apply_defect(img, patch) if defects else defect_box(img, patch)
         if tight is not None:
             boxes.append(tight)
             classes.append(cls)
@@ -344,6 +375,71 @@ def make_frame(
     img += noise.astype(np.float32) * np.float32(sigma / 73.9) - np.float32(127.5 * sigma / 73.9)
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return (out, np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64))
+
+
+def draw_defects(
+    image: np.ndarray,
+    rng: np.random.Generator | int,
+    count: int | tuple[int, int] = (1, 4),
+    *,
+    classes: tuple[int, ...] | None = None,
+    margin: float = 0,
+    min_contrast: float = 0.0,
+    taken: list[Box] | None = None,
+) -> Frame:
+    """Draw defects onto a copy of ANY BGR ``uint8`` image (a photograph of a surface).
+
+    ``count`` defects (or lo..hi drawn from ``rng``) of the class indices ``classes`` (default:
+    all of :data:`CLASSES`, uniformly) are rendered as in :func:`make_frame`, at random places
+    whose canvas lies inside the image, ``margin`` px from its edges and 6 px from each other
+    and from the boxes in ``taken``. A defect whose changed pixels move by less than
+    ``min_contrast`` grey levels on average (a bright scratch on a bright spot) is left out.
+    Sizes are in pixels of ``image`` (10-120 px, as on the generator's 640 px tiles).
+
+    Returns ``(image, boxes, classes)`` like :func:`make_frame`, and the boxes are as exact:
+    every pixel that differs from ``image`` lies in a box, and every box is tight.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"draw_defects takes a BGR uint8 image (H, W, 3), not {image.shape} "
+                         f"{image.dtype}")
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    kinds = tuple(range(len(CLASSES))) if classes is None else tuple(classes)
+    n = count if isinstance(count, int) else int(rng.integers(count[0], count[1] + 1))
+    height, width = image.shape[:2]
+    img = image.astype(np.float32)
+    boxes: list[Box] = []
+    drawn: list[int] = []
+    others = list(taken or [])
+    for _ in range(n):
+        cls = kinds[int(rng.integers(0, len(kinds)))]
+        patch = place_defect(rng, cls, width, height, others + boxes, margin=margin)
+        if patch is None:
+            continue
+        tight = _draw_visible(img, patch, min_contrast)
+        if tight is not None:
+            boxes.append(tight)
+            drawn.append(cls)
+    out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return out, np.array(boxes, np.float32).reshape(-1, 4), np.array(drawn, np.int64)
+
+
+def _draw_visible(img: np.ndarray, patch: DefectPatch, min_contrast: float) -> Box | None:
+    """:func:`apply_defect` when the defect changes its pixels by ``min_contrast`` on average
+    (measured on a copy first), else None and ``img`` unchanged."""
+    if min_contrast <= 0:
+        return apply_defect(img, patch)
+    ph, pw = patch.alpha.shape
+    sl = (slice(patch.y0, patch.y0 + ph), slice(patch.x0, patch.x0 + pw))
+    region = img[sl].copy()
+    local = DefectPatch(0, 0, patch.alpha, patch.color, patch.shade)
+    tight = apply_defect(region, local)
+    if tight is None:
+        return None
+    change = np.abs(region - img[sl]).max(-1)
+    if float(change[change >= CHANGE_THRESHOLD].mean()) < min_contrast:
+        return None
+    img[sl] = region
+    return (tight[0] + patch.x0, tight[1] + patch.y0, tight[2] + patch.x0, tight[3] + patch.y0)
 
 
 def _overlap(a: tuple[int, ...], b: tuple[int, ...], margin: int) -> bool:

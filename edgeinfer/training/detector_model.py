@@ -13,11 +13,14 @@ export layout that edgeinfer's ``yolo`` decoder reads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch convention)
 from torch import nn
+
+from edgeinfer.errors import ModelLoadError
 
 STRIDES: tuple[int, ...] = (8, 16)
 
@@ -131,8 +134,14 @@ class DefectDetector(nn.Module):
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training outputs over all cells: box distances ``[B, N, 4]`` (l, t, r, b in input
         pixels), class logits ``[B, N, C]`` and the cell centres ``[N, 3]`` (x, y, stride)."""
+        return self.raw_from_features(self.features(x))
+
+    def raw_from_features(
+        self, feats: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`raw` from the neck's feature maps (a distillation loss reads both)."""
         dists, logits, points = [], [], []
-        for feat, head, stride in zip(self.features(x), self.heads, STRIDES, strict=True):
+        for feat, head, stride in zip(feats, self.heads, STRIDES, strict=True):
             box, cls = head(feat)
             h, w = box.shape[2:]
             dists.append((F.softplus(box) * stride).flatten(2).transpose(1, 2))
@@ -188,29 +197,61 @@ def onnx_module_name(node_name: str) -> str:
     return ".".join(parts)
 
 
+def _onnx_convs(path: str | Path) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(module name, weight, bias) of every Conv node of an exported detector, in graph order."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a readable ONNX file ({exc}): check the path") from exc
+    inits = {t.name: t for t in graph.initializer}
+    out = []
+    for node in graph.node:
+        if node.op_type != "Conv" or len(node.input) < 3 or node.input[1] not in inits:
+            continue
+        weight = torch.from_numpy(numpy_helper.to_array(inits[node.input[1]]).copy())
+        bias = torch.from_numpy(numpy_helper.to_array(inits[node.input[2]]).copy())
+        out.append((onnx_module_name(node.name), weight, bias))
+    return out
+
+
+def detector_from_onnx(path: str | Path) -> DefectDetector:
+    """A :class:`DefectDetector` rebuilt from its exported ONNX file (the shipped
+    ``defect-detector.onnx`` or one written by ``train detector``): its sizes read from the
+    convolutions' shapes, its weights from the initializers (see :func:`load_onnx_weights`)."""
+    shapes = {name: w.shape for name, w, _ in _onnx_convs(path)}
+    try:
+        width = shapes["stem.0.conv"][0]
+        head = shapes["heads.0.stem.conv"][0]
+        classes = shapes["heads.0.cls.2"][0]
+    except KeyError:
+        raise ModelLoadError(
+            f"{path} is not a DefectDetector export (no stem/head convolutions by name): start "
+            "from 'defect-detector', an artifact made by `edgeinfer train detector`, or scratch"
+        ) from None
+    return load_onnx_weights(DefectDetector(classes, width, head), path)
+
+
 def load_onnx_weights(model: DefectDetector, path: str | Path) -> DefectDetector:
     """Fill ``model`` with the weights of an exported ``defect-detector.onnx``; returns it.
 
     The export folded every BatchNorm into its convolution, so each ``ConvBN`` gets the fused
-    kernel and an identity BatchNorm carrying the fused bias (eval mode reproduces the file;
-    training from here would restart the BatchNorm statistics). Every Conv of the file must
-    find its module with the same shape, and every convolution of the model must be filled.
+    kernel and an identity BatchNorm carrying the fused bias: eval mode reproduces the file
+    exactly. Before training from here, :func:`calibrate_batchnorm` gives the BatchNorms real
+    statistics. Every Conv of the file must find its module with the same shape, and every
+    convolution of the model must be filled.
     """
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(path)).graph
-    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
     modules = dict(model.named_modules())
     filled = set()
-    for node in graph.node:
-        if node.op_type != "Conv":
-            continue
-        name = onnx_module_name(node.name)
+    for name, weight, bias in _onnx_convs(path):
         conv = modules.get(name)
-        weight, bias = inits[node.input[1]], inits[node.input[2]]
         if not isinstance(conv, nn.Conv2d) or conv.weight.shape != weight.shape:
-            raise ValueError(f"{path}: Conv node {node.name} matches no convolution of the model")
+            raise ModelLoadError(
+                f"{path}: Conv {name} {list(weight.shape)} matches no convolution of the model: "
+                "it was exported from another architecture"
+            )
         with torch.no_grad():
             conv.weight.copy_(weight)
             parent = modules[name.rpartition(".")[0]] if "." in name else None
@@ -225,10 +266,99 @@ def load_onnx_weights(model: DefectDetector, path: str | Path) -> DefectDetector
         filled.add(name)
     missing = {n for n, m in modules.items() if isinstance(m, nn.Conv2d)} - filled
     if missing:
-        raise ValueError(f"{path} holds no weights for {sorted(missing)}")
+        raise ModelLoadError(f"{path} holds no weights for {sorted(missing)[:3]}...: another "
+                             "architecture")
     return model.eval()
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+    """Give every BatchNorm of ``model`` the statistics of its input on ``batches``, keeping
+    the eval-mode function (to float rounding).
+
+    Eval mode maps x to ``s * x + t`` (s = weight / sqrt(var + eps), t = bias - s * mean).
+    With the measured mean m and variance v, weight = s * sqrt(v + eps) and bias = t + s * m
+    give the same map, and training-mode normalisation (batch statistics close to m, v) then
+    starts where eval mode is. Used after :func:`load_onnx_weights`, whose BatchNorms are
+    identities over the folded convolutions.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    sums: dict[nn.BatchNorm2d, list] = {bn: [0.0, 0.0, 0] for bn in bns}
+
+    def hook(bn: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0].double()
+        acc = sums[bn]  # type: ignore[index]
+        acc[0] = acc[0] + x.sum((0, 2, 3))
+        acc[1] = acc[1] + (x * x).sum((0, 2, 3))
+        acc[2] += x.numel() // x.shape[1]
+
+    was_training = model.training
+    model.eval()
+    handles = [bn.register_forward_pre_hook(hook) for bn in bns]
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    for bn, (s1, s2, n) in sums.items():
+        if not n:
+            continue
+        m = s1 / n
+        v = (s2 / n - m * m).clamp(min=0)
+        old_scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+        old_shift = bn.bias.double() - old_scale * bn.running_mean.double()
+        # eval: y = old_scale * x + old_shift; keep it with mean m and var v
+        new_std = (v + bn.eps).sqrt()
+        bn.running_mean.copy_(m)
+        bn.running_var.copy_(v)
+        bn.weight.copy_(old_scale * new_std)
+        bn.bias.copy_(old_shift + old_scale * m)
+    model.train(was_training)
+    return model
+
+
+def replace_class_head(
+    model: DefectDetector, names: Sequence[str], old_names: Sequence[str]
+) -> list[str]:
+    """Give ``model`` a class layer for ``names`` (one per head, the last 1x1 convolution of
+    the class branch), keeping the weights of the classes it already knew (by name, from
+    ``old_names``); returns the names carried over. Box branches and features are kept."""
+    carried = [n for n in names if n in old_names]
+    for head in model.heads:
+        old = head.cls[-1]
+        new = nn.Conv2d(old.in_channels, len(names), 1)
+        nn.init.normal_(new.weight, std=0.01)
+        nn.init.constant_(new.bias, -4.6)
+        with torch.no_grad():
+            for i, n in enumerate(names):
+                if n in old_names:
+                    j = list(old_names).index(n)
+                    new.weight[i] = old.weight[j]
+                    new.bias[i] = old.bias[j]
+        head.cls[-1] = new
+    model.num_classes = len(names)
+    return carried
 
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+#: input and output names and dynamic axes of an exported detector (the YOLOv8 export layout)
+DETECTOR_AXES = {"images": {0: "batch", 2: "height", 3: "width"},
+                 "output0": {0: "batch", 2: "cells"}}
+
+
+def export_detector(model: DefectDetector, path: str | Path, size: int = 640) -> Path:
+    """Export ``model`` to ONNX (opset 17, simplified) with dynamic batch, height and width:
+    input ``images`` ``[batch, 3, H, W]`` (RGB / 255, sides multiples of 16), output
+    ``output0`` ``[batch, 4 + C, cells]``. ``size`` is the side of the example input."""
+    from edgeinfer.model.export import export
+
+    was_training = model.training
+    path = export(model.eval(), torch.zeros(1, 3, size, size), path, input_names=("images",),
+                  output_names=("output0",), dynamic_axes=DETECTOR_AXES)
+    model.train(was_training)
+    return path
