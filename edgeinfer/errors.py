@@ -12,13 +12,16 @@ mapped at the boundary with ``raise X(...) from exc``.
     ├── ArtifactError         bad manifest, unknown manifest version, missing model file
     ├── MissingDependencyError  an optional extra is not installed
     ├── DeviceUnavailableError  an accelerator was asked for and none is usable
-    └── ZooError              unknown zoo name
+    ├── ZooError              unknown zoo name
+    └── DatasetError          a training dataset that cannot be used: missing data.yaml, a
+                              label outside the class list, a box outside its image, no images
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ArtifactError",
+    "DatasetError",
     "DeviceUnavailableError",
     "EdgeInferError",
     "MissingDependencyError",
@@ -61,3 +64,7 @@ class DeviceUnavailableError(EdgeInferError):
 
 class ZooError(EdgeInferError):
     """An unknown zoo model name."""
+
+
+class DatasetError(EdgeInferError):
+    """A training dataset that cannot be used as given (the message names the file and line)."""
