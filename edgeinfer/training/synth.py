@@ -1,0 +1,61 @@
+"""Defects synthesized on the user's own good images, for training a detector with no real
+defect label: :func:`edgeinfer.synthetic.defects.draw_defects` (scratches, spots, cracks, dents
+with exact boxes) applied to each training image as it is drawn, a new set every time; and a
+fixed validation set drawn once onto held-out good images.
+
+Validation on these images measures how well the detector learned the SYNTHESIZED defects on
+the user's surface (it selects the epoch); how it does on real or differently drawn defects
+needs data made another way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeinfer.synthetic.defects import CLASSES, draw_defects
+from edgeinfer.training.datasets import LabelledImage
+from edgeinfer.training.detect_batches import letterbox
+
+__all__ = ["SYNTH_CLASSES", "DefectSynthesizer", "synth_val"]
+
+#: the classes ``--synth`` draws (the generator's, in its order)
+SYNTH_CLASSES: tuple[str, ...] = CLASSES
+
+#: seeds of the validation drawings are offset from the training seed by this much
+VAL_SEED_OFFSET = 1_000_003
+
+
+@dataclass(frozen=True)
+class DefectSynthesizer:
+    """Draws ``count`` (lo, hi) defects onto an image, none with probability ``p_empty``
+    (defect-free examples keep false alarms down); defects moving their pixels by less than
+    ``min_contrast`` grey levels on average are left out (nobody could see them)."""
+
+    count: tuple[int, int] = (1, 4)
+    p_empty: float = 0.1
+    min_contrast: float = 12.0
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if rng.random() < self.p_empty:
+            return image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        return draw_defects(image, rng, self.count, min_contrast=self.min_contrast)
+
+
+def synth_val(
+    items: Sequence[LabelledImage], imgsz: int, seed: int,
+    synth: DefectSynthesizer = DefectSynthesizer(),
+) -> list[LabelledImage]:
+    """``items`` (good images) letterboxed to ``imgsz`` with defects drawn once (seeded per
+    image): a fixed validation set, in memory."""
+    out = []
+    for k, item in enumerate(items):
+        img, _ = letterbox(item, imgsz)
+        rng = np.random.default_rng([seed + VAL_SEED_OFFSET, k])
+        drawn, boxes, classes = draw_defects(img, rng, synth.count,
+                                             min_contrast=synth.min_contrast)
+        out.append(LabelledImage(drawn, imgsz, imgsz, boxes, classes, f"{item.name} +synth"))
+    return out
