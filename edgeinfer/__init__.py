@@ -11,6 +11,7 @@ Public API::
     engine = edgeinfer.Engine(artifact)                      # run it
     edgeinfer.bench(["model.onnx"], backends="all", threads=[1, 2])  # every backend, timed
     edgeinfer.tune("model.onnx", "art-tuned", calib="img/")  # fastest config within 1% drop
+    edgeinfer.train_detector("data.yaml", "art-det")         # fine-tune the defect detector
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from edgeinfer.conversion import ConvertConfig
     from edgeinfer.optimization.optimizer import OptimizeConfig
     from edgeinfer.runtime.engine import Engine
+    from edgeinfer.training.detect_train import TrainConfig as DetectorTrainConfig
+    from edgeinfer.training.detector import train_detector
     from edgeinfer.tuning import TuneConfig, tune
 
 __version__ = "0.1.0"
@@ -42,6 +45,7 @@ __all__ = [
     "Artifact",
     "ArtifactError",
     "ConvertConfig",
+    "DetectorTrainConfig",
     "EdgeInferError",
     "Engine",
     "MissingDependencyError",
@@ -57,6 +61,7 @@ __all__ = [
     "inspect",
     "load",
     "optimize",
+    "train_detector",
     "tune",
     "zoo_get",
 ]
@@ -75,6 +80,8 @@ _LAZY = {
     "zoo_get": ("edgeinfer.zoo", "get"),
     "tune": ("edgeinfer.tuning", "tune"),
     "TuneConfig": ("edgeinfer.tuning", "TuneConfig"),
+    "train_detector": ("edgeinfer.training.detector", "train_detector"),
+    "DetectorTrainConfig": ("edgeinfer.training.detect_train", "TrainConfig"),
 }
 
 

@@ -16,7 +16,7 @@ from edgeinfer.cli.app import app, state
 from edgeinfer.errors import EdgeInferError
 
 #: the verb modules, in the order ``edgeinfer --help`` lists their verbs (the flow's order)
-VERB_MODULES = ("model", "measure", "run", "node", "split", "fl")
+VERB_MODULES = ("model", "measure", "run", "node", "split", "fl", "train_detector")
 for _name in VERB_MODULES:
     importlib.import_module(f"edgeinfer.cli.{_name}")
 
