@@ -120,7 +120,6 @@ def train_detector(
     from edgeinfer.training.detect_train import TrainConfig, fit, make_evaluator, usable_cores
     from edgeinfer.training.detector_model import (
         calibrate_batchnorm,
-        count_parameters,
         export_detector,
     )
     from edgeinfer.training.synth import SYNTH_CLASSES, DefectSynthesizer, synth_val
@@ -155,7 +154,8 @@ def train_detector(
         report = {
             "data": ds.summary(), "synthetic_defects": synth, "base": base_info,
             "config": dataclasses.asdict(config), "threads": config.threads or usable_cores(),
-            "parameters": count_parameters(result.model), "epochs_run": len(result.history),
+            "parameters": sum(p.numel() for p in result.model.parameters()),
+            "epochs_run": len(result.history),
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "steps": result.steps, "seconds": round(result.seconds, 1),
             "before": _brief(before), "val": _brief(result.best, per_class=True),
