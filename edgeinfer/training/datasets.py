@@ -362,6 +362,8 @@ def split_dataset(ds: DetectionDataset, val_fraction: float = 0.2, seed: int = 0
     """Hold out ``val_fraction`` of ``ds.train`` (at least one image) as val, drawn with
     ``seed``; the split is recorded in ``ds.split``."""
     n = len(ds.train)
+    if n == 0:
+        _checked(ds)  # raises: no usable images
     if n < 2:
         raise DatasetError(f"{ds.origin}: {n} usable image(s); training needs at least 2 "
                            "(one to train on, one to validate)")
