@@ -38,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see edgeinfer/training/threads.py
 
 from edgeinfer.loading import load  # noqa: E402
 from edgeinfer.synthetic.eval_defects import EVAL_CLASSES, render_defects  # noqa: E402
@@ -119,8 +120,8 @@ def score(artifact_dir: Path, tiles: list[dict[str, Any]], threads: int) -> dict
     res["per_type"] = {
         name: float(np.mean([f[0] for t, f in defects if t["classes"][0] == k]))
         for k, name in enumerate(EVAL_CLASSES) if any(t["classes"][0] == k for t, _ in defects)}
-    res["per_surface"] = {
-        s: float(np.mean([f[0] for t, f in defects if t["surface"] == s])) for s in sorted(SURFACES)}
+    res["per_surface"] = {s: float(np.mean([f[0] for t, f in defects if t["surface"] == s]))
+                          for s in sorted(SURFACES)}
     good = [len(b) > 0 for t, b, _ in rows if not len(t["boxes"])]
     res["good_tiles_flagged"] = float(np.mean(good)) if good else None
     res["defects"], res["good_tiles"] = len(defects), len(good)

@@ -46,6 +46,9 @@ def train_detector(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Fine-tune the compact detector on your dataset, on this CPU; write an artifact."""
+    from edgeinfer.training.threads import prefer_passive_threads
+
+    prefer_passive_threads()  # before torch starts its threads
     from edgeinfer.training.detect_train import TrainConfig
     from edgeinfer.training.detector import train_detector as run_train
 

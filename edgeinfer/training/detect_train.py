@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,19 +31,11 @@ from edgeinfer.training.detect_batches import Batch, BatchMaker, letterbox
 from edgeinfer.training.detect_eval import evaluate_outputs
 from edgeinfer.training.detect_loss import detection_loss
 from edgeinfer.training.detector_model import DefectDetector
+from edgeinfer.training.threads import usable_cores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "StepOutputs", "TrainConfig", "fit", "make_evaluator", "model_outputs",
-           "usable_cores"]
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+__all__ = ["FitResult", "StepOutputs", "TrainConfig", "fit", "make_evaluator", "model_outputs"]
 
 
 @dataclass(frozen=True)

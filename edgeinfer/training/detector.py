@@ -25,6 +25,9 @@ from edgeinfer.artifact import Artifact, InputSpec, SourceInfo, file_sha256
 from edgeinfer.errors import EdgeInferError, ModelLoadError
 from edgeinfer.loading import load
 from edgeinfer.progress import ProgressFn
+from edgeinfer.training.threads import prefer_passive_threads
+
+prefer_passive_threads()  # before torch is imported (below, lazily): see training.threads
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +120,13 @@ def train_detector(
 
     from edgeinfer.training.datasets import open_dataset
     from edgeinfer.training.detect_batches import PREPROCESS, BatchMaker, letterbox
-    from edgeinfer.training.detect_train import TrainConfig, fit, make_evaluator, usable_cores
+    from edgeinfer.training.detect_train import TrainConfig, fit, make_evaluator
     from edgeinfer.training.detector_model import (
         calibrate_batchnorm,
         export_detector,
     )
     from edgeinfer.training.synth import SYNTH_CLASSES, DefectSynthesizer, synth_val
+    from edgeinfer.training.threads import usable_cores
 
     config = config or TrainConfig()
     out = Path(out)
