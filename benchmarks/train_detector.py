@@ -104,7 +104,7 @@ def score(artifact_dir: Path, tiles: list[dict[str, Any]], threads: int) -> dict
     for t in tiles:
         (out,) = sess.run(None, {"images": to_input(t["image"])})
         boxes, scores, _ = decode(out[0], p["conf_threshold"], p["iou_threshold"],
-                                  p["num_classes"])
+                                  p["num_classes"], agnostic=p.get("class_agnostic", False))
         rows.append((t, boxes, scores))
     res: dict[str, Any] = {"conf": p["conf_threshold"]}
     for rule in ("0.5", "0.3", "centre"):

@@ -40,7 +40,10 @@ def train_detector(
     ] = None,
     patience: Annotated[int, typer.Option(help="Epochs without a better val mAP before "
                                                "stopping.")] = 5,
-    conf: Annotated[float, typer.Option(help="The artifact's score threshold.")] = 0.5,
+    conf: Annotated[
+        float | None, typer.Option(help="The artifact's score threshold (default: best F1 on "
+                                        "val).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,

@@ -70,7 +70,8 @@ class BatchMaker:
     lo..hi in steps of 32 (multi-scale); ``crop`` trains on windows of that side (cheaper: the
     network is fully convolutional), placed around a random box with probability
     ``p_object`` when the image has one; ``flips``: ``all`` (horizontal, vertical, transpose:
-    surfaces have no up), ``horizontal`` or ``none``.
+    surfaces have no up), ``horizontal`` or ``none``. A ``synth`` with a ``scale`` (lo, hi)
+    draws on a window of ``crop / f`` pixels (f drawn from lo..hi) resized to ``crop``.
     """
 
     def __init__(
@@ -125,12 +126,23 @@ class BatchMaker:
             f = side / self.size
             img = cv2.resize(img, (side, side), interpolation=cv2.INTER_LINEAR)
             boxes = boxes * np.float32(f)
-        if self.crop is not None and self.crop < side:
-            img, boxes, classes = self._crop(img, boxes, classes, self.crop, rng)
-        if self.synth is not None:
-            img, new_boxes, new_classes = self.synth(np.ascontiguousarray(img), rng)
-            boxes = np.concatenate([boxes, new_boxes]).astype(np.float32)
-            classes = np.concatenate([classes, new_classes]).astype(np.int64)
+        c = self.crop if self.crop is not None and self.crop < side else side
+        if self.synth is None:
+            if c < side:
+                img, boxes, classes = self._crop(img, boxes, classes, c, rng)
+            return (*self._flip(img, boxes, rng), classes)
+        # synthesized defects: drawn on a window of c / f pixels then resized to c, so their
+        # size varies by the synthesizer's scale f (and the surface's texture with them)
+        lo, hi = getattr(self.synth, "scale", (1.0, 1.0))
+        win = min(side, max(32, round(c / rng.uniform(lo, hi))))
+        if win < side:
+            img, boxes, classes = self._crop(img, boxes, classes, win, rng)
+        img, new_boxes, new_classes = self.synth(np.ascontiguousarray(img), rng)
+        if win != c:
+            img = cv2.resize(img, (c, c), interpolation=cv2.INTER_LINEAR)
+        k = np.float32(c / win)
+        boxes = np.concatenate([boxes, new_boxes]).astype(np.float32) * k
+        classes = np.concatenate([classes, new_classes]).astype(np.int64)
         return (*self._flip(img, boxes, rng), classes)
 
     def _crop(self, img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, c: int,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,8 @@ from edgeinfer.vision.decoders import decode_yolo
 from edgeinfer.vision.metrics import DetectionScore
 from edgeinfer.vision.preprocess import Transform
 
-__all__ = ["coco_map", "decode", "evaluate_outputs", "fitness", "to_input"]
+__all__ = ["best_threshold", "coco_map", "decode", "evaluate_outputs", "fitness", "score_at",
+           "to_input"]
 
 Dets = tuple[np.ndarray, np.ndarray, np.ndarray]
 GroundTruth = tuple[np.ndarray, np.ndarray]
@@ -33,15 +34,17 @@ def to_input(bgr: np.ndarray) -> np.ndarray:
 
 
 def decode(
-    output: np.ndarray, conf: float, iou: float, num_classes: int, max_det: int = 100
+    output: np.ndarray, conf: float, iou: float, num_classes: int, max_det: int = 100,
+    agnostic: bool = False,
 ) -> Dets:
-    """One image's output ``[4 + C, N]`` (or ``[1, 4 + C, N]``) through the ``yolo`` decoder:
-    boxes xyxy in input pixels ``[K, 4]``, scores ``[K]``, classes ``[K]``."""
+    """One image's output ``[4 + C, N]`` (or ``[1, 4 + C, N]``) through the ``yolo`` decoder
+    (NMS per class, or over all classes with ``agnostic``): boxes xyxy in input pixels
+    ``[K, 4]``, scores ``[K]``, classes ``[K]``."""
     out = output.reshape(1, *output.shape[-2:])
     det = decode_yolo(
         [out],
         {"conf_threshold": conf, "iou_threshold": iou, "max_detections": max_det,
-         "num_classes": num_classes},
+         "num_classes": num_classes, "class_agnostic": agnostic},
         Transform(1.0, 1.0, 0.0, 0.0),
         None,
     )
@@ -101,23 +104,50 @@ def fitness(metrics: dict[str, Any]) -> float:
 
 
 def evaluate_outputs(
-    outputs: Iterable[np.ndarray], gts: Sequence[GroundTruth], names: Sequence[str],
-    conf: float = 0.5, iou: float = 0.5,
+    outputs: Sequence[np.ndarray], gts: Sequence[GroundTruth], names: Sequence[str],
+    conf: float = 0.5, iou: float = 0.5, agnostic: bool = False,
 ) -> dict[str, Any]:
     """Every figure of the module docstring from the model's raw outputs (one ``[4 + C, N]``
-    per image, in input pixels) and the ground truth in the same pixels."""
+    per image, in input pixels) and the ground truth in the same pixels; recall and precision
+    at ``conf`` with the artifact's NMS (``iou``, ``agnostic``)."""
     nc = len(names)
-    dets_map, score = [], DetectionScore(nc)
-    for out, (gb, gc) in zip(outputs, gts, strict=True):
-        dets_map.append(decode(out, 0.001, 0.6, nc))
-        db, ds, dc = decode(out, conf, iou, nc)
-        score.add(db, ds, dc, gb, gc)
+    dets_map = [decode(out, 0.001, 0.6, nc) for out in outputs]
     report = coco_map(gts, dets_map, names)
-    s = score.summary(names)
-    report.update({
-        "images": len(gts), "boxes": int(sum(len(g[1]) for g in gts)), "conf": conf,
-        "recall": s["recall"] or 0.0, "precision": s["precision"] or 0.0,
-        "class_accuracy": s["class_accuracy"], "detections": s["detections"],
-    })
+    report.update(score_at(outputs, gts, nc, conf, iou, agnostic))
     report["fitness"] = fitness(report)
     return report
+
+
+def score_at(
+    outputs: Sequence[np.ndarray], gts: Sequence[GroundTruth], num_classes: int, conf: float,
+    iou: float = 0.5, agnostic: bool = False,
+) -> dict[str, Any]:
+    """Recall, precision and class accuracy at score threshold ``conf``."""
+    score = DetectionScore(num_classes)
+    for out, (gb, gc) in zip(outputs, gts, strict=True):
+        db, ds, dc = decode(out, conf, iou, num_classes, agnostic=agnostic)
+        score.add(db, ds, dc, gb, gc)
+    s = score.summary()
+    return {"images": len(gts), "boxes": int(sum(len(g[1]) for g in gts)), "conf": conf,
+            "recall": s["recall"] or 0.0, "precision": s["precision"] or 0.0,
+            "class_accuracy": s["class_accuracy"], "detections": s["detections"]}
+
+
+#: score thresholds :func:`best_threshold` tries
+THRESHOLDS = tuple(round(0.1 + 0.05 * k, 2) for k in range(17))  # 0.1 .. 0.9
+
+
+def best_threshold(
+    outputs: Sequence[np.ndarray], gts: Sequence[GroundTruth], num_classes: int,
+    iou: float = 0.5, agnostic: bool = False,
+) -> float:
+    """The score threshold of best F1 (recall and precision at once) on these images: the
+    artifact's threshold, chosen on validation data (ties: the higher threshold)."""
+    best, best_f1 = 0.5, -1.0
+    for conf in THRESHOLDS:
+        s = score_at(outputs, gts, num_classes, conf, iou, agnostic)
+        r, p = s["recall"], s["precision"]
+        f1 = 2 * r * p / (r + p) if r + p else 0.0
+        if f1 >= best_f1:
+            best, best_f1 = conf, f1
+    return best

@@ -35,7 +35,8 @@ from edgeinfer.training.threads import usable_cores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "StepOutputs", "TrainConfig", "fit", "make_evaluator", "model_outputs"]
+__all__ = ["FitResult", "StepOutputs", "TrainConfig", "ValSet", "fit", "make_evaluator",
+           "model_outputs"]
 
 
 @dataclass(frozen=True)
@@ -117,19 +118,28 @@ def model_outputs(model: nn.Module, images: Sequence[np.ndarray], batch: int = 4
     return outs
 
 
+class ValSet:
+    """The default validation, an :data:`Evaluator`: ``items`` letterboxed to ``imgsz`` once;
+    calling it gives mAP (pycocotools), recall and precision at ``conf`` (NMS over all
+    classes with ``agnostic``) and ``fitness`` of a model on them."""
+
+    def __init__(self, items: Sequence[LabelledImage], names: Sequence[str], imgsz: int = 640,
+                 conf: float = 0.5, agnostic: bool = False) -> None:
+        views = [letterbox(it, imgsz) for it in items]
+        self.images = [v[0] for v in views]
+        self.gts = [(v[1], it.classes) for v, it in zip(views, items, strict=True)]
+        self.names, self.conf, self.agnostic = tuple(names), conf, agnostic
+
+    def __call__(self, model: nn.Module, conf: float | None = None) -> dict[str, Any]:
+        return evaluate_outputs(model_outputs(model, self.images), self.gts, self.names,
+                                self.conf if conf is None else conf, agnostic=self.agnostic)
+
+
 def make_evaluator(
     items: Sequence[LabelledImage], names: Sequence[str], imgsz: int = 640, conf: float = 0.5
 ) -> Evaluator:
-    """The default validation: ``items`` letterboxed to ``imgsz`` once, then mAP (pycocotools),
-    recall and precision at ``conf`` and ``fitness`` of the model on them."""
-    views = [letterbox(it, imgsz) for it in items]
-    images = [v[0] for v in views]
-    gts = [(v[1], it.classes) for v, it in zip(views, items, strict=True)]
-
-    def evaluate(model: nn.Module) -> dict[str, Any]:
-        return evaluate_outputs(model_outputs(model, images), gts, names, conf)
-
-    return evaluate
+    """:class:`ValSet` of ``items`` (kept for callers that want a plain function)."""
+    return ValSet(items, names, imgsz, conf)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

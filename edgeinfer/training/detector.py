@@ -103,7 +103,7 @@ def train_detector(
     synth: bool = False,
     config: Any = None,
     width: int = 16,
-    conf: float = 0.5,
+    conf: float | None = None,
     val_fraction: float = 0.2,
     force: bool = False,
     progress: ProgressFn | None = None,
@@ -113,14 +113,17 @@ def train_detector(
     ``base``: a zoo name or artifact of a detector made here (fine-tuning), or ``"scratch"``
     (a fresh network of ``width``); ``synth``: ``data`` is a folder of good images and the
     defects are synthesized; ``config``: a :class:`~edgeinfer.training.detect_train.TrainConfig`;
-    ``conf``: the artifact's score threshold (recall and precision are reported at it).
+    ``conf``: the artifact's score threshold (recall and precision are reported at it); None
+    picks the threshold of best F1 on val. With ``synth`` the artifact's NMS runs over all
+    classes at once (defects do not overlap: one place, one defect, whatever its class).
     """
     require("torch", "torch", "training a detector")
     import torch
 
     from edgeinfer.training.datasets import open_dataset
     from edgeinfer.training.detect_batches import PREPROCESS, BatchMaker, letterbox
-    from edgeinfer.training.detect_train import TrainConfig, fit, make_evaluator
+    from edgeinfer.training.detect_eval import best_threshold
+    from edgeinfer.training.detect_train import TrainConfig, ValSet, fit, model_outputs
     from edgeinfer.training.detector_model import (
         calibrate_batchnorm,
         export_detector,
@@ -129,6 +132,7 @@ def train_detector(
     from edgeinfer.training.threads import usable_cores
 
     config = config or TrainConfig()
+    conf_given = conf is not None
     out = Path(out)
     _check_out(out, force)
     ds = open_dataset(data, synth=synth, names=SYNTH_CLASSES, val_fraction=val_fraction,
@@ -145,9 +149,14 @@ def train_detector(
         calib = [batches.batch(range(i, min(n, i + config.batch)), rng).images
                  for i in range(0, n, config.batch)]
         calibrate_batchnorm(model, calib)
-    evaluate = make_evaluator(val_items, ds.names, config.imgsz, conf)
-    before = evaluate(model) if base_info["from"] != SCRATCH else None
-    result = fit(model, batches, config, evaluate=evaluate, progress=progress)
+    val = ValSet(val_items, ds.names, config.imgsz, 0.5 if conf is None else conf,
+                 agnostic=synth)
+    before = val(model) if base_info["from"] != SCRATCH else None
+    result = fit(model, batches, config, evaluate=val, progress=progress)
+    if conf is None:
+        conf = best_threshold(model_outputs(result.model, val.images), val.gts, len(ds.names),
+                              agnostic=synth)
+    final = val(result.model, conf)
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_detector(result.model, Path(tmp) / "detector.onnx", config.imgsz)
@@ -155,14 +164,17 @@ def train_detector(
         if export_diff > MATCH_ATOL:
             raise EdgeInferError(f"the exported ONNX differs from the trained model by "
                                  f"{export_diff:.3g}: report this as a bug")
+        data_summary = ds.summary()
+        data_summary["val_boxes"] = int(sum(len(i.boxes) for i in val_items))  # synthesized too
         report = {
-            "data": ds.summary(), "synthetic_defects": synth, "base": base_info,
+            "data": data_summary, "synthetic_defects": synth, "base": base_info,
             "config": dataclasses.asdict(config), "threads": config.threads or usable_cores(),
             "parameters": sum(p.numel() for p in result.model.parameters()),
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "steps": result.steps, "seconds": round(result.seconds, 1),
-            "before": _brief(before), "val": _brief(result.best, per_class=True),
+            "before": _brief(before), "val": _brief(final, per_class=True),
+            "conf": conf, "conf_from": "given" if conf_given else "best F1 on val",
             "history": [{"epoch": r["epoch"], "loss": round(r["loss"], 4),
                          **_brief(r.get("val"))} for r in result.history],
             "export_max_abs_diff": export_diff,
@@ -176,7 +188,7 @@ def train_detector(
             outputs=("output0",), preprocess=PREPROCESS, labels=list(ds.names),
             decoder="yolo",
             decoder_params={"conf_threshold": conf, "iou_threshold": 0.5,
-                            "num_classes": len(ds.names)},
+                            "num_classes": len(ds.names), "class_agnostic": synth},
             source=SourceInfo(
                 name=f"edgeinfer train detector ({ds.origin})", license=None,
                 origin=("trained from scratch" if base_info["from"] == SCRATCH

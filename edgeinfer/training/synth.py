@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edgeinfer.synthetic.defects import CLASSES, draw_defects
@@ -32,17 +33,42 @@ VAL_SEED_OFFSET = 1_000_003
 class DefectSynthesizer:
     """Draws ``count`` (lo, hi) defects onto an image, none with probability ``p_empty``
     (defect-free examples keep false alarms down); defects moving their pixels by less than
-    ``min_contrast`` grey levels on average are left out (nobody could see them)."""
+    ``min_contrast`` grey levels on average are left out (nobody could see them).
+
+    Generic augmentations, since real defects are not drawn like these: ``scale`` (lo, hi)
+    sizes them (the batch maker draws on a smaller or larger window, see
+    :class:`~edgeinfer.training.detect_batches.BatchMaker`); then, over the whole image,
+    defocus blur (probability ``p_blur``, sigma up to ``blur``) and gain / offset jitter
+    (``p_photometric``, +-``gain``, +-``offset`` grey levels).
+    """
 
     count: tuple[int, int] = (1, 4)
     p_empty: float = 0.1
     min_contrast: float = 12.0
+    scale: tuple[float, float] = (0.75, 2.0)
+    p_blur: float = 0.3
+    blur: float = 1.2
+    p_photometric: float = 0.5
+    gain: float = 0.15
+    offset: float = 15.0
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if rng.random() < self.p_empty:
-            return image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-        return draw_defects(image, rng, self.count, min_contrast=self.min_contrast)
+            img, boxes, classes = image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        else:
+            img, boxes, classes = draw_defects(image, rng, self.count,
+                                               min_contrast=self.min_contrast)
+        return self._photometric(img, rng), boxes, classes
+
+    def _photometric(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() < self.p_blur:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, self.blur))
+        if rng.random() < self.p_photometric:
+            a = rng.uniform(1 - self.gain, 1 + self.gain)
+            b = rng.uniform(-self.offset, self.offset)
+            img = cv2.convertScaleAbs(img, alpha=a, beta=b)
+        return img
 
 
 def synth_val(
