@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=None, help="train on crops of this side")
-    ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--defect-tiles", type=int, default=120)
     ap.add_argument("--good-tiles", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)

@@ -39,7 +39,7 @@ def train_detector(
         str | None, typer.Option(help="Multi-scale training: side range per batch, e.g. 320,640.")
     ] = None,
     patience: Annotated[int, typer.Option(help="Epochs without a better val mAP before "
-                                               "stopping.")] = 5,
+                                               "stopping.")] = 10,
     conf: Annotated[
         float | None, typer.Option(help="The artifact's score threshold (default: best F1 on "
                                         "val).")

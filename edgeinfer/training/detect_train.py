@@ -57,7 +57,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_steps: int = 30
     ema: float = 0.998
-    patience: int = 5
+    patience: int = 10
     seed: int = 0
     threads: int | None = None
     box_weight: float = 2.0

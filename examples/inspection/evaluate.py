@@ -23,22 +23,16 @@ Reported:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from edgeinfer.synthetic.defects import CLASSES, make_tiles
-from edgeinfer.vision.decoders import decode_yolo
+from edgeinfer.training import detect_eval
 from edgeinfer.vision.metrics import DetectionScore
-from edgeinfer.vision.preprocess import Transform
 
 TEST_SEED = 9999
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "edgeinfer/data/defects/defect-detector.onnx"
@@ -46,7 +40,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "edgeinfer/data/defects/de
 
 def to_input(bgr: np.ndarray) -> np.ndarray:
     """A 640x640 BGR uint8 tile as the model's input: RGB, /255, float32 [1, 3, H, W]."""
-    return np.ascontiguousarray(bgr[..., ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0
+    return detect_eval.to_input(bgr)
 
 
 def decode(
@@ -55,55 +49,15 @@ def decode(
     """One image's output ``[4 + C, N]`` (or ``[1, 4 + C, N]``) of a 640x640 tile through
     edgeinfer's ``yolo`` decoder (best class per cell, score >= ``conf``, per-class NMS at
     ``iou``, at most ``max_det``): boxes xyxy [K, 4], scores [K], classes [K]."""
-    det = decode_yolo(
-        [output.reshape(1, *output.shape[-2:])],
-        {"conf_threshold": conf, "iou_threshold": iou, "max_detections": max_det,
-         "num_classes": len(CLASSES)},
-        Transform(1.0, 1.0, 0.0, 0.0, 640, 640),
-        CLASSES,
-    )
-    return det.boxes, det.scores, det.class_ids
+    return detect_eval.decode(output, conf, iou, len(CLASSES), max_det)
 
 
 def coco_map(
     gts: list[tuple[np.ndarray, np.ndarray]], dets: list[tuple[np.ndarray, ...]]
 ) -> dict[str, Any]:
-    """COCO bbox mAP (pycocotools) overall and per class."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    images, anns, results = [], [], []
-    for i, ((gb, gc), (db, ds, dc)) in enumerate(zip(gts, dets, strict=True)):
-        images.append({"id": i, "width": 640, "height": 640})
-        for b, c in zip(gb, gc, strict=True):
-            w, h = float(b[2] - b[0]), float(b[3] - b[1])
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c) + 1,
-                         "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": 0})
-        for b, s, c in zip(db, ds, dc, strict=True):
-            results.append({"image_id": i, "category_id": int(c) + 1, "score": float(s),
-                            "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
-                                     float(b[3] - b[1])]})
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = {"images": images, "annotations": anns,
-                        "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]}
-        coco.createIndex()
-        if not results:
-            return {"map50": 0.0, "map": 0.0, "per_class": {}}
-        ev = COCOeval(coco, coco.loadRes(results), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    prec = ev.eval["precision"]  # [IoU thresholds, recall points, classes, areas, max dets]
-    per_class = {}
-    for k, name in enumerate(CLASSES):
-        p = prec[:, :, k, 0, -1]
-        p50 = prec[0, :, k, 0, -1]
-        per_class[name] = {
-            "ap50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
-            "ap": float(p[p > -1].mean()) if (p > -1).any() else 0.0,
-        }
-    return {"map50": float(ev.stats[1]), "map": float(ev.stats[0]), "per_class": per_class}
+    """COCO bbox mAP (pycocotools) overall and per class
+    (``edgeinfer.training.detect_eval.coco_map``)."""
+    return detect_eval.coco_map(gts, dets, CLASSES)
 
 
 def deploy_metrics(

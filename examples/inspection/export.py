@@ -9,10 +9,11 @@ in an ``Add`` with a broadcast error. ``model.py`` now builds the grid from the 
 itself, so this script:
 
 1. loads the shipped weights from the ONNX initializers into ``DefectDetector``
-   (``model.load_onnx_weights``: the export folded BatchNorm into the convolutions);
-2. exports it again (opset 17, TorchScript exporter, input ``images`` ``[batch, 3, height,
-   width]``, output ``output0`` ``[batch, 8, cells]``), simplified by onnxslim, which keeps
-   the grid dynamic because no spatial size is known;
+   (``edgeinfer.training.detector_model.detector_from_onnx``: the export folded BatchNorm into
+   the convolutions);
+2. exports it again (``export_detector``: opset 17, TorchScript exporter, input ``images``
+   ``[batch, 3, height, width]``, output ``output0`` ``[batch, 8, cells]``), simplified by
+   onnxslim, which keeps the grid dynamic because no spatial size is known;
 3. checks the new file against the shipped one at 640x640 on ``--tiles`` generated tiles
    (SYNTHETIC, seed 9999, the evaluation series) with onnxruntime: max abs difference of the
    outputs under ``--atol`` (boxes are in pixels, 0..640, so 1e-3 is float32 rounding), and
@@ -27,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,32 +36,19 @@ import onnx
 import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from model import DefectDetector, load_onnx_weights
-
 from edgeinfer.synthetic.defects import CLASSES, make_tiles
+from edgeinfer.training.detector_model import DefectDetector, detector_from_onnx, export_detector
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "edgeinfer/data/defects/defect-detector.onnx"
-OPSET = 17
 CHECK_SIZES = (320, 480, 960)
 
 
 def export_dynamic(model: DefectDetector, path: Path) -> Path:
     """Export ``model`` to ONNX opset 17 with dynamic batch/height/width, simplified."""
-    import onnxslim
-
-    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "cells"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.zeros(1, 3, 640, 640),), str(path),
-                          opset_version=OPSET, dynamo=False, input_names=["images"],
-                          output_names=["output0"], dynamic_axes=axes, do_constant_folding=True)
-    slim = onnxslim.slim(onnx.load(str(path)))
-    onnx.checker.check_model(slim, full_check=True)
-    onnx.save(slim, str(path))
+    path = export_detector(model, path)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     return path
 
 
@@ -118,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dry-run", action="store_true", help="check, do not replace --model")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    model = load_onnx_weights(DefectDetector(len(CLASSES)), args.model)
+    model = detector_from_onnx(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         new = export_dynamic(model, Path(tmp) / "defect-detector.onnx")
         diff = compare(args.model, new, args.tiles)

@@ -65,13 +65,14 @@ def test_extra_loss_hook_sees_the_neck_features_and_steers_training() -> None:
             calls.append([tuple(f.shape) for f in out.features])
             return 50 * (bias - 2.0).pow(2).sum()
 
-        config = TrainConfig(epochs=2, batch=2, imgsz=64, threads=1, warmup_steps=1, ema=0.0)
+        config = TrainConfig(epochs=2, batch=2, imgsz=64, threads=1, warmup_steps=1, ema=0.0,
+                             lr=0.05)
         fit(model, BatchMaker(tiny_items(), 64), config, extra_loss=extra if hook else None)
-        return float(bias.mean())
+        return float(bias.detach().mean())
 
     plain, pulled = run(False), run(True)
     assert calls[0] == [(2, 16, 8, 8), (2, 32, 4, 4)]  # strides 8 and 16, 4w and 8w channels
-    assert len(calls) == 4 and pulled > plain + 0.01  # the extra term moved the bias to 2
+    assert len(calls) == 4 and pulled > plain + 0.05  # the extra term moved the bias to 2
 
 
 def test_multi_scale_draws_sides_in_range_and_scales_boxes() -> None:
@@ -101,7 +102,7 @@ def test_fine_tuning_a_new_class_list_improves_val_map(tmp_path: Path) -> None:
     short run must clearly learn both classes."""
     root = write_yolo(tmp_path / "d", 16, 6, names=("blob", "line"), kinds=(1, 0),
                       remap={1: 0, 0: 1})
-    config = TrainConfig(epochs=12, batch=8, imgsz=128, patience=12, threads=2, lr=3e-3)
+    config = TrainConfig(epochs=6, batch=8, imgsz=128, patience=6, threads=2, lr=3e-3)
     art = train_detector(root, tmp_path / "art", config=config)
     r = art.manifest.reports["train"]
     assert r["base"]["head"] == "new" and r["base"]["carried_classes"] == []
