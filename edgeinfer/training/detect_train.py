@@ -43,8 +43,10 @@ __all__ = ["FitResult", "StepOutputs", "TrainConfig", "ValSet", "fit", "make_eva
 class TrainConfig:
     """How to train. ``steps_per_epoch`` defaults to one pass over the training images;
     ``scales`` (lo, hi) turns on multi-scale training (each batch at a random side in lo..hi,
-    steps of 32) and ``crop`` trains on windows of that side; ``patience`` is in evaluated
-    epochs without a better fitness; ``threads`` defaults to the usable cores."""
+    steps of 32) and ``crop`` trains on windows of that side; ``monitor`` names the
+    evaluator's figure that selects the epoch and stops early (None: ``fitness``);
+    ``patience`` is in evaluated epochs without a better one; ``threads`` defaults to the
+    usable cores."""
 
     epochs: int = 30
     batch: int = 8
@@ -58,6 +60,7 @@ class TrainConfig:
     warmup_steps: int = 30
     ema: float = 0.998
     patience: int = 10
+    monitor: str | None = None
     seed: int = 0
     threads: int | None = None
     box_weight: float = 2.0
@@ -237,8 +240,8 @@ def _fit(model: DefectDetector, batches: BatchMaker, config: TrainConfig,
                                "seconds": time.perf_counter() - t0}
         if evaluate is not None:
             row["val"] = evaluate(ema)
-            if row["val"]["fitness"] > best_fit:
-                best_fit, waited = row["val"]["fitness"], 0
+            if row["val"][config.monitor or "fitness"] > best_fit:
+                best_fit, waited = row["val"][config.monitor or "fitness"], 0
                 best_state = copy.deepcopy(ema.state_dict())
                 result.best_epoch, result.best = epoch, row["val"]
             else:
