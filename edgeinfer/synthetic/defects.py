@@ -385,6 +385,7 @@ def draw_defects(
     classes: tuple[int, ...] | None = None,
     margin: float = 0,
     min_contrast: float = 0.0,
+    soften: float = 0.0,
     taken: list[Box] | None = None,
 ) -> Frame:
     """Draw defects onto a copy of ANY BGR ``uint8`` image (a photograph of a surface).
@@ -394,7 +395,9 @@ def draw_defects(
     whose canvas lies inside the image, ``margin`` px from its edges and 6 px from each other
     and from the boxes in ``taken``. A defect whose changed pixels move by less than
     ``min_contrast`` grey levels on average (a bright scratch on a bright spot) is left out.
-    Sizes are in pixels of ``image`` (10-120 px, as on the generator's 640 px tiles).
+    ``soften`` blurs each defect (not the image) by a Gaussian of sigma drawn from 0..soften
+    px: real defects have soft edges. Sizes are in pixels of ``image`` (10-120 px, as on the
+    generator's 640 px tiles).
 
     Returns ``(image, boxes, classes)`` like :func:`make_frame`, and the boxes are as exact:
     every pixel that differs from ``image`` lies in a box, and every box is tight.
@@ -415,12 +418,35 @@ def draw_defects(
         patch = place_defect(rng, cls, width, height, others + boxes, margin=margin)
         if patch is None:
             continue
+        if soften > 0:
+            patch = _soft(patch, rng.uniform(0, soften), width, height)
         tight = _draw_visible(img, patch, min_contrast)
         if tight is not None:
             boxes.append(tight)
             drawn.append(cls)
     out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return out, np.array(boxes, np.float32).reshape(-1, 4), np.array(drawn, np.int64)
+
+
+def _soft(patch: DefectPatch, sigma: float, width: int, height: int) -> DefectPatch:
+    """``patch`` blurred by a Gaussian of ``sigma`` px, its canvas grown to hold the blur and
+    kept inside the ``width`` x ``height`` image."""
+    if sigma < 0.3:
+        return patch
+    pad = math.ceil(3 * sigma)
+    ph, pw = patch.alpha.shape
+    x0, y0 = max(0, patch.x0 - pad), max(0, patch.y0 - pad)
+    x1, y1 = min(width, patch.x0 + pw + pad), min(height, patch.y0 + ph + pad)
+
+    def grow(a: np.ndarray) -> np.ndarray:
+        out = np.zeros((y1 - y0, x1 - x0), np.float32)
+        out[patch.y0 - y0 : patch.y0 - y0 + ph, patch.x0 - x0 : patch.x0 - x0 + pw] = a
+        return cv2.GaussianBlur(out, (0, 0), sigma)
+
+    shade = None if patch.shade is None else grow(patch.shade)
+    alpha = grow(patch.alpha) if patch.color is not None else np.zeros((y1 - y0, x1 - x0),
+                                                                       np.float32)
+    return DefectPatch(x0, y0, alpha, patch.color, shade)
 
 
 def _draw_visible(img: np.ndarray, patch: DefectPatch, min_contrast: float) -> Box | None:

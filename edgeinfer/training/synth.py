@@ -35,16 +35,17 @@ class DefectSynthesizer:
     (defect-free examples keep false alarms down); defects moving their pixels by less than
     ``min_contrast`` grey levels on average are left out (nobody could see them).
 
-    Generic augmentations, since real defects are not drawn like these: ``scale`` (lo, hi)
-    sizes them (the batch maker draws on a smaller or larger window, see
-    :class:`~edgeinfer.training.detect_batches.BatchMaker`); then, over the whole image,
-    defocus blur (probability ``p_blur``, sigma up to ``blur``) and gain / offset jitter
-    (``p_photometric``, +-``gain``, +-``offset`` grey levels).
+    Generic augmentations, since real defects are not drawn like these: ``soften`` blurs each
+    defect by up to that sigma (px); ``scale`` (lo, hi) sizes them (the batch maker draws on a
+    smaller or larger window, see :class:`~edgeinfer.training.detect_batches.BatchMaker`);
+    then, over the whole image, defocus blur (probability ``p_blur``, sigma up to ``blur``)
+    and gain / offset jitter (``p_photometric``, +-``gain``, +-``offset`` grey levels).
     """
 
     count: tuple[int, int] = (1, 4)
     p_empty: float = 0.1
-    min_contrast: float = 12.0
+    min_contrast: float = 8.0
+    soften: float = 2.0
     scale: tuple[float, float] = (0.75, 2.0)
     p_blur: float = 0.3
     blur: float = 1.2
@@ -57,7 +58,7 @@ class DefectSynthesizer:
         if rng.random() < self.p_empty:
             img, boxes, classes = image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
         else:
-            img, boxes, classes = draw_defects(image, rng, self.count,
+            img, boxes, classes = draw_defects(image, rng, self.count, soften=self.soften,
                                                min_contrast=self.min_contrast)
         return self._photometric(img, rng), boxes, classes
 
