@@ -49,6 +49,9 @@ VERBS = {
                        "--backend", "ort", "--threads", "1", "--precision", "fp32",
                        "--no-tflite"],
     "run": lambda w: ["run", w["classifier"], "--source", w["images"]],
+    "train detector": lambda w: ["train", "detector", "--data", w["images"], "--synth",
+                                 "-o", w["root"] / "det", "--from", "scratch", "--epochs", "1",
+                                 "--imgsz", "64", "--batch", "4"],
 }
 
 

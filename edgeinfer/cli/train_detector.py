@@ -3,7 +3,6 @@ layout, COCO JSON) or on defects synthesized onto good images (``--synth``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeinfer.cli.app import train_app
-from edgeinfer.cli.common import console, csv_list
+from edgeinfer.cli.common import (
+    ForceOption,
+    JsonOption,
+    OutOption,
+    console,
+    csv_list,
+    print_json,
+)
 from edgeinfer.cli.progress import progress_bars
 from edgeinfer.errors import EdgeInferError
 
@@ -23,7 +29,7 @@ def train_detector(
         Path, typer.Option("--data", help="YOLO data.yaml (or its folder), COCO .json, or with "
                                           "--synth a folder of good images.")
     ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Artifact directory to write.")],
+    out: OutOption,
     base: Annotated[
         str, typer.Option("--from", help="Start from: 'defect-detector', an artifact made by "
                                          "train detector, or 'scratch'.")
@@ -45,8 +51,8 @@ def train_detector(
                                         "val).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
-    force: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Fine-tune the compact detector on your dataset, on this CPU; write an artifact."""
     from edgeinfer.training.threads import prefer_passive_threads
@@ -68,7 +74,7 @@ def train_detector(
                              force=force, progress=on_step)
     report = artifact.manifest.reports["train"]
     if as_json:
-        print(json.dumps({"artifact": str(out), **report}, indent=2))
+        print_json({"artifact": str(out), **report})
         return
     render_train(report, console)
     console.print(f"artifact: {out} (yolo decoder, {len(report['data']['classes'])} classes); "

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeinfer.machine import usable_cpus
 from edgeinfer.progress import ProgressFn, Tracker
 from edgeinfer.training.datasets import LabelledImage
 from edgeinfer.training.detect_batches import Batch, BatchMaker, letterbox
 from edgeinfer.training.detect_eval import evaluate_outputs
 from edgeinfer.training.detect_loss import detection_loss
 from edgeinfer.training.detector_model import DefectDetector
-from edgeinfer.training.threads import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def fit(
     """Train ``model`` on ``batches`` as ``config`` says; see the module docstring. Without
     ``evaluate`` every epoch runs and the final averaged weights are returned."""
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(config.threads or usable_cores())
+    torch.set_num_threads(config.threads or usable_cpus())
     try:
         return _fit(model, batches, config, evaluate, extra_loss, Tracker(progress))
     finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,17 @@ from typing import Any
 import numpy as np
 
 from edgeinfer._deps import require
-from edgeinfer.artifact import Artifact, InputSpec, SourceInfo, file_sha256
+from edgeinfer.artifact import (
+    Artifact,
+    InputSpec,
+    SourceInfo,
+    file_sha256,
+    refuse_existing,
+    write_artifact,
+)
 from edgeinfer.errors import EdgeInferError, ModelLoadError
 from edgeinfer.loading import load
+from edgeinfer.machine import usable_cpus
 from edgeinfer.progress import ProgressFn
 from edgeinfer.training.threads import prefer_passive_threads
 
@@ -39,13 +46,6 @@ SCRATCH = "scratch"
 #: the ONNX file it came from, and between the trained model and its export (float rounding
 #: on boxes of up to 640 px is ~1e-3)
 MATCH_ATOL = 1e-2
-
-
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
-            raise EdgeInferError(f"{out} exists and is not empty: choose another -o or use --force")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
 
 
 def _max_diff_onnx(model: Any, onnx_path: Path, images: list[np.ndarray]) -> float:
@@ -129,7 +129,6 @@ def train_detector(
         export_detector,
     )
     from edgeinfer.training.synth import SYNTH_CLASSES, DefectSynthesizer, synth_val
-    from edgeinfer.training.threads import usable_cores
 
     config = config or TrainConfig()
     if synth and config.monitor is None:
@@ -138,7 +137,7 @@ def train_detector(
         config = dataclasses.replace(config, monitor="map50")
     conf_given = conf is not None
     out = Path(out)
-    _check_out(out, force)
+    refuse_existing(out, force)  # before the long work
     ds = open_dataset(data, synth=synth, names=SYNTH_CLASSES, val_fraction=val_fraction,
                       seed=config.seed)
     torch.manual_seed(config.seed)
@@ -172,7 +171,7 @@ def train_detector(
         data_summary["val_boxes"] = int(sum(len(i.boxes) for i in val_items))  # synthesized too
         report = {
             "data": data_summary, "synthetic_defects": synth, "base": base_info,
-            "config": dataclasses.asdict(config), "threads": config.threads or usable_cores(),
+            "config": dataclasses.asdict(config), "threads": config.threads or usable_cpus(),
             "parameters": sum(p.numel() for p in result.model.parameters()),
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
@@ -186,8 +185,8 @@ def train_detector(
                          "renderer): they select the epoch, they do not show generalisation")
             if synth else "val: " + ds.split,
         }
-        return Artifact.create(
-            out, onnx_path, name=out.name, task="detection",
+        return write_artifact(out, lambda stage: Artifact.create(
+            stage, onnx_path, name=out.name, task="detection",
             inputs=(InputSpec(name="images", shape=(1, 3, config.imgsz, config.imgsz)),),
             outputs=("output0",), preprocess=PREPROCESS, labels=list(ds.names),
             decoder="yolo",
@@ -200,7 +199,7 @@ def train_detector(
                 + (" with SYNTHESIZED defects" if synth else ""),
             ),
             reports={"train": report},
-        )
+        ), force=force)
 
 
 def _brief(metrics: dict[str, Any] | None, per_class: bool = False) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""CPU threads for training: how many (the usable cores) and how they wait (passively).
+"""How training's CPU threads wait: passively.
 
 Spinning OpenMP workers, the default of torch's CPU build, collapse when the cores are shared:
 on the 2-core development box at load 9, one 640 px forward of the defect detector took 7.7 s
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["OMP_WAIT_POLICY", "prefer_passive_threads", "usable_cores"]
+__all__ = ["OMP_WAIT_POLICY", "prefer_passive_threads"]
 
 #: OpenMP's wait policy for training
 OMP_WAIT_POLICY = "PASSIVE"
@@ -21,11 +21,3 @@ def prefer_passive_threads() -> None:
     """Ask OpenMP for passive waiting unless the user chose a policy (``OMP_WAIT_POLICY``);
     it only takes effect before torch is first imported."""
     os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)

@@ -131,8 +131,9 @@ def test_cli_trains_exports_and_the_artifact_runs(yolo_dir: Path, tmp_path: Path
     assert m.preprocess.resize == "letterbox" and m.reports["train"]["epochs_run"] == 1
     image = yolo_dir / "images" / "val" / "0.png"
     assert main(["run", str(out), "--source", str(image), "--json"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert lines[0]["source"].endswith("0.png") and isinstance(lines[0]["result"], list)
+    doc = json.loads(capsys.readouterr().out)
+    frame = doc["frames"][0]
+    assert frame["source"].endswith("0.png") and isinstance(frame["result"], list)
     assert main(args) == 2  # exists: refused without --force
     assert "--force" in capsys.readouterr().err
 
