@@ -44,8 +44,8 @@ class DefectSynthesizer:
 
     count: tuple[int, int] = (1, 4)
     p_empty: float = 0.1
-    min_contrast: float = 8.0
-    soften: float = 2.0
+    min_contrast: float = 12.0
+    soften: float = 0.0
     scale: tuple[float, float] = (0.75, 2.0)
     p_blur: float = 0.3
     blur: float = 1.2
