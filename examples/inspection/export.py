@@ -5,7 +5,7 @@
 
 The first shipped ``defect-detector.onnx`` had its cell-centre grid baked for 640x640 (the
 graph was simplified at a static input shape, so the grid became a constant): at 320 it failed
-in an ``Add`` with a broadcast error. ``model.py`` now builds the grid from the feature map
+in an ``Add`` with a broadcast error. ``DefectDetector`` now builds the grid from the feature map
 itself, so this script:
 
 1. loads the shipped weights from the ONNX initializers into ``DefectDetector``
