@@ -35,8 +35,7 @@ from edgeinfer.training.detector_model import DefectDetector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "StepOutputs", "TrainConfig", "ValSet", "fit", "make_evaluator",
-           "model_outputs"]
+__all__ = ["FitResult", "StepOutputs", "TrainConfig", "ValSet", "fit", "model_outputs"]
 
 
 @dataclass(frozen=True)
@@ -136,13 +135,6 @@ class ValSet:
     def __call__(self, model: nn.Module, conf: float | None = None) -> dict[str, Any]:
         return evaluate_outputs(model_outputs(model, self.images), self.gts, self.names,
                                 self.conf if conf is None else conf, agnostic=self.agnostic)
-
-
-def make_evaluator(
-    items: Sequence[LabelledImage], names: Sequence[str], imgsz: int = 640, conf: float = 0.5
-) -> Evaluator:
-    """:class:`ValSet` of ``items`` (kept for callers that want a plain function)."""
-    return ValSet(items, names, imgsz, conf)
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

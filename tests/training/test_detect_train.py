@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from edgeinfer.cli import main
@@ -97,12 +98,13 @@ def test_progress_is_reported_per_epoch_and_step() -> None:
     assert sum(e.kind == "advance" for e in events if e.task == "steps") == 4
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_new_class_list_improves_val_map(tmp_path: Path) -> None:
     """New names -> a new class head (nothing carried): the start scores near zero and a
     short run must clearly learn both classes."""
     root = write_yolo(tmp_path / "d", 16, 6, names=("blob", "line"), kinds=(1, 0),
                       remap={1: 0, 0: 1})
-    config = TrainConfig(epochs=6, batch=8, imgsz=128, patience=6, threads=2, lr=3e-3)
+    config = TrainConfig(epochs=4, batch=8, imgsz=128, patience=4, threads=2, lr=3e-3)
     art = train_detector(root, tmp_path / "art", config=config)
     r = art.manifest.reports["train"]
     assert r["base"]["head"] == "new" and r["base"]["carried_classes"] == []
