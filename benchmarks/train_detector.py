@@ -48,6 +48,7 @@ from edgeinfer.synthetic.surfaces import SURFACES, surface_tiles  # noqa: E402
 from edgeinfer.training.detect_eval import decode, to_input  # noqa: E402
 from edgeinfer.training.detect_train import TrainConfig  # noqa: E402
 from edgeinfer.training.detector import train_detector  # noqa: E402
+from edgeinfer.training.synth import DefectSynthesizer  # noqa: E402
 from edgeinfer.vision.boxes import box_iou  # noqa: E402
 
 TILE = 640
@@ -172,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--defect-tiles", type=int, default=120)
     ap.add_argument("--good-tiles", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--soften", type=float, default=None, help="blur each synthesized defect "
+                    "by up to this sigma (px; default: the synthesizer's)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the trained artifact here")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
@@ -190,7 +193,9 @@ def main(argv: list[str] | None = None) -> None:
         config = TrainConfig(epochs=args.epochs, batch=args.batch, crop=args.crop,
                              patience=args.patience, threads=args.threads)
         t0 = time.perf_counter()
-        art = train_detector(good, out, synth=True, config=config, force=True)
+        synth = DefectSynthesizer() if args.soften is None else DefectSynthesizer(
+            soften=args.soften)
+        art = train_detector(good, out, synth=synth, config=config, force=True)
         report["train_seconds"] = time.perf_counter() - t0
         train = art.manifest.reports["train"]
         report["train"] = {k: train[k] for k in ("epochs_run", "best_epoch", "steps", "seconds",

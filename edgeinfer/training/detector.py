@@ -100,7 +100,7 @@ def train_detector(
     out: str | Path,
     *,
     base: str | Path = "defect-detector",
-    synth: bool = False,
+    synth: Any = False,
     config: Any = None,
     width: int = 16,
     conf: float | None = None,
@@ -112,7 +112,8 @@ def train_detector(
 
     ``base``: a zoo name or artifact of a detector made here (fine-tuning), or ``"scratch"``
     (a fresh network of ``width``); ``synth``: ``data`` is a folder of good images and the
-    defects are synthesized; ``config``: a :class:`~edgeinfer.training.detect_train.TrainConfig`;
+    defects are synthesized (True, or a :class:`~edgeinfer.training.synth.DefectSynthesizer`
+    saying how); ``config``: a :class:`~edgeinfer.training.detect_train.TrainConfig`;
     ``conf``: the artifact's score threshold (recall and precision are reported at it); None
     picks the threshold of best F1 on val. With ``synth`` the artifact's NMS runs over all
     classes at once (defects do not overlap: one place, one defect, whatever its class).
@@ -131,6 +132,8 @@ def train_detector(
     from edgeinfer.training.synth import SYNTH_CLASSES, DefectSynthesizer, synth_val
 
     config = config or TrainConfig()
+    synthesizer = synth if isinstance(synth, DefectSynthesizer) else DefectSynthesizer()
+    synth = bool(synth)
     if synth and config.monitor is None:
         # boxes are exact only for the renderer that drew them: select on finding the
         # synthesized defects (mAP@0.5), not on fitting their boxes to the pixel
@@ -145,7 +148,7 @@ def train_detector(
     probe = [letterbox(it, config.imgsz)[0] for it in val_items[:2]]
     model, base_info = _start_model(base, ds.names, width, probe)
     batches = BatchMaker(ds.train, config.imgsz, scales=config.scales, crop=config.crop,
-                         flips=config.flips, synth=DefectSynthesizer() if synth else None)
+                         flips=config.flips, synth=synthesizer if synth else None)
     if base_info["from"] != SCRATCH:  # BatchNorms get the statistics of the user's images
         rng = np.random.default_rng(config.seed)
         n = min(len(batches), 4 * config.batch)
@@ -170,7 +173,8 @@ def train_detector(
         data_summary = ds.summary()
         data_summary["val_boxes"] = int(sum(len(i.boxes) for i in val_items))  # synthesized too
         report = {
-            "data": data_summary, "synthetic_defects": synth, "base": base_info,
+            "data": data_summary, "synthetic_defects": synth,
+            "synthesizer": dataclasses.asdict(synthesizer) if synth else None, "base": base_info,
             "config": dataclasses.asdict(config), "threads": config.threads or usable_cpus(),
             "parameters": sum(p.numel() for p in result.model.parameters()),
             "epochs_run": len(result.history),
