@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--soften", type=float, default=None, help="blur each synthesized defect "
                     "by up to this sigma (px; default: the synthesizer's)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the trained artifact here")
+    ap.add_argument("--test-seed", type=int, default=1, help="seed of the test tiles")
+    ap.add_argument("--artifact", type=Path, default=None,
+                    help="score this artifact (one this script trained) instead of training")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("-v", "--verbose", action="store_true", help="log each epoch")
     args = ap.parse_args(argv)
@@ -185,7 +188,15 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report: dict[str, Any] = {"machine": _cpu(), "args": {k: str(v) for k, v in
                                                           vars(args).items()}}
-    tiles = test_tiles(args.defect_tiles, args.good_tiles)
+    tiles = test_tiles(args.defect_tiles, args.good_tiles, args.test_seed)
+    if args.artifact is not None:
+        report["trained"] = score(args.artifact, tiles, args.threads)
+        report["shipped"] = score(load("defect-detector").path, tiles, args.threads)
+        report["train"] = load(args.artifact).manifest.reports["train"]
+        report["train_tiles"] = report["train"]["data"]["train_images"]
+        report["train_seconds"] = report["train"]["seconds"]
+        _print(report)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         good = Path(tmp) / "good"
         report["train_tiles"] = good_training_tiles(good, args.tiles)
