@@ -118,7 +118,8 @@ def train_detector(
     picks the threshold of best F1 on val. With ``synth`` the artifact's NMS runs over all
     classes at once (defects do not overlap: one place, one defect, whatever its class).
     """
-    require("torch", "torch", "training a detector")
+    require("torch", "train", "training a detector")
+    require("pycocotools", "train", "the validation mAP of a detector")
     import torch
 
     from edgeinfer.training.datasets import open_dataset
