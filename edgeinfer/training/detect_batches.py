@@ -24,9 +24,9 @@ from edgeinfer.vision.preprocess import resize
 PREPROCESS = Preprocess(resize="letterbox", interpolation="linear", channel_order="RGB",
                         scale=1 / 255, pad_value=114)
 
-#: draws defects on a BGR uint8 image: ``(image, rng) -> (image, boxes, classes)``
-Synthesizer = Callable[[np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray,
-                                                                np.ndarray]]
+#: draws defects on a BGR uint8 image, away from the ``taken`` boxes:
+#: ``(image, rng, taken=[...]) -> (image, boxes, classes)``
+Synthesizer = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -47,6 +47,22 @@ def letterbox(item: LabelledImage, size: int) -> tuple[np.ndarray, np.ndarray]:
     img, t = resize(item.read(), (size, size), PREPROCESS)
     boxes = item.boxes * np.float32(t.scale_x) + np.array([t.pad_x, t.pad_y] * 2, np.float32)
     return img, boxes.astype(np.float32)
+
+
+def content_box(item: LabelledImage, size: int) -> np.ndarray:
+    """Where the image lies inside its ``size`` letterbox: x1 y1 x2 y2 (the rest is padding)."""
+    r = min(size / item.height, size / item.width)
+    rw, rh = round(item.width * r), round(item.height * r)
+    left, top = (size - rw) // 2, (size - rh) // 2
+    return np.array([left, top, left + rw, top + rh], np.float32)
+
+
+def padding_boxes(content: np.ndarray, side: int) -> list[tuple[int, int, int, int]]:
+    """The padding of a ``side`` x ``side`` window around ``content`` as up to four boxes
+    (what synthesized defects must keep off)."""
+    x1, y1, x2, y2 = (int(v) for v in np.clip(np.round(content), 0, side))
+    rects = [(0, 0, x1, side), (x2, 0, side, side), (0, 0, side, y1), (0, y2, side, side)]
+    return [r for r in rects if r[2] > r[0] and r[3] > r[1]]
 
 
 def crop_boxes(
@@ -132,12 +148,16 @@ class BatchMaker:
                 img, boxes, classes = self._crop(img, boxes, classes, c, rng)
             return (*self._flip(img, boxes, rng), classes)
         # synthesized defects: drawn on a window of c / f pixels then resized to c, so their
-        # size varies by the synthesizer's scale f (and the surface's texture with them)
+        # size varies by the synthesizer's scale f (and the surface's texture with them); they
+        # keep off the letterbox padding
         lo, hi = getattr(self.synth, "scale", (1.0, 1.0))
         win = min(side, max(32, round(c / rng.uniform(lo, hi))))
+        content = content_box(self.items[i], self.size) * np.float32(side / self.size)
         if win < side:
-            img, boxes, classes = self._crop(img, boxes, classes, win, rng)
-        img, new_boxes, new_classes = self.synth(np.ascontiguousarray(img), rng)
+            img, boxes, classes, x, y = self._crop(img, boxes, classes, win, rng, offset=True)
+            content = content - np.array([x, y, x, y], np.float32)
+        img, new_boxes, new_classes = self.synth(np.ascontiguousarray(img), rng,
+                                                 taken=padding_boxes(content, win))
         if win != c:
             img = cv2.resize(img, (c, c), interpolation=cv2.INTER_LINEAR)
         k = np.float32(c / win)
@@ -146,7 +166,9 @@ class BatchMaker:
         return (*self._flip(img, boxes, rng), classes)
 
     def _crop(self, img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, c: int,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              rng: np.random.Generator, offset: bool = False) -> tuple:
+        """A ``c`` px window (around a box with probability ``p_object``): image, boxes,
+        classes, and with ``offset`` its top-left corner."""
         side = img.shape[0]
         if len(boxes) and rng.random() < self.p_object:
             b = boxes[int(rng.integers(0, len(boxes)))]
@@ -156,7 +178,8 @@ class BatchMaker:
             y = int(rng.integers(lo_y, max(lo_y, hi_y) + 1))
         else:
             x, y = (int(v) for v in rng.integers(0, side - c + 1, 2))
-        return crop_boxes(img, boxes, classes, x, y, c)
+        out = crop_boxes(img, boxes, classes, x, y, c)
+        return (*out, x, y) if offset else out
 
     def _flip(self, img: np.ndarray, boxes: np.ndarray, rng: np.random.Generator
               ) -> tuple[np.ndarray, np.ndarray]:

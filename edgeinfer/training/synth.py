@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeinfer.synthetic.defects import CLASSES, draw_defects
 from edgeinfer.training.datasets import LabelledImage
-from edgeinfer.training.detect_batches import letterbox
+from edgeinfer.training.detect_batches import content_box, letterbox, padding_boxes
 
 __all__ = ["SYNTH_CLASSES", "DefectSynthesizer", "synth_val"]
 
@@ -53,13 +53,15 @@ class DefectSynthesizer:
     gain: float = 0.15
     offset: float = 15.0
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator
+    def __call__(self, image: np.ndarray, rng: np.random.Generator,
+                 taken: list[tuple[int, int, int, int]] | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Defects on a copy of ``image``, off the ``taken`` boxes (letterbox padding)."""
         if rng.random() < self.p_empty:
             img, boxes, classes = image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
         else:
             img, boxes, classes = draw_defects(image, rng, self.count, soften=self.soften,
-                                               min_contrast=self.min_contrast)
+                                               min_contrast=self.min_contrast, taken=taken)
         return self._photometric(img, rng), boxes, classes
 
     def _photometric(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -82,7 +84,8 @@ def synth_val(
     for k, item in enumerate(items):
         img, _ = letterbox(item, imgsz)
         rng = np.random.default_rng([seed + VAL_SEED_OFFSET, k])
-        drawn, boxes, classes = draw_defects(img, rng, synth.count,
+        padding = padding_boxes(content_box(item, imgsz), imgsz)
+        drawn, boxes, classes = draw_defects(img, rng, synth.count, taken=padding,
                                              min_contrast=synth.min_contrast)
         out.append(LabelledImage(drawn, imgsz, imgsz, boxes, classes, f"{item.name} +synth"))
     return out

@@ -71,3 +71,17 @@ def test_batches_of_good_images_carry_the_synthesized_boxes(photo) -> None:
     again = synth_val(good, 256, seed=0)
     assert sum(len(v.boxes) for v in val) >= 2
     np.testing.assert_array_equal(val[0].image, again[0].image)  # a fixed validation set
+
+
+def test_synthesized_defects_keep_off_the_letterbox_padding(photo) -> None:
+    """A wide good image is letterboxed with grey bands above and below: no defect there."""
+    wide = [LabelledImage(photo[:128].copy(), 512, 128, np.zeros((0, 4), np.float32),
+                          np.zeros(0, np.int64))]
+    maker = BatchMaker(wide, 256, synth=DefectSynthesizer(count=(4, 4), p_empty=0,
+                                                          scale=(1.0, 1.0)), flips="none")
+    rng = np.random.default_rng(1)
+    boxes = np.concatenate([maker.sample(0, 256, rng)[1] for _ in range(5)])
+    assert len(boxes) >= 5
+    assert (boxes[:, 1] >= 96 - 1).all() and (boxes[:, 3] <= 160 + 1).all()  # band 96..160
+    val = synth_val(wide, 256, seed=0, synth=DefectSynthesizer(count=(4, 4)))
+    assert len(val[0].boxes) and (val[0].boxes[:, 1] >= 95).all()
