@@ -4,7 +4,7 @@ Data: scikit-learn's handwritten digits (1797 real 8x8 images, labelled, no down
 60/10/30 stratified by ``benchmarks/digits_int8.py`` (train / calibration / test, disjoint).
 Models: trained here in plain torch, deterministically: ``small`` (8-16-16 channels, 20 epochs)
 and ``big`` (32-64-128 channels, 20 epochs), both at 16x16 input, exported to ONNX. The node is
-a real uvicorn on a loopback port serving ``edgeinfer.collab.offload.router`` with the big
+a real uvicorn on a loopback port serving ``edgeinfer.collab.tails.router`` with the big
 model; the device runs the small one in an Engine (1 thread) and sends a sample to the node
 when its confidence (top-1 minus top-2 probability) is below a threshold picked on the
 calibration split so that at most ``--max-sent`` of it would go. Then the node is stopped and
@@ -30,7 +30,7 @@ import digits_int8 as digits
 
 import edgeinfer
 from edgeinfer.collab.joint import JointClassifier, pick_threshold, softmax
-from edgeinfer.collab.offload import BackgroundNode
+from edgeinfer.serve.split_node import BackgroundNode
 
 SIDE = 16
 SMALL = ((8, 16, 16), 20)

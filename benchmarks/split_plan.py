@@ -2,7 +2,7 @@
 the best cut found by running every sampled cut end to end, and against the two extremes.
 
 Setup (all in one process, side by side):
-- node: a real uvicorn on a loopback port serving ``edgeinfer.collab.offload.router`` (tails in
+- node: a real uvicorn on a loopback port serving ``edgeinfer.collab.tails.router`` (tails in
   onnxruntime, 1 intra-op thread, this machine's speed);
 - device: the same machine made weaker, visibly: 1 intra-op thread and a ``--slowdown`` factor
   (default 4: after each head run the device sleeps 3x the measured time, roughly a Cortex-A72
@@ -43,8 +43,9 @@ from rich.table import Table
 
 from edgeinfer.collab.compress import Compression
 from edgeinfer.collab.link import Link
-from edgeinfer.collab.offload import BackgroundNode, SplitClient
+from edgeinfer.collab.offload import SplitClient
 from edgeinfer.collab.profile import JPEG_CUT, DeviceSim, as_image, image_feeds
+from edgeinfer.serve.split_node import BackgroundNode
 
 MODELS = ("efficientnet-lite0", "defect-detector", "ppocrv4-det", "blazeface-short")
 NEUROSURGEON = 3.1

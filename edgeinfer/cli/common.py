@@ -95,3 +95,5 @@ TokenOption = Annotated[
 AnonymousOption = Annotated[
     bool, typer.Option("--allow-anonymous", help="No token; only on a loopback --host.")
 ]
+#: the request-body limit of every server verb (serve, split-node): one name everywhere
+MaxBodyOption = Annotated[float, typer.Option("--max-body-mb", help="Largest request body, MiB.")]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from edgeinfer.cli.app import app
 from edgeinfer.cli.common import (
     AnonymousOption,
+    MaxBodyOption,
     TokenOption,
     console,
 )
+from edgeinfer.cli.progress import err_console, progress_bars
 
 
 @app.command()
@@ -25,7 +27,10 @@ def serve(
     streams: Annotated[
         Path | None, typer.Option(help="YAML file of camera streams to run.")
     ] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 16.0,
+    max_body_mb: MaxBodyOption = 16.0,
+    max_upload_mb: Annotated[
+        float | None, typer.Option(hidden=True, help="Deprecated name of --max-body-mb.")
+    ] = None,
     queue_size: Annotated[
         int | None,
         typer.Option(help="Queued requests per model, then 429 (default: the streams file's, "
@@ -69,10 +74,11 @@ def serve(
     config = NodeConfig(
         repository=repository, host=host, port=port, token=token,
         allow_anonymous=allow_anonymous, streams=streams,
-        max_upload_bytes=int(max_upload_mb * 2**20), queue_size=queue_size, workers=workers,
+        max_body_bytes=int((max_upload_mb or max_body_mb) * 2**20), queue_size=queue_size,
+        workers=workers,
         node_name=node_name, uplink=uplink, spinning=spinning,
     )
-    run_server(config, console)
+    run_server(config, console.print)
 
 
 @app.command()
@@ -95,14 +101,44 @@ def collect(
     ] = None,
 ) -> None:
     """Subscribe to every node's results, features and presence and store each message once."""
-    from edgeinfer.serve.collect import CollectConfig, open_store, run_collect
+    from edgeinfer.serve.collect import CollectConfig, Collector, open_store
 
     store = open_store(db, url)
     cfg = CollectConfig(host=host, port=port, client_id=client_id, username=username,
                         password=password, tls=tls, ca_certs=ca_certs)
-    counts = run_collect(cfg, store, duration, console)
+    counts = _watch_collector(Collector(cfg, store), duration)
     console.print(f"stored {counts['stored']}, dropped {counts['duplicates']} duplicates, "
                   f"rejected {counts['rejected']}")
+
+
+def _watch_collector(collector: Any, duration: float | None) -> dict[str, int]:
+    """Run ``collector`` until Ctrl-C (or ``duration`` s) with a live line of its counts on
+    stderr; its final counters."""
+    import time
+
+    from rich.live import Live
+
+    end = None if duration is None else time.monotonic() + duration
+    cfg = collector.config
+
+    def line() -> str:
+        c = collector.counts
+        state = "connected" if collector.connected.is_set() else "connecting"
+        return (f"collect {cfg.host}:{cfg.port} ({state}): {c['stored']} stored, "
+                f"{c['duplicates']} duplicates dropped, {c['rejected']} rejected, "
+                f"{c['presence_changes']} presence changes")
+
+    collector.start()
+    try:
+        with Live(line(), console=err_console, refresh_per_second=4, transient=False) as live:
+            while end is None or time.monotonic() < end:
+                time.sleep(0.25)
+                live.update(line())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        counts = collector.stop()
+    return counts
 
 
 @app.command("uplink-send")
@@ -127,7 +163,8 @@ def uplink_send(
     cfg = UplinkConfig(host=host, port=port, site=site, node=node, outbox=str(outbox),
                        encoding=encoding, username=username, password=password, tls=tls,
                        ca_certs=ca_certs)
-    stats = send_test_messages(cfg, stream, count, wait)
+    with progress_bars() as on_step:
+        stats = send_test_messages(cfg, stream, count, wait, on_step)
     console.print(f"acknowledged {stats['messages_sent']}, {stats['bytes_sent']} bytes sent, "
                   f"{stats['backlog']} left in the outbox {outbox}")
     if stats["backlog"]:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from edgeinfer.cli.app import app
 from edgeinfer.cli.common import (
     AnonymousOption,
+    MaxBodyOption,
     TokenOption,
     console,
 )
+from edgeinfer.cli.progress import progress_bars
 from edgeinfer.errors import EdgeInferError
 
 
@@ -42,10 +44,49 @@ def split(
 ) -> None:
     """Split MODEL between this device and a node: pick the cut for the link, then report the
     latency breakdown (head, transfer, tail) against all-on-device and all-on-node."""
-    from edgeinfer.collab.offload import run_split_cli
+    from edgeinfer.collab.compress import Compression
+    from edgeinfer.collab.link import Link, parse_rate
+    from edgeinfer.collab.offload import SplitClient, measure_split
+    from edgeinfer.collab.profile import DeviceSim, image_feeds
 
-    run_split_cli(console, model, node, bandwidth, rtt_ms, device_threads, slowdown,
-                  compression, name, runs, image, answer)
+    bps = None if bandwidth == "auto" else parse_rate(bandwidth)
+    client = SplitClient(
+        model, node, name, link=Link(bps, bps, rtt_ms / 1000.0),
+        device=DeviceSim(device_threads, slowdown), compression=Compression.parse(compression),
+        bandwidth_bps=bps, rtt_s=rtt_ms / 1000.0 if bps else None, answer=answer,
+    )
+    try:
+        feeds = image_feeds(model, image) if image else client.split.example_feeds(1)
+        with progress_bars() as on_step:
+            plan = client.prepare(feeds, progress=on_step, image=image)
+        rows = measure_split(client, feeds, runs, image)
+    finally:
+        client.close()
+    _render_split(model, node, runs, client, plan, rows)
+
+
+def _render_split(model: str, node: str, runs: int, client: Any, plan: Any,
+                  rows: dict[str, dict[str, Any]]) -> None:
+    """The chosen cut and the breakdown table of ``edgeinfer split``."""
+    from rich.table import Table
+
+    if plan is None:
+        console.print(f"node {node} unreachable: everything ran on the device")
+    else:
+        console.print(
+            f"link {plan.bandwidth_bps / 1e6:.2f} Mbit/s, RTT {plan.rtt_s * 1000:.1f} ms; chosen "
+            f"cut '{'|'.join(plan.cut.tensors)}' ({plan.where}), predicted "
+            f"{plan.total_s * 1000:.1f} ms, {len(client.split.cuts)} of "
+            f"{len(client.split.all_cuts)} cuts profiled"
+        )
+    table = Table(title=f"edgeinfer split {model} (median of {runs}, ms)")
+    for col in ("mode", "where", "head", "transfer", "tail", "total", "sent KB", "fallbacks"):
+        table.add_column(col)
+    for mode, r in rows.items():
+        table.add_row(mode, str(r["where"]), f"{r['head_ms']:.1f}", f"{r['transfer_ms']:.1f}",
+                      f"{r['tail_ms']:.1f}", f"{r['total_ms']:.1f}",
+                      f"{float(r['sent_bytes']) / 1000:.1f}", f"{r['fallbacks']:.0f}")
+    console.print(table)
 
 
 @app.command("split-node")
@@ -56,19 +97,18 @@ def split_node(
     threads: Annotated[int, typer.Option(help="Intra-op threads per engine (0: default).")] = 0,
     token: TokenOption = None,
     allow_anonymous: AnonymousOption = False,
-    max_body_mb: Annotated[float, typer.Option(help="Largest request body, MiB.")] = 64.0,
+    max_body_mb: MaxBodyOption = 64.0,
 ) -> None:
     """Run a standalone offload node serving the tails of MODEL at /v1/offload."""
-    import os
-
-    from edgeinfer.collab.offload import serve_node
     from edgeinfer.serve.auth import access_policy
-    from edgeinfer.serve.config import TOKEN_ENV
+    from edgeinfer.serve.config import resolve_token
+    from edgeinfer.serve.split_node import serve_split_node
 
     if max_body_mb * 2**20 < 1024:
         raise EdgeInferError(f"--max-body-mb {max_body_mb:g} is too small: give at least 0.001")
     # refuse to start before loading anything: no token and not loopback-anonymous
-    access_policy(token or os.environ.get(TOKEN_ENV) or None, allow_anonymous, host)
+    access_policy(resolve_token(token), allow_anonymous, host)
     models = {Path(m).stem: m for m in model}
     console.print(f"offload node for {sorted(models)} at http://{host}:{port}/v1/offload")
-    serve_node(models, host, port, threads, token, allow_anonymous, int(max_body_mb * 2**20))
+    serve_split_node(models, host, port, threads, token, allow_anonymous,
+                     int(max_body_mb * 2**20))

@@ -2,7 +2,7 @@
 bigger model on the node (hard-example offload, as KubeEdge Sedna offers only on Kubernetes).
 
 Confidence is the top-1 probability or the margin between the top two. The node is the same
-offload endpoint that serves split tails (:func:`edgeinfer.collab.offload.router`), asked to
+offload endpoint that serves split tails (:func:`edgeinfer.collab.tails.router`), asked to
 run its whole model (the "cut" is the input). When the node is down, slow or failing the device
 keeps its own answer: the HTTP call has a connect timeout and a read timeout that fit the
 ``budget_s`` (100 ms by default) and a circuit breaker then skips the node for ``cooldown_s``,

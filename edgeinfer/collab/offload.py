@@ -1,4 +1,6 @@
-"""Split inference over HTTP: the device client and the node's ``router()``.
+"""Split inference over HTTP, the device side: :class:`SplitClient` plans a cut against the
+node's published profile and runs requests split (the node side is
+:mod:`edgeinfer.collab.tails`).
 
 The device runs the head, compresses the cut tensors (:mod:`edgeinfer.collab.compress`) and
 POSTs one frame to the node, which runs the tail and answers with the outputs. Every request
@@ -6,31 +8,14 @@ goes through an httpx transport that can simulate a link (:mod:`edgeinfer.collab
 When the node is unreachable, slow past the timeout or answers an error, the device finishes
 the tail itself (it holds the whole model), so no request is lost; a circuit breaker then keeps
 it on the device for ``cooldown_s`` before it tries the node again.
-
-Node endpoints (mounted by ``edgeinfer serve`` under ``/v1/offload``):
-
-    GET  /models               model names this node serves
-    GET  /{name}/profile       the node's tail latency for every sampled cut (JSON)
-    POST /{name}/infer         body: a tensor frame (the cut); answer: a frame of the outputs,
-                               header ``x-edgeinfer-tail-ms``
-    POST /{name}/infer-image   body: JPEG bytes of the input (models with an artifact manifest
-                               only); the node decodes, preprocesses as the manifest says and
-                               runs the whole model; answer as /infer (tail = all of that)
-    POST /probe                echoes the body size (bandwidth and RTT probes)
-
-The answer frame is exact float32 + lz4 unless the device asks otherwise in the
-``x-edgeinfer-answer`` header (``SplitClient(answer="fp16+lz4")``: half the bytes for a
-detector's raw output, values to float16 precision); the profile publishes the answer's size in
-every such encoding, so the planner charges the bytes that will really come back.
 """
 
-# no `from __future__ import annotations`: FastAPI reads the endpoint annotations at runtime
+from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer._deps import require
-from edgeinfer.collab.compress import (
-    ANSWER,
-    Compression,
-    FrameError,
-    answer_compression,
-    decode,
-    encode,
-)
+from edgeinfer.collab.compress import ANSWER, Compression, answer_compression, decode, encode
 from edgeinfer.collab.link import Link, throttled_transport
 from edgeinfer.collab.planner import BandwidthEstimator, Plan, Replanner, merge
 from edgeinfer.collab.planner import plan as plan_cuts
@@ -57,179 +35,15 @@ from edgeinfer.collab.profile import (
     SplitModel,
     as_image,
 )
+from edgeinfer.collab.tails import ANSWER_HEADER
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.progress import ProgressFn
 
-__all__ = ["BackgroundNode", "SplitClient", "SplitResult", "router", "serve_node"]
+__all__ = ["SplitClient", "SplitResult", "measure_split"]
 
 log = logging.getLogger(__name__)
 
-#: the request header in which the device names the answer's encoding (``fp16+lz4``...)
-ANSWER_HEADER = "x-edgeinfer-answer"
 
-
-# ----------------------------------------------------------------------------- node side
-class _NodeModel:
-    """One model on the node: its SplitModel, the tail profile once measured, and a lock."""
-
-    def __init__(
-        self, source: str | Path, threads: int, max_cuts: int, runs: int, clock: str
-    ) -> None:
-        self.source = source
-        self.threads = threads
-        self.clock = DeviceSim(max(1, threads), 1.0, clock)
-        self.max_cuts = max_cuts
-        self.runs = runs
-        self.lock = threading.Lock()
-        self._split: SplitModel | None = None
-        self._profile: dict[str, Any] | None = None
-        self._codec: ImageCodec | bool | None = False  # False: not looked up yet
-
-    def codec(self) -> ImageCodec | None:
-        """The JPEG option's codec, or None when the model has no manifest to preprocess by."""
-        if self._codec is False:
-            self._codec = ImageCodec.for_model(self.source)
-        assert self._codec is not True
-        return self._codec
-
-    def split(self) -> SplitModel:
-        if self._split is None:
-            self._split = SplitModel(self.source, self.threads, self.max_cuts)
-        return self._split
-
-    def profile(self) -> dict[str, Any]:
-        if self._profile is None:
-            sm = self.split()
-            profs = sm.profile_node(sm.example_feeds(), self.runs, clock=self.clock)
-            codec = self.codec()
-            if codec is not None:  # the "send a JPEG" option, only with a manifest
-                profs.append(sm.profile_jpeg_node(codec, self.runs, self.clock))
-            self._profile = {
-                "model": sm.path.name,
-                "threads": self.threads,
-                "clock": self.clock.clock,
-                "cuts": [p.to_json() for p in profs],
-            }
-        return self._profile
-
-
-def router(
-    models: Mapping[str, str | Path] | str | Path,
-    *,
-    threads: int = 0,
-    max_cuts: int = 30,
-    profile_runs: int = 3,
-    clock: str = "wall",
-) -> Any:
-    """A FastAPI router serving split tails of ``models`` (name -> ONNX file, artifact
-    directory or zoo name; a single path serves under its stem). Engines are built lazily on
-    first use and kept; ``threads`` are each engine's intra-op threads (0: onnxruntime's).
-    ``clock="cpu"`` (with threads=1) reports tail times as CPU time of the worker thread, so
-    a benchmark on a shared machine is not skewed by other processes' load."""
-    fastapi = require("fastapi", "serve", "the offload endpoint")
-    from fastapi import Request, Response
-    from fastapi.responses import JSONResponse
-
-    if clock == "cpu" and threads != 1:
-        raise EdgeInferError(
-            f"clock 'cpu' with threads={threads}: CPU time of the calling thread measures a "
-            "tail only when onnxruntime computes in it; use threads=1 or clock 'wall'"
-        )
-    if not isinstance(models, Mapping):
-        models = {Path(str(models)).stem: models}
-    registry = {
-        n: _NodeModel(src, threads, max_cuts, profile_runs, clock) for n, src in models.items()
-    }
-    api = fastapi.APIRouter()
-
-    def _get(name: str) -> _NodeModel:
-        if name not in registry:
-            raise fastapi.HTTPException(
-                404, f"model '{name}' is not served here: choose one of {sorted(registry)}"
-            )
-        return registry[name]
-
-    @api.get("/models")
-    def list_models() -> dict[str, list[str]]:
-        return {"models": sorted(registry)}
-
-    @api.get("/{name}/profile")
-    def profile(name: str) -> JSONResponse:
-        nm = _get(name)
-        with nm.lock:
-            return JSONResponse(nm.profile())
-
-    @api.post("/probe")
-    async def probe(request: Request) -> dict[str, int]:
-        return {"bytes": len(await request.body())}
-
-    def _answer_as(request: Request) -> Compression:
-        """The answer encoding the device asked for (``X-Edgeinfer-Answer``; default raw+lz4)."""
-        asked = request.headers.get(ANSWER_HEADER)
-        if asked is None:
-            return ANSWER
-        try:
-            return answer_compression(asked)
-        except EdgeInferError as exc:
-            raise fastapi.HTTPException(400, str(exc)) from exc
-
-    @api.post("/{name}/infer")
-    async def infer(name: str, request: Request) -> Response:
-        nm = _get(name)
-        answer = _answer_as(request)
-        body = await request.body()
-        try:
-            cut = decode(body)
-        except FrameError as exc:
-            raise fastapi.HTTPException(400, str(exc)) from exc
-
-        def run() -> tuple[dict[str, np.ndarray], float, float]:
-            with nm.lock:
-                sm = nm.split()
-                tensors = sm.cut_for(list(cut))
-                return nm.clock.time(lambda: sm.run_tail(tensors, cut))
-
-        return await _answer(run, answer)
-
-    @api.post("/{name}/infer-image")
-    async def infer_image(name: str, request: Request) -> Response:
-        nm = _get(name)
-        codec = nm.codec()
-        if codec is None:
-            raise fastapi.HTTPException(
-                404, f"model '{name}' has no artifact manifest to preprocess an image by: send "
-                "tensor frames to /infer, or serve an artifact directory"
-            )
-        answer = _answer_as(request)
-        body = await request.body()
-
-        def run() -> tuple[dict[str, np.ndarray], float, float]:
-            with nm.lock:
-                full = nm.split().full()
-                return nm.clock.time(lambda: full.run(codec.decode(body)))
-
-        return await _answer(run, answer)
-
-    async def _answer(run: Callable[[], tuple[dict[str, np.ndarray], float, float]],
-                      answer: Compression) -> Any:
-        import anyio.to_thread
-
-        try:
-            out, tail_s, wall_s = await anyio.to_thread.run_sync(run)
-        except EdgeInferError as exc:
-            raise fastapi.HTTPException(400, str(exc)) from exc
-        return Response(
-            encode(out, answer),
-            media_type="application/octet-stream",
-            headers={
-                "x-edgeinfer-tail-ms": f"{tail_s * 1000:.3f}",
-                "x-edgeinfer-tail-wall-ms": f"{wall_s * 1000:.3f}",
-            },
-        )
-
-    return api
-
-
-# ---------------------------------------------------------------------------- device side
 @dataclass
 class SplitResult:
     """One request's outputs and where the time went (seconds)."""
@@ -377,7 +191,7 @@ class SplitClient:
         self,
         feeds: Mapping[str, np.ndarray] | None = None,
         runs: int = 3,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressFn | None = None,
         image: str | Path | np.ndarray | None = None,
     ) -> Plan | None:
         """Profile the device, fetch the node's profile, measure the link, plan. Returns None
@@ -576,102 +390,3 @@ def measure_split(
             "fallbacks": float(sum(r.fallback is not None for r in rs)),
         }
     return out
-
-
-#: the standalone node's default request-body limit: a cut's features, not an upload of photos
-NODE_MAX_BODY_BYTES = 64 * 2**20
-
-
-def _node_app(models: Mapping[str, str | Path], token: str | None = None,
-              max_body_bytes: int = NODE_MAX_BODY_BYTES, **router_kw: Any) -> Any:
-    """A FastAPI app with the offload router under ``/v1/offload``, behind serve's guard:
-    the bearer ``token`` (None: anonymous, which only loopback callers may choose) and the
-    request-body limit (413 above it)."""
-    fastapi = require("fastapi", "serve", "the offload node")
-    from edgeinfer.serve.app import Guard
-    from edgeinfer.serve.auth import AccessPolicy
-
-    app = fastapi.FastAPI(title="edgeinfer offload node")
-    app.include_router(router(models, **router_kw), prefix="/v1/offload")
-    app.add_middleware(Guard, policy=AccessPolicy(token), limit=max_body_bytes)
-    return app
-
-
-class BackgroundNode:
-    """An offload node on a free loopback port in a daemon thread (tests, benchmarks, examples):
-    ``url`` is its ``/v1/offload`` base; ``token``/``max_body_bytes`` as for
-    :func:`serve_node`; ``router_kw`` go to :func:`router`."""
-
-    def __init__(self, models: Mapping[str, str | Path], token: str | None = None,
-                 max_body_bytes: int = NODE_MAX_BODY_BYTES, **router_kw: Any) -> None:
-        from edgeinfer.serve.server import BackgroundServer
-
-        app = _node_app(models, token, max_body_bytes, **router_kw)
-        self._server = BackgroundServer(app).start()
-        self.url = f"{self._server.url}/v1/offload"
-
-    def stop(self) -> None:
-        """Stop serving and wait for the thread."""
-        self._server.stop()
-
-
-def serve_node(models: Mapping[str, str | Path], host: str, port: int, threads: int,
-               token: str | None = None, allow_anonymous: bool = False,
-               max_body_bytes: int = NODE_MAX_BODY_BYTES) -> None:
-    """Run a standalone offload node (uvicorn) until interrupted. Access as for
-    ``edgeinfer serve``: ``token`` (None: ``$EDGEINFER_TOKEN``), or anonymous only with
-    ``allow_anonymous`` on a loopback ``host``; bodies over ``max_body_bytes`` get 413."""
-    from edgeinfer.serve.auth import access_policy
-    from edgeinfer.serve.config import TOKEN_ENV
-
-    policy = access_policy(token or os.environ.get(TOKEN_ENV) or None, allow_anonymous, host)
-    uvicorn = require("uvicorn", "serve", "the offload node")
-    uvicorn.run(_node_app(models, policy.token, max_body_bytes, threads=threads), host=host,
-                port=port, log_level="warning")
-
-
-def run_split_cli(
-    console: Any, model: str, node: str, bandwidth: str, rtt_ms: float, device_threads: int,
-    slowdown: float, compression: str, name: str | None, runs: int,
-    image: str | None = None, answer: str = "raw+lz4",
-) -> None:
-    """``edgeinfer split``: prepare, plan, measure and print the breakdown table."""
-    from rich.progress import Progress
-    from rich.table import Table
-
-    from edgeinfer.collab.link import parse_rate
-
-    bps = None if bandwidth == "auto" else parse_rate(bandwidth)
-    link = Link(bps, bps, rtt_ms / 1000.0)
-    client = SplitClient(
-        model, node, name, link=link, device=DeviceSim(device_threads, slowdown),
-        compression=Compression.parse(compression), bandwidth_bps=bps,
-        rtt_s=rtt_ms / 1000.0 if bps else None, answer=answer,
-    )
-    try:
-        from edgeinfer.collab.profile import image_feeds
-
-        feeds = image_feeds(model, image) if image else client.split.example_feeds(1)
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("profiling cuts on the device", total=len(client.split.cuts))
-            p = client.prepare(feeds, progress=lambda k, n: bar.update(task, completed=k),
-                               image=image)
-        rows = measure_split(client, feeds, runs, image)
-    finally:
-        client.close()
-    if p is None:
-        console.print(f"node {node} unreachable: everything ran on the device")
-    else:
-        console.print(
-            f"link {p.bandwidth_bps / 1e6:.2f} Mbit/s, RTT {p.rtt_s * 1000:.1f} ms; chosen cut "
-            f"'{'|'.join(p.cut.tensors)}' ({p.where}), predicted {p.total_s * 1000:.1f} ms, "
-            f"{len(client.split.cuts)} of {len(client.split.all_cuts)} cuts profiled"
-        )
-    table = Table(title=f"edgeinfer split {model} (median of {runs}, ms)")
-    for col in ("mode", "where", "head", "transfer", "tail", "total", "sent KB", "fallbacks"):
-        table.add_column(col)
-    for mode, r in rows.items():
-        table.add_row(mode, str(r["where"]), f"{r['head_ms']:.1f}", f"{r['transfer_ms']:.1f}",
-                      f"{r['tail_ms']:.1f}", f"{r['total_ms']:.1f}",
-                      f"{float(r['sent_bytes']) / 1000:.1f}", f"{r['fallbacks']:.0f}")
-    console.print(table)

@@ -26,6 +26,7 @@ from edgeinfer.collab.compress import ANSWER, ANSWER_OPTIONS, Compression, encod
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import load, resolve
 from edgeinfer.model.partition import Cut, Partition, load_partition, sample_cuts
+from edgeinfer.progress import ProgressFn, Tracker
 
 __all__ = [
     "JPEG_CUT",
@@ -39,6 +40,8 @@ __all__ = [
 
 #: the "send a JPEG of the input" candidate's cut key: not a tensor of the graph
 JPEG_CUT = ("@jpeg",)
+#: progress task names of the two profiling passes
+DEVICE_TASK, NODE_TASK = "profiling cuts on the device", "profiling tails on the node"
 #: JPEG quality the device encodes with (the honest baseline of the split-computing survey)
 JPEG_QUALITY = 90
 
@@ -321,11 +324,14 @@ class SplitModel:
         device: DeviceSim,
         compression: Compression,
         runs: int = 5,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressFn | None = None,
     ) -> list[CutProfile]:
-        """Head latency (device-scaled) and compressed cut bytes for every sampled cut."""
+        """Head latency (device-scaled) and compressed cut bytes for every sampled cut
+        (``progress``: one step per cut of the task "profiling cuts on the device")."""
+        track = Tracker(progress)
+        track.start(DEVICE_TASK, total=len(self.cuts))
         out = []
-        for k, cut in enumerate(self.cuts):
+        for cut in self.cuts:
             values = self.run_head(cut.tensors, feeds)
             prof = CutProfile(cut.tensors, cut.position, cut.nbytes)
             prof.sent_bytes = len(encode(values, compression))
@@ -337,22 +343,24 @@ class SplitModel:
                 prof.extra["encode_s"] = enc
                 prof.head_s += enc
             out.append(prof)
-            if progress:
-                progress(k + 1, len(self.cuts))
+            track.advance(DEVICE_TASK)
+        track.finish(DEVICE_TASK)
         return out
 
     def profile_node(
         self,
         feeds: Mapping[str, np.ndarray],
         runs: int = 5,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressFn | None = None,
         clock: DeviceSim | None = None,
     ) -> list[CutProfile]:
         """Tail latency on this machine (the node) for every sampled cut, timed by ``clock``
         (default: wall time, no slowdown)."""
         clock = clock or DeviceSim(max(1, self.threads))
+        track = Tracker(progress)
+        track.start(NODE_TASK, total=len(self.cuts))
         out = []
-        for k, cut in enumerate(self.cuts):
+        for cut in self.cuts:
             values = self.run_head(cut.tensors, feeds)
             prof = CutProfile(cut.tensors, cut.position, cut.nbytes)
             tail = self.tail(cut.tensors)
@@ -360,8 +368,8 @@ class SplitModel:
                 prof.tail_s = clock.measure(lambda t=tail, v=values: t.run(v), runs)
             prof.measure_answer(self.run_tail(cut.tensors, values))
             out.append(prof)
-            if progress:
-                progress(k + 1, len(self.cuts))
+            track.advance(NODE_TASK)
+        track.finish(NODE_TASK)
         return out
 
     def profile_jpeg_device(

@@ -28,11 +28,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edgeinfer.collab.tails import mount_offload
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.runtime.scheduler import DeadlineMissedError, RejectedError
 from edgeinfer.serve import infer as bodies
-from edgeinfer.serve.auth import AccessPolicy, policy_for
+from edgeinfer.serve.auth import policy_for
 from edgeinfer.serve.config import NodeConfig
+from edgeinfer.serve.guard import Guard, error_response
 from edgeinfer.serve.metrics import CONTENT_TYPE, NodeMetrics
 from edgeinfer.serve.node import ModelUnavailableError, Node, UnknownModelError
 from edgeinfer.serve.repository import InvalidNameError
@@ -53,75 +55,8 @@ class ApiError(Exception):
         self.status, self.message, self.reason, self.headers = status, message, reason, headers
 
 
-def _one_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "error"
-    return line[:300]
-
-
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": _one_line(message)}, status_code=status, headers=headers)
-
-
-# ------------------------------------------------------------------------ the guard (ASGI)
-
-
-class _TooLargeError(Exception):
-    pass
-
-
-class Guard:
-    """Checks the bearer token and the body size before the app sees the request."""
-
-    def __init__(self, app: Any, policy: AccessPolicy, limit: int) -> None:
-        self.app, self.policy, self.limit = app, policy, limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """ASGI entry: refuse with 401/413 or pass on with a counting ``receive``."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if not self.policy.is_public(scope["path"]) and not self.policy.allows(
-            headers.get("authorization")
-        ):
-            await _error(401, "missing or wrong bearer token: send 'Authorization: Bearer "
-                              "<token>'", {"WWW-Authenticate": "Bearer"})(scope, receive, send)
-            return
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                await _error(400, "bad Content-Length header")(scope, receive, send)
-                return
-            if int(length) > self.limit:
-                await self._too_large(scope, receive, send)
-                return
-        seen = 0
-        started = False
-
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise _TooLargeError
-            return message
-
-        async def watched(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, watched)
-        except _TooLargeError:
-            if not started:
-                await self._too_large(scope, receive, send)
-
-    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
-        mib = self.limit / 2**20
-        await _error(413, f"request body over the upload limit of {mib:.1f} MiB: send a "
-                          "smaller image (or start the node with a larger --max-upload-mb)")(
-            scope, receive, send)
+    return error_response(status, message, headers)
 
 
 # ------------------------------------------------------------------------ OpenAPI bodies
@@ -170,7 +105,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
                   redoc_url=None)
     app.state.node = node
     app.state.metrics = metrics
-    app.add_middleware(Guard, policy=policy, limit=config.max_upload_bytes)
+    app.add_middleware(Guard, policy=policy, limit=config.max_body_bytes)
     _install_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _mount_offload(app, config)
@@ -285,7 +220,7 @@ async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics, n
             body = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
             raise ApiError(400, f"the body is not valid JSON ({str(exc)[:80]})") from exc
-        limit = node.config.max_upload_bytes
+        limit = node.config.max_body_bytes
         feeds = bodies.parse_tensors(body, [i.name for i in manifest.inputs], limit)
         outputs, times = await _run(node, metrics, name, feeds, priority, deadline_ms)
         return {"model": name, "outputs": bodies.outputs_to_json(outputs, manifest.outputs),
@@ -439,15 +374,8 @@ def _install_errors(app: FastAPI) -> None:
 
 
 def _mount_offload(app: FastAPI, config: NodeConfig) -> None:
-    """Mount the split-computing offload endpoint (edgeinfer.collab.offload, when present)
-    for the repository's valid ONNX models; behind the same token as the rest of the API."""
-    try:
-        from edgeinfer.collab import offload
-    except ImportError:
-        return
-    router = getattr(offload, "router", None)
-    if not callable(router):
-        return
+    """Mount the split-computing offload endpoint for the repository's valid ONNX models,
+    behind the same guard as the rest of the API."""
     from edgeinfer.serve.repository import scan
 
     models = {
@@ -455,4 +383,4 @@ def _mount_offload(app: FastAPI, config: NodeConfig) -> None:
         if entry.artifact is not None and entry.artifact.manifest.model.format == "onnx"
     }
     if models:
-        app.include_router(router(models), prefix="/v1/offload")
+        mount_offload(app, models)

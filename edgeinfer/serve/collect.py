@@ -38,7 +38,7 @@ from edgeinfer.serve.messages import (
     payload_json,
 )
 
-__all__ = ["CollectConfig", "Collector", "SqliteStore", "open_store", "run_collect"]
+__all__ = ["CollectConfig", "Collector", "SqliteStore", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -316,30 +316,3 @@ class Collector:
     def presence(self) -> dict[tuple[str, str], str]:
         """The last known state of every node seen."""
         return dict(self._presence)
-
-
-def run_collect(config: CollectConfig, store: Store, duration: float | None = None,
-                console: Any = None) -> dict[str, int]:
-    """Collect until Ctrl-C (or for ``duration`` seconds), showing live counts; the counters."""
-    from rich.console import Console
-    from rich.live import Live
-
-    console = console or Console(stderr=True)
-    collector = Collector(config, store).start()
-    end = None if duration is None else time.monotonic() + duration
-
-    def line() -> str:
-        c = collector.counts
-        state = "connected" if collector.connected.is_set() else "connecting"
-        return (f"collect {config.host}:{config.port} ({state}): {c['stored']} stored, "
-                f"{c['duplicates']} duplicates dropped, {c['rejected']} rejected, "
-                f"{c['presence_changes']} presence changes")
-
-    try:
-        with Live(line(), console=console, refresh_per_second=4, transient=False) as live:
-            while end is None or time.monotonic() < end:
-                time.sleep(0.25)
-                live.update(line())
-    except KeyboardInterrupt:
-        pass
-    return collector.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgeinfer.errors import EdgeInferError
 
-__all__ = ["TOKEN_ENV", "NodeConfig", "UplinkSettings"]
+__all__ = ["TOKEN_ENV", "NodeConfig", "UplinkSettings", "resolve_token"]
 
 #: environment variable read for the API token when ``--token`` is not given
 TOKEN_ENV = "EDGEINFER_TOKEN"
@@ -37,7 +37,7 @@ class NodeConfig:
 
     ``repository``: a directory of artifact directories (and bare .onnx files).
     ``token``: the bearer token (None: read ``EDGEINFER_TOKEN``); anonymous access needs
-    ``allow_anonymous`` and a loopback ``host``. ``max_upload_bytes``: larger request bodies
+    ``allow_anonymous`` and a loopback ``host``. ``max_body_bytes``: larger request bodies
     get 413. ``queue_size``/``workers``: the Scheduler's bounded queues and worker threads
     (None/0: the streams file's ``scheduler:`` section, else 64 / automatic). ``spinning``:
     ONNX Runtime's workers (``run``/``always``/``never``; None: the streams file's, else run).
@@ -50,7 +50,7 @@ class NodeConfig:
     token: str | None = None
     allow_anonymous: bool = False
     streams: Path | None = None
-    max_upload_bytes: int = 16 * 2**20
+    max_body_bytes: int = 16 * 2**20
     queue_size: int | None = None
     workers: int = 0
     load_on_start: bool = True
@@ -59,9 +59,9 @@ class NodeConfig:
     spinning: str | None = None
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1024:
+        if self.max_body_bytes < 1024:
             raise EdgeInferError(
-                f"upload limit {self.max_upload_bytes} bytes is too small: give at least 1 KiB"
+                f"upload limit {self.max_body_bytes} bytes is too small: give at least 1 KiB"
             )
         if not 0 <= self.port < 65536:
             raise EdgeInferError(f"bad port {self.port}: give 0..65535")
@@ -76,4 +76,9 @@ class NodeConfig:
 
     def resolved_token(self) -> str | None:
         """The token from the config, else from ``EDGEINFER_TOKEN`` (empty counts as none)."""
-        return self.token or os.environ.get(TOKEN_ENV) or None
+        return resolve_token(self.token)
+
+
+def resolve_token(token: str | None) -> str | None:
+    """``token`` when given, else ``$EDGEINFER_TOKEN`` (empty counts as none)."""
+    return token or os.environ.get(TOKEN_ENV) or None

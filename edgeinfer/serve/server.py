@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edgeinfer._deps import require
@@ -26,16 +27,17 @@ def _uvicorn() -> Any:
     return require("uvicorn", "serve", "edgeinfer serve")
 
 
-def run_server(config: NodeConfig, console: Any = None) -> None:
-    """Serve ``config`` until interrupted (the access policy is checked before binding)."""
+def run_server(config: NodeConfig, announce: Callable[[str], None] | None = None) -> None:
+    """Serve ``config`` until interrupted (the access policy is checked before binding);
+    ``announce`` receives the one line that says where the node listens."""
     uvicorn = _uvicorn()
     from edgeinfer.serve.app import create_app
 
     app = create_app(config)
     preflight(config)
-    if console is not None:
-        console.print(f"edgeinfer node '{config.node_name}' on http://{config.host}:{config.port}"
-                      f"  (dashboard /, API /v1, metrics /metrics, spec /openapi.json)")
+    if announce is not None:
+        announce(f"edgeinfer node '{config.node_name}' on http://{config.host}:{config.port}"
+                 f"  (dashboard /, API /v1, metrics /metrics, spec /openapi.json)")
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
                 timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer._deps import require
+from edgeinfer.progress import ProgressFn, Tracker
 from edgeinfer.serve.messages import (
     ENCODINGS,
     OFFLINE,
@@ -397,18 +398,19 @@ class Uplink:
         return sent
 
 
-def send_test_messages(config: UplinkConfig, stream: str, count: int,
-                       wait: float = 10.0) -> dict[str, Any]:
+def send_test_messages(config: UplinkConfig, stream: str, count: int, wait: float = 10.0,
+                       progress: ProgressFn | None = None) -> dict[str, Any]:
     """Publish ``count`` small synthetic results on ``stream`` and flush (``edgeinfer
-    uplink-send``, a quick end-to-end check); returns the final stats."""
-    from rich.progress import Progress
-
+    uplink-send``, a quick end-to-end check); returns the final stats. ``progress``: one step
+    per message stored."""
     check_name("stream", stream)  # before the outbox file is created
     up = Uplink(config).start()
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"publishing to {config.host}:{config.port}", total=count)
-        for i in range(count):
-            up.publish(stream, "results", {"test": i, "boxes": [[10, 20, 30, 40, 0.9, 0]]})
-            progress.advance(task)
+    track = Tracker(progress)
+    task = f"publishing to {config.host}:{config.port}"
+    track.start(task, total=count)
+    for i in range(count):
+        up.publish(stream, "results", {"test": i, "boxes": [[10, 20, 30, 40, 0.9, 0]]})
+        track.advance(task)
+    track.finish(task)
     up.wait_sent(wait)
     return up.close(timeout=0)

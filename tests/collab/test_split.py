@@ -17,10 +17,10 @@ pytest.importorskip("uvicorn")
 
 from edgeinfer.collab.compress import Compression, FrameError, decode, encode
 from edgeinfer.collab.link import Link, TokenBucket, parse_rate
-from edgeinfer.collab.offload import BackgroundNode
 from edgeinfer.collab.planner import BandwidthEstimator, Replanner, plan
 from edgeinfer.collab.profile import CutProfile, DeviceSim
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.serve.split_node import BackgroundNode
 
 
 def residual_model() -> onnx.ModelProto:

@@ -16,9 +16,9 @@ pytest.importorskip("uvicorn")
 
 from edgeinfer.collab.compress import Compression
 from edgeinfer.collab.link import Link
-from edgeinfer.collab.offload import BackgroundNode
 from edgeinfer.collab.planner import estimate_s
 from edgeinfer.collab.profile import JPEG_CUT, DeviceSim, image_feeds
+from edgeinfer.serve.split_node import BackgroundNode
 
 MODEL = "efficientnet-lite0"
 PHOTO = Path(__file__).resolve().parents[2] / "edgeinfer" / "data" / "coffee.jpg"

@@ -23,7 +23,7 @@ def server(repo: Path):
     from edgeinfer.serve.config import NodeConfig
     from edgeinfer.serve.server import BackgroundServer
 
-    config = NodeConfig(repository=repo, token=TOKEN, max_upload_bytes=64 * 1024, queue_size=2,
+    config = NodeConfig(repository=repo, token=TOKEN, max_body_bytes=64 * 1024, queue_size=2,
                         node_name="test-node")
     with BackgroundServer(create_app(config)) as srv:
         wait_ready(srv.url)

@@ -18,7 +18,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory):
 
     repo = make_repository(tmp_path_factory.mktemp("fuzz") / "repo")
     config = NodeConfig(repository=repo, token=AUTH["Authorization"].split()[1],
-                        max_upload_bytes=64 * 1024, queue_size=4)
+                        max_body_bytes=64 * 1024, queue_size=4)
     with BackgroundServer(create_app(config)) as srv:
         wait_ready(srv.url)
         yield srv

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 
 import pytest
-from uplink_broker import Broker, subscribed, wait_until
+from uplink_broker import Broker, free_port, subscribed, wait_until
 
 from edgeinfer.cli import main
 
@@ -33,12 +34,20 @@ def test_send_and_collect(mosquitto: Broker, tmp_path: Path) -> None:
         assert con.execute("SELECT DISTINCT encoding FROM messages").fetchall() == [("cbor",)]
 
 
-def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["collect", "--url", "mysql://x", "--duration", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "postgresql://" in err
-    assert main(["collect", "--url", "postgresql://u@127.0.0.1/db", "--duration", "0"]) == 2
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "psycopg", None)  # as without the extra installed
+        assert main(["collect", "--url", "postgresql://u@127.0.0.1/db", "--duration", "0"]) == 2
     assert "edgeinfer[postgres]" in capsys.readouterr().err
+    port = free_port()  # nobody listens: a one-line connection error naming the server
+    assert main(["collect", "--url", f"postgresql://u@127.0.0.1:{port}/db",
+                 "--duration", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"127.0.0.1:{port}/db" in err and "cannot connect" in err
     assert main(["uplink-send", "--outbox", str(tmp_path / "no" / "o.sqlite")]) == 2
     assert "does not exist" in capsys.readouterr().err
     outbox = tmp_path / "o2.sqlite"
