@@ -46,18 +46,19 @@ class Transform:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as BGR uint8, with a one-line error when it cannot be decoded."""
+    """Read an image file as BGR uint8 through the decode gate
+    (:func:`edgeinfer.vision.image_io.decode_image`: sized from its header, refused over the
+    pixel limit before decoding), with a one-line error naming the file."""
+    from edgeinfer.vision.image_io import ImageDecodeError, decode_image
+
     path = Path(path)
     if not path.exists():
         raise EdgeInferError(f"{path}: no such image file: check the path")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise EdgeInferError(
-            f"{path} is not a readable image (corrupt or unsupported): "
-            "use a JPEG, PNG, BMP or TIFF file"
-        )
-    return image
+    try:
+        return decode_image(path.read_bytes())
+    except ImageDecodeError as exc:
+        reason = str(exc).removeprefix("the uploaded ")
+        raise EdgeInferError(f"{path} is not a readable image ({reason})") from exc
 
 
 def spatial_size(spec: InputSpec) -> tuple[int, int]:
