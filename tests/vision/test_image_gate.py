@@ -91,7 +91,8 @@ def test_header_sizes_agree_with_opencv_and_pillow(ext: str, params: list[int]) 
 
 
 @pytest.mark.parametrize("fmt, kwargs", [
-    ("TIFF", {"compression": "tiff_deflate"}), ("TIFF", {"tile": True}), ("WEBP", {"lossless": True}),
+    ("TIFF", {"compression": "tiff_deflate"}), ("TIFF", {"tile": True}),
+    ("WEBP", {"lossless": True}),
     ("GIF", {}), ("BMP", {}), ("PNG", {}), ("JPEG", {"progressive": True}),
 ])
 def test_sizes_of_images_pillow_wrote(fmt: str, kwargs: dict) -> None:
