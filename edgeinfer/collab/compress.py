@@ -17,6 +17,7 @@ and the payload is the tensors' bytes concatenated in header order.
 from __future__ import annotations
 
 import io
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,9 +34,12 @@ __all__ = [
     "ENCODINGS",
     "Compression",
     "FrameError",
+    "TensorHeader",
     "answer_compression",
+    "check_header",
     "decode",
     "encode",
+    "read_header",
 ]
 
 MAGIC = b"EIF1"
@@ -164,43 +168,107 @@ def _stored(enc: int, dtype: str) -> np.dtype:
     return {0: np.dtype(dtype), 1: np.dtype(np.float16), 2: np.dtype(np.uint8)}[enc]
 
 
-def decode(frame: bytes) -> dict[str, np.ndarray]:
-    """The tensors of a frame, back in their original dtypes (int8/fp16 dequantized)."""
+@dataclass(frozen=True)
+class TensorHeader:
+    """One tensor as a frame's header declares it (nothing inflated yet)."""
+
+    name: str
+    encoding: int
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float
+    zero: float
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its payload (exact integers: no overflow whatever the dims)."""
+        return _stored(self.encoding, self.dtype).itemsize * math.prod(self.shape)
+
+
+#: most dimensions a frame's tensor may have, and the largest single dimension
+MAX_RANK, MAX_DIM = 16, 2**31 - 1
+
+
+def read_header(frame: bytes) -> tuple[str, list[TensorHeader], int]:
+    """(codec, tensor headers, payload offset) of a frame, without touching its payload;
+    FrameError when it is not a frame, is truncated, or declares impossible tensors (a dim over
+    2^31 - 1, or more elements, counting zero dims as one, than the frame limit allows)."""
     if frame[:4] != MAGIC:
         raise FrameError("not an edgeinfer tensor frame (bad magic): send frames from encode()")
     try:
         codec_i, count = struct.unpack_from("<BH", frame, 4)
-        pos = 7
-        specs = []
+        codec = CODECS[codec_i]
+        pos, specs = 7, []
         for _ in range(count):
             (n,) = struct.unpack_from("<H", frame, pos)
             name = frame[pos + 2 : pos + 2 + n].decode()
             pos += 2 + n
             enc, dt, ndim = struct.unpack_from("<BBB", frame, pos)
+            if ndim > MAX_RANK:
+                raise FrameError(f"tensor '{name[:40]}' declares {ndim} dimensions, over "
+                                 f"{MAX_RANK}: send frames from encode()")
             shape = struct.unpack_from(f"<{ndim}I", frame, pos + 3)
             scale, zero = struct.unpack_from("<ff", frame, pos + 3 + 4 * ndim)
             pos += 3 + 4 * ndim + 8
-            specs.append((name, enc, _DTYPES[dt], shape, scale, zero))
-        expected = sum(_stored(enc, dt).itemsize * int(np.prod(shape, dtype=np.int64))
-                       for _, enc, dt, shape, _, _ in specs)
-        if expected > MAX_FRAME_BYTES:
-            raise FrameError(f"frame declares {expected / 2**20:.0f} MiB of tensors, over the "
-                             f"{MAX_FRAME_BYTES // 2**20} MiB limit: split the request")
-        payload = _unpack(frame[pos:], CODECS[codec_i], expected)
+            _stored(enc, _DTYPES[dt])  # KeyError/IndexError: an unknown encoding or dtype
+            specs.append(TensorHeader(name, enc, _DTYPES[dt], tuple(shape), scale, zero))
     except (struct.error, IndexError, KeyError, UnicodeDecodeError) as exc:
         raise FrameError(f"truncated or corrupt frame ({exc}): resend it") from exc
+    for spec in specs:
+        if max(spec.shape, default=0) > MAX_DIM or math.prod(max(d, 1) for d in spec.shape) \
+                > MAX_FRAME_BYTES:
+            raise FrameError(f"tensor '{spec.name[:40]}' declares shape {list(spec.shape)}, "
+                             "over the most a frame can hold: split the request")
+    expected = sum(spec.nbytes for spec in specs)
+    if expected > MAX_FRAME_BYTES:
+        raise FrameError(f"frame declares {expected / 2**20:.0f} MiB of tensors, over the "
+                         f"{MAX_FRAME_BYTES // 2**20} MiB limit: split the request")
+    return codec, specs, pos
+
+
+def check_header(specs: list[TensorHeader],
+                 expect: Mapping[str, tuple[tuple[int | None, ...], str]]) -> None:
+    """FrameError unless the frame declares exactly the tensors of ``expect`` (name ->
+    (shape, dtype); a dim that is None or <= 0 is free) in their shapes and dtypes: checked
+    before the payload is inflated, so a frame cannot make the node allocate more than the
+    model's own tensors."""
+    got = {s.name: s for s in specs}
+    if sorted(got) != sorted(expect) or len(got) != len(specs):
+        shown = sorted(got)[:6]
+        raise FrameError(f"the frame carries tensors {shown}, this cut takes "
+                         f"{sorted(expect)[:6]}: send the cut you planned on")
+    for name, (shape, dtype) in expect.items():
+        spec = got[name]
+        if spec.dtype != dtype or len(spec.shape) != len(shape) or any(
+                e is not None and e > 0 and d != e
+                for d, e in zip(spec.shape, shape, strict=True)):
+            raise FrameError(f"tensor '{name}' is declared {spec.dtype}{list(spec.shape)}, the "
+                             f"model's is {dtype}{list(shape)}: send the model's tensors")
+
+
+def decode(frame: bytes, expect: Mapping[str, tuple[tuple[int | None, ...], str]] | None = None
+           ) -> dict[str, np.ndarray]:
+    """The tensors of a frame, back in their original dtypes (int8/fp16 dequantized);
+    ``expect`` (name -> (shape, dtype)): the tensors the frame must declare, checked before
+    anything is inflated (:func:`check_header`)."""
+    codec, specs, pos = read_header(frame)
+    if expect is not None:
+        check_header(specs, expect)
+    payload = _unpack(frame[pos:], codec, sum(spec.nbytes for spec in specs))
     out: dict[str, np.ndarray] = {}
     off = 0
-    for name, enc, dtype, shape, scale, zero in specs:
-        stored = _stored(enc, dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * stored.itemsize
+    for spec in specs:
+        stored = _stored(spec.encoding, spec.dtype)
+        n = spec.nbytes
         if off + n > len(payload):
-            raise FrameError(f"frame payload too short for tensor '{name}': resend it")
-        arr = np.frombuffer(payload, stored, count=n // stored.itemsize, offset=off).reshape(shape)
+            raise FrameError(f"frame payload too short for tensor '{spec.name}': resend it")
+        arr = np.frombuffer(payload, stored, count=n // stored.itemsize, offset=off)
+        arr = arr.reshape(spec.shape)
         off += n
-        if enc == 1:
-            arr = arr.astype(dtype)
-        elif enc == 2:
-            arr = (arr.astype(np.float32) * np.float32(scale) + np.float32(zero)).astype(dtype)
-        out[name] = arr
+        if spec.encoding == 1:
+            arr = arr.astype(spec.dtype)
+        elif spec.encoding == 2:
+            arr = (arr.astype(np.float32) * np.float32(spec.scale)
+                   + np.float32(spec.zero)).astype(spec.dtype)
+        out[spec.name] = arr
     return out

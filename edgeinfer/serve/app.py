@@ -1,14 +1,18 @@
 """The node's HTTP API (FastAPI): models, inference, status, metrics, dashboard.
 
 Error contract: every error is JSON ``{"error": "<one line>"}``; bad input is 4xx, never 500:
-400 bad body or undecodable image, 401 missing/wrong token, 404 unknown model or stream,
-413 body over the upload limit, 415 unsupported content type, 422 bad query/header values,
-429 the model's queue is full (with Retry-After), 503 deadline cannot be met, model not
-loaded, node not ready or shutting down.
+400 bad body or undecodable image, 401 missing/wrong token, 403 a foreign Host/Origin on an
+anonymous node, 404 unknown model or stream, 408 body not received in time, 413 body over the
+upload limit (or a JSON body larger than the model's inputs), 415 unsupported content type,
+422 bad query/header values, 429 the model's queue is full (with Retry-After), 503 deadline
+cannot be met, model not loaded, node busy receiving bodies, not ready or shutting down.
 
-Bodies are limited and tokens checked by one small ASGI guard in front of the app, so a
-request is refused before its body is read. The interactive docs pages (/docs, /redoc) are
-off: they load scripts from a CDN, and the node serves nothing it does not carry.
+Callers are checked and bodies read by the ASGI guard in front of the app
+(:mod:`edgeinfer.serve.guard`: token, Host/Origin in anonymous mode, body limit, body-read
+timeout, a bound on bodies being received), so the app sees only requests whose body is in;
+parsing, decoding and answering big bodies run off the event loop. The interactive docs pages
+(/docs, /redoc) are off: they load scripts from a CDN, and the node serves nothing it does not
+carry.
 """
 
 from __future__ import annotations
@@ -105,18 +109,19 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
                   redoc_url=None)
     app.state.node = node
     app.state.metrics = metrics
-    app.add_middleware(Guard, policy=policy, limit=config.max_body_bytes)
+    app.add_middleware(Guard, policy=policy, limits=config.body_limits(),
+                       on_refused=metrics.refused_request, on_disconnect=metrics.client_went_away)
     _install_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _mount_offload(app, config)
 
     @app.get("/healthz", responses=_responses(503))
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         """Alive: the process answers."""
         return {"status": "alive"}
 
     @app.get("/readyz", responses=_responses(503))
-    def readyz() -> Any:
+    async def readyz() -> Any:
         """Ready: start-up loads done and at least one model ready."""
         if not node.ready():
             return _error(503, "not ready: models are loading, none is loaded, or the node is "
@@ -153,7 +158,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
         deadline_ms: Annotated[float | None, Query(gt=0, le=3_600_000)] = None,
         x_priority: Annotated[int | None, Header(ge=-1000, le=1000)] = None,
         x_deadline_ms: Annotated[float | None, Header(gt=0, le=3_600_000)] = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Run one request: an image (multipart field ``file``, or an ``image/*`` body) gives
         the decoded prediction; a JSON tensor body gives the raw outputs. ``priority``
         (higher first) and ``deadline_ms`` come from the query or ``X-Priority`` /
@@ -204,27 +209,25 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
 
 
 async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics, name: str,
-                 request: Request, priority: int, deadline_ms: float | None) -> dict[str, Any]:
-    """The infer endpoint's work; every failure is an ApiError."""
+                 request: Request, priority: int, deadline_ms: float | None) -> Response:
+    """The infer endpoint's work; every failure is an ApiError or an EdgeInferError. The guard
+    has read the body already; parsing, decoding and answering run off the event loop."""
     artifact = node.artifact(name)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     manifest = artifact.manifest
     if ctype in ("application/json", ""):
         raw = await request.body()
-        depth = bodies.json_depth(raw)
-        if depth > bodies.MAX_JSON_DEPTH:
-            raise ApiError(400, f"the JSON body nests {depth} deep, over the limit of "
-                           f"{bodies.MAX_JSON_DEPTH}: send tensors as {{'shape', 'data'}} "
-                           "with flat data")
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
-            raise ApiError(400, f"the body is not valid JSON ({str(exc)[:80]})") from exc
-        limit = node.config.max_body_bytes
-        feeds = bodies.parse_tensors(body, [i.name for i in manifest.inputs], limit)
+        bound = bodies.json_body_bound(manifest.inputs)
+        if bound is not None and len(raw) > bound:
+            raise ApiError(413, f"the JSON body is {len(raw)} bytes, more than the inputs of "
+                                f"'{name}' can take as JSON (about {bound} bytes): send tensors "
+                                "of the model's input shapes", "too_large")
+        feeds = await asyncio.to_thread(bodies.parse_json_body, raw, manifest.inputs,
+                                        node.config.max_body_bytes)
         outputs, times = await _run(node, metrics, name, feeds, priority, deadline_ms)
-        return {"model": name, "outputs": bodies.outputs_to_json(outputs, manifest.outputs),
-                "times_ms": times}
+        return await asyncio.to_thread(lambda: _json_response({
+            "model": name, "outputs": bodies.outputs_to_json(outputs, manifest.outputs),
+            "times_ms": times}))
     if not (ctype == "multipart/form-data" or ctype.startswith("image/")
             or ctype == "application/octet-stream"):
         raise ApiError(415, f"unsupported content type '{ctype[:60]}': send multipart/form-data "
@@ -232,7 +235,7 @@ async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics, n
                        "unsupported_media")
     predictor = _predictor(predictors, name, artifact)
     t0 = time.perf_counter()
-    try:  # admitted before the body is read: an excess request costs no parsing or decoding
+    try:  # the body is in: an excess request is refused before any decoding
         with node.admit(name):
             data = await _image_bytes(request, ctype)
             x, transform = await asyncio.to_thread(_prepare, predictor, manifest, data)
@@ -244,8 +247,15 @@ async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics, n
     t1 = time.perf_counter()
     result = predictor.decoder(outputs, manifest.decoder_params, transform, predictor.labels)
     times = {"preprocess": pre_ms, **times, "decode": (time.perf_counter() - t1) * 1e3}
-    return {"model": name, "result": bodies.result_to_json(result),
-            "times_ms": {k: round(v, 3) for k, v in times.items()}}
+    return _json_response({"model": name, "result": bodies.result_to_json(result),
+                           "times_ms": {k: round(v, 3) for k, v in times.items()}})
+
+
+def _json_response(content: dict[str, Any]) -> Response:
+    """``content`` as a JSON response, serialised here (call it off the event loop when the
+    content is big: raw outputs can be millions of numbers)."""
+    return Response(json.dumps(content, separators=(",", ":"), allow_nan=False).encode(),
+                    media_type="application/json")
 
 
 async def _image_bytes(request: Request, ctype: str) -> bytes:

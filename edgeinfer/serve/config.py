@@ -8,10 +8,45 @@ from pathlib import Path
 
 from edgeinfer.errors import EdgeInferError
 
-__all__ = ["TOKEN_ENV", "NodeConfig", "UplinkSettings", "resolve_token"]
+__all__ = ["BODY_LIMIT_OPTION", "TOKEN_ENV", "BodyLimits", "NodeConfig", "UplinkSettings",
+           "resolve_token"]
 
 #: environment variable read for the API token when ``--token`` is not given
 TOKEN_ENV = "EDGEINFER_TOKEN"
+#: the command-line option that sets the request-body limit, on every server verb
+BODY_LIMIT_OPTION = "--max-body-mb"
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """How request bodies are received.
+
+    ``max_bytes``: the largest body (``option`` names the setting, for the 413 message);
+    ``timeout_s``: a body must be in within this many seconds of the request's start;
+    ``max_pending``: bodies being received at once; ``buffer_bytes``: bytes of bodies being
+    received, in total (memory held by slow clients is at most this; None: four bodies or
+    256 MiB, whichever is more)."""
+
+    max_bytes: int = 16 * 2**20
+    option: str = BODY_LIMIT_OPTION
+    timeout_s: float = 30.0
+    max_pending: int = 128
+    buffer_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1024:
+            raise EdgeInferError(f"body limit {self.max_bytes} bytes is too small: give at "
+                                 "least 1 KiB")
+        if self.timeout_s <= 0 or self.max_pending < 1 or self.held_limit < self.max_bytes:
+            raise EdgeInferError(
+                f"bad body limits (timeout {self.timeout_s} s, {self.max_pending} pending, "
+                f"{self.buffer_bytes} buffer bytes): give a positive timeout, at least one "
+                "pending body and a buffer of at least one body")
+
+    @property
+    def held_limit(self) -> int:
+        """Bytes of bodies being received that may be held at once."""
+        return self.buffer_bytes or max(256 * 2**20, 4 * self.max_bytes)
 
 
 @dataclass(frozen=True)
@@ -38,10 +73,12 @@ class NodeConfig:
     ``repository``: a directory of artifact directories (and bare .onnx files).
     ``token``: the bearer token (None: read ``EDGEINFER_TOKEN``); anonymous access needs
     ``allow_anonymous`` and a loopback ``host``. ``max_body_bytes``: larger request bodies
-    get 413. ``queue_size``/``workers``: the Scheduler's bounded queues and worker threads
-    (None/0: the streams file's ``scheduler:`` section, else 64 / automatic). ``spinning``:
-    ONNX Runtime's workers (``run``/``always``/``never``; None: the streams file's, else run).
-    ``load_on_start``: load every valid model when the node starts (readiness waits for it).
+    get 413; ``body_timeout_s``: a body not in by then gets 408; ``max_pending_bodies``:
+    bodies received at once, 503 beyond (:class:`BodyLimits`). ``queue_size``/``workers``:
+    the Scheduler's bounded queues and worker threads (None/0: the streams file's
+    ``scheduler:`` section, else 64 / automatic). ``spinning``: ONNX Runtime's workers
+    (``run``/``always``/``never``; None: the streams file's, else run). ``load_on_start``:
+    load every valid model when the node starts (readiness waits for it).
     """
 
     repository: Path
@@ -51,6 +88,8 @@ class NodeConfig:
     allow_anonymous: bool = False
     streams: Path | None = None
     max_body_bytes: int = 16 * 2**20
+    body_timeout_s: float = 30.0
+    max_pending_bodies: int = 128
     queue_size: int | None = None
     workers: int = 0
     load_on_start: bool = True
@@ -59,10 +98,7 @@ class NodeConfig:
     spinning: str | None = None
 
     def __post_init__(self) -> None:
-        if self.max_body_bytes < 1024:
-            raise EdgeInferError(
-                f"upload limit {self.max_body_bytes} bytes is too small: give at least 1 KiB"
-            )
+        self.body_limits()  # validates them
         if not 0 <= self.port < 65536:
             raise EdgeInferError(f"bad port {self.port}: give 0..65535")
         from edgeinfer.runtime.backends import SPINNING_MODES
@@ -73,6 +109,11 @@ class NodeConfig:
             raise EdgeInferError(f"bad queue size {self.queue_size}: give at least 1")
         if self.streams is not None and not Path(self.streams).is_file():
             raise EdgeInferError(f"{self.streams}: no such streams file: check the path")
+
+    def body_limits(self) -> BodyLimits:
+        """How the node's guard receives request bodies."""
+        return BodyLimits(self.max_body_bytes, timeout_s=self.body_timeout_s,
+                          max_pending=self.max_pending_bodies)
 
     def resolved_token(self) -> str | None:
         """The token from the config, else from ``EDGEINFER_TOKEN`` (empty counts as none)."""

@@ -7,6 +7,7 @@ without a server, and the HTTP layer only maps it to 400.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -18,13 +19,17 @@ from edgeinfer.vision.image_io import decode_image as _decode_image
 
 __all__ = [
     "ALLOWED_DTYPES", "MAX_JSON_DEPTH", "MAX_PIXELS", "BadRequestError", "decode_image",
-    "image_size", "json_depth",
-    "outputs_to_json", "parse_tensors", "result_to_json",
+    "image_size", "json_body_bound", "json_depth", "outputs_to_json", "parse_json_body",
+    "parse_tensors", "result_to_json",
 ]
 
 ALLOWED_DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64",
                   "bool")
 MAX_RANK = 8
+#: the longest a number can be in a JSON tensor body, layout included ("-1.2345678e-308, ",
+#: indented): bodies larger than this many bytes per input value are refused unread
+JSON_BYTES_PER_VALUE = 64
+JSON_SLACK_BYTES = 64 * 1024
 
 
 #: deepest JSON nesting accepted: a tensor of rank 8 inside the body needs about 12. Checked
@@ -69,9 +74,47 @@ def _shape(name: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
-def parse_tensors(body: Any, input_names: list[str], max_elements: int) -> dict[str, np.ndarray]:
+def _check_model_shape(name: str, shape: tuple[int, ...],
+                       expected: tuple[int, ...] | None) -> None:
+    """The declared shape against the model's (dims <= 0 there are free), before any data is
+    converted."""
+    if expected is not None and (len(shape) != len(expected) or any(
+            e > 0 and d != e for d, e in zip(shape, expected, strict=True))):
+        raise BadRequestError(f"input '{name}' has shape {list(shape)}: the model expects "
+                              f"{list(expected)} (dims <= 0 are free)")
+
+
+def json_body_bound(inputs: Any) -> int | None:
+    """The most bytes a JSON body for ``inputs`` (the manifest's input specs) can need: every
+    value written at its longest, plus room for layout; None when a shape is dynamic."""
+    shapes = [tuple(spec.shape) for spec in inputs]
+    if not shapes or any(d <= 0 for s in shapes for d in s):
+        return None
+    return sum(math.prod(s) for s in shapes) * JSON_BYTES_PER_VALUE + JSON_SLACK_BYTES
+
+
+def parse_json_body(raw: bytes, inputs: Any, max_elements: int) -> dict[str, np.ndarray]:
+    """Feeds from a JSON request body for ``inputs`` (the manifest's input specs): the
+    nesting bounded before parsing, shapes checked before data is converted. CPU work: call it
+    off the event loop."""
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequestError(f"the JSON body nests {depth} deep, over the limit of "
+                              f"{MAX_JSON_DEPTH}: send tensors as {{'shape', 'data'}} with "
+                              "flat data")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep
+        raise BadRequestError(f"the body is not valid JSON ({str(exc)[:80]})") from exc
+    shapes = {spec.name: tuple(spec.shape) for spec in inputs}
+    return parse_tensors(body, list(shapes), max_elements, shapes)
+
+
+def parse_tensors(body: Any, input_names: list[str], max_elements: int,
+                  shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
     """Feeds from ``{"inputs": {name: {"shape", "dtype", "data"}}}``; the names must be the
-    model's inputs, ``data`` (flat or nested) must fill ``shape`` exactly."""
+    model's inputs, each shape the model's (``shapes``, when given), ``data`` (flat or nested)
+    must fill ``shape`` exactly."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
         raise BadRequestError('send {"inputs": {NAME: {"shape": [...], "dtype": "float32", '
                          '"data": [...]}}}')
@@ -91,6 +134,7 @@ def parse_tensors(body: Any, input_names: list[str], max_elements: int) -> dict[
         if count > max_elements:
             raise BadRequestError(f"input '{name}' has {count} elements, over the limit of "
                              f"{max_elements}: send a smaller tensor")
+        _check_model_shape(name, shape, (shapes or {}).get(name))
         try:
             arr = np.asarray(tensor.get("data"), dtype=dtype)
         except (ValueError, TypeError, OverflowError) as exc:

@@ -73,6 +73,14 @@ class _NodeCollector(Collector):
             yield from (sent, raw, msgs, backlog, connected)
 
 
+def infer_model(path: str) -> str | None:
+    """The model name of an infer endpoint's path (``/v1/models/{name}/infer``), else None."""
+    parts = path.split("/")
+    if len(parts) == 5 and parts[:3] == ["", "v1", "models"] and parts[4] == "infer":
+        return parts[3]
+    return None
+
+
 class NodeMetrics:
     """The node's metrics: request counters and histograms plus the live collector."""
 
@@ -89,13 +97,33 @@ class NodeMetrics:
         self.latency = Histogram("edgeinfer_request_seconds",
                                  "request time in the node, decode to response", ["model"],
                                  buckets=BUCKETS, registry=self.registry)
+        self.refused = Counter("edgeinfer_refused_requests",
+                               "requests refused by the guard before the app, by status and why",
+                               ["code", "reason"], registry=self.registry)
+        self.disconnects = Counter("edgeinfer_client_disconnects",
+                                   "clients that went away before their request body was in",
+                                   registry=self.registry)
         self.registry.register(_NodeCollector(node))
+        self._node = node
 
     def observe(self, model: str, code: int, reason: str | None = None) -> None:
         """Count one finished request (``reason``: why it failed, when it did)."""
         self.requests.labels(model, str(code)).inc()
         if reason is not None:
             self.errors.labels(model, reason).inc()
+
+    def refused_request(self, path: str, code: int, reason: str) -> None:
+        """Count a request the guard refused; one for an infer endpoint counts for its model
+        too (so a 413 is a 413 in ``edgeinfer_requests_total``, however the body came)."""
+        self.refused.labels(str(code), reason).inc()
+        model = infer_model(path)
+        if model is not None:
+            known = model in self._node.model_names()
+            self.observe(model if known else "_unknown", code, reason)
+
+    def client_went_away(self, path: str) -> None:
+        """Count a client that disconnected before its body was in."""
+        self.disconnects.inc()
 
     def render(self) -> bytes:
         """The exposition text."""

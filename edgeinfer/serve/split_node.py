@@ -11,7 +11,7 @@ from typing import Any
 from edgeinfer._deps import require
 from edgeinfer.collab.tails import OFFLOAD_PREFIX, mount_offload
 from edgeinfer.serve.auth import AccessPolicy, access_policy
-from edgeinfer.serve.config import resolve_token
+from edgeinfer.serve.config import BodyLimits, resolve_token
 from edgeinfer.serve.guard import Guard
 from edgeinfer.serve.server import BackgroundServer
 
@@ -29,7 +29,7 @@ def create_split_app(models: Mapping[str, str | Path], token: str | None = None,
     fastapi = require("fastapi", "serve", "the offload node")
     app = fastapi.FastAPI(title="edgeinfer offload node")
     mount_offload(app, models, **router_kw)
-    app.add_middleware(Guard, policy=AccessPolicy(token), limit=max_body_bytes)
+    app.add_middleware(Guard, policy=AccessPolicy(token), limits=BodyLimits(max_body_bytes))
     return app
 
 
