@@ -97,3 +97,7 @@ AnonymousOption = Annotated[
 ]
 #: the request-body limit of every server verb (serve, split-node): one name everywhere
 MaxBodyOption = Annotated[float, typer.Option("--max-body-mb", help="Largest request body, MiB.")]
+#: the models' (and split tails') memory budget of every server verb
+MemoryBudgetOption = Annotated[float | None, typer.Option(
+    "--memory-budget-mb", help="Loaded models (split tails too) stay under this many MiB, least "
+    "recently used unloaded first (default: no limit).")]

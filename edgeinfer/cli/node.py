@@ -11,6 +11,7 @@ from edgeinfer.cli.app import app
 from edgeinfer.cli.common import (
     AnonymousOption,
     MaxBodyOption,
+    MemoryBudgetOption,
     TokenOption,
     console,
 )
@@ -39,6 +40,9 @@ def serve(
     workers: Annotated[
         int, typer.Option(help="Scheduler workers (0: the streams file's, else automatic).")
     ] = 0,
+    memory_budget_mb: MemoryBudgetOption = None,
+    body_timeout_s: Annotated[float, typer.Option(
+        help="A request body not received within this many seconds gets 408.")] = 30.0,
     node_name: Annotated[str, typer.Option(help="This node's name.")] = "edge-node",
     spinning: Annotated[
         str | None,
@@ -75,7 +79,8 @@ def serve(
         repository=repository, host=host, port=port, token=token,
         allow_anonymous=allow_anonymous, streams=streams,
         max_body_bytes=int((max_upload_mb or max_body_mb) * 2**20), queue_size=queue_size,
-        workers=workers,
+        workers=workers, body_timeout_s=body_timeout_s,
+        memory_budget_bytes=memory_budget_mb and int(memory_budget_mb * 2**20),
         node_name=node_name, uplink=uplink, spinning=spinning,
     )
     run_server(config, console.print)

@@ -11,6 +11,7 @@ from edgeinfer.cli.app import app
 from edgeinfer.cli.common import (
     AnonymousOption,
     MaxBodyOption,
+    MemoryBudgetOption,
     TokenOption,
     console,
 )
@@ -98,11 +99,12 @@ def split_node(
     token: TokenOption = None,
     allow_anonymous: AnonymousOption = False,
     max_body_mb: MaxBodyOption = 64.0,
+    memory_budget_mb: MemoryBudgetOption = None,
 ) -> None:
     """Run a standalone offload node serving the tails of MODEL at /v1/offload."""
     from edgeinfer.serve.auth import access_policy
-    from edgeinfer.serve.config import resolve_token
-    from edgeinfer.serve.split_node import serve_split_node
+    from edgeinfer.serve.config import BodyLimits, resolve_token
+    from edgeinfer.serve.split_node import SplitNodeConfig, serve_split_node
 
     if max_body_mb * 2**20 < 1024:
         raise EdgeInferError(f"--max-body-mb {max_body_mb:g} is too small: give at least 0.001")
@@ -110,5 +112,6 @@ def split_node(
     access_policy(resolve_token(token), allow_anonymous, host)
     models = {Path(m).stem: m for m in model}
     console.print(f"offload node for {sorted(models)} at http://{host}:{port}/v1/offload")
-    serve_split_node(models, host, port, threads, token, allow_anonymous,
-                     int(max_body_mb * 2**20))
+    config = SplitNodeConfig(threads, memory_budget_mb and int(memory_budget_mb * 2**20),
+                             limits=BodyLimits(int(max_body_mb * 2**20)))
+    serve_split_node(models, host, port, token, allow_anonymous, config)

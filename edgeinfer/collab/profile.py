@@ -11,8 +11,8 @@ so a factor of 4 reads as "a CPU four times slower than one core of this machine
 
 from __future__ import annotations
 
+import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from edgeinfer.collab.compress import ANSWER, ANSWER_OPTIONS, Compression, encode
+from edgeinfer.collab.workdir import scratch_dir
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import load, resolve
 from edgeinfer.model.partition import Cut, Partition, load_partition, sample_cuts
@@ -40,8 +41,8 @@ __all__ = [
 
 #: the "send a JPEG of the input" candidate's cut key: not a tensor of the graph
 JPEG_CUT = ("@jpeg",)
-#: progress task names of the two profiling passes
-DEVICE_TASK, NODE_TASK = "profiling cuts on the device", "profiling tails on the node"
+#: the progress task of the device-side profiling pass
+DEVICE_TASK = "profiling cuts on the device"
 #: JPEG quality the device encodes with (the honest baseline of the split-computing survey)
 JPEG_QUALITY = 90
 
@@ -217,16 +218,23 @@ class CutProfile:
         self.out_bytes = self.answer_bytes[ANSWER.label]
 
 
+@dataclass(frozen=True)
+class SubModel:
+    """A head or tail cut out of a model and saved: its file and its graph inputs/outputs."""
+
+    path: Path
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
 class _Half:
     """A head or tail sub-model in an Engine; ``run`` maps names to arrays."""
 
-    def __init__(self, model: onnx.ModelProto, threads: int, tmp: Path, tag: str) -> None:
+    def __init__(self, sub: SubModel, threads: int) -> None:
         from edgeinfer.runtime.backends import BackendOptions
         from edgeinfer.runtime.engine import Engine
 
-        path = tmp / f"{tag}.onnx"
-        onnx.save(model, str(path))
-        self.engine = Engine.open(path, "ort", BackendOptions(threads=threads), warmup=False)
+        self.engine = Engine.open(sub.path, "ort", BackendOptions(threads=threads), warmup=False)
         self.inputs = [s.name for s in self.engine.inputs]
         self.outputs = [s.name for s in self.engine.outputs]
 
@@ -236,8 +244,10 @@ class _Half:
 
 
 class SplitModel:
-    """One ONNX model ready to run split at any of its cuts, with head and tail engines built
-    on demand and kept (``threads`` intra-op threads each). Not thread-safe while building."""
+    """One ONNX model ready to run split at any of its cuts: head and tail sub-models cut out
+    and saved on demand (in this process's split work directory,
+    :mod:`edgeinfer.collab.workdir`), and engines for them built on demand and kept
+    (``threads`` intra-op threads each; the device side's). Not thread-safe while building."""
 
     def __init__(self, model: str | Path, threads: int = 1, max_cuts: int = 30) -> None:
         path, shapes = resolve_onnx(model)
@@ -247,7 +257,8 @@ class SplitModel:
         self.threads = threads
         self.all_cuts: list[Cut] = self.partition.cuts()
         self.cuts: list[Cut] = sample_cuts(self.all_cuts, max_cuts)
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgeinfer-split-")
+        self._dir = scratch_dir(f"{path.stem[:40]}-")
+        self._subs: dict[str, SubModel | None] = {}
         self._heads: dict[str, _Half | None] = {}
         self._tails: dict[str, _Half | None] = {}
         self._full: _Half | None = None
@@ -281,29 +292,63 @@ class SplitModel:
             self._checked[key] = self.partition.check(tensors)
         return self._checked[key]
 
+    def sub_model(self, kind: str, tensors: Sequence[str]) -> SubModel | None:
+        """The ``kind`` ("head" or "tail") of a cut, cut out and saved on first use (None: the
+        cut is the inputs for a head, the outputs for a tail)."""
+        cut = self.cut_for(tensors)
+        key = f"{kind}:{'|'.join(cut)}"
+        if key not in self._subs:
+            extract = self.partition.head if kind == "head" else self.partition.tail
+            m = extract(cut)
+            self._subs[key] = None if m is None else self._save(m, f"{kind}{len(self._subs)}")
+        return self._subs[key]
+
+    def _save(self, model: onnx.ModelProto, tag: str) -> SubModel:
+        path = self._dir / f"{tag}.onnx"
+        onnx.save(model, str(path))
+        inits = {i.name for i in model.graph.initializer}
+        return SubModel(path, tuple(i.name for i in model.graph.input if i.name not in inits),
+                        tuple(o.name for o in model.graph.output))
+
     def full(self) -> _Half:
         """The whole model in one engine (all on one side)."""
         if self._full is None:
-            self._full = _Half(self.partition.model, self.threads, Path(self._tmp.name), "full")
+            whole = SubModel(self.path, tuple(self.inputs), tuple(self.outputs))
+            self._full = _Half(whole, self.threads)
         return self._full
 
     def head(self, tensors: Sequence[str]) -> _Half | None:
         """The head engine of a cut (None when the cut is the inputs)."""
-        return self._half(self._heads, "head", self.partition.head, tensors)
+        return self._half(self._heads, "head", tensors)
 
     def tail(self, tensors: Sequence[str]) -> _Half | None:
         """The tail engine of a cut (None when the cut is the outputs)."""
-        return self._half(self._tails, "tail", self.partition.tail, tensors)
+        return self._half(self._tails, "tail", tensors)
 
     def _half(self, built: dict[str, _Half | None], kind: str,
-              extract: Callable[[Sequence[str]], Any], tensors: Sequence[str]) -> _Half | None:
-        """One side of a cut, extracted and loaded on first use, then kept in ``built``."""
+              tensors: Sequence[str]) -> _Half | None:
+        """One side of a cut, loaded on first use, then kept in ``built``."""
         key = "|".join(self.cut_for(tensors))
         if key not in built:
-            m = extract(tensors)
-            tag = f"{kind}{len(built)}"
-            built[key] = _Half(m, self.threads, Path(self._tmp.name), tag) if m else None
+            sub = self.sub_model(kind, tensors)
+            built[key] = _Half(sub, self.threads) if sub is not None else None
         return built[key]
+
+    def cut_values(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every tensor of every sampled cut, computed from ``feeds`` in one run of a
+        temporary engine (closed before this returns): what a node needs to time its tails
+        without keeping a head per cut."""
+        wanted = sorted({t for cut in self.cuts for t in cut.tensors} - set(self.inputs))
+        values = {k: np.asarray(v) for k, v in feeds.items()}
+        if wanted:
+            probe = self.partition.head([*self.inputs, *wanted])
+            if probe is not None:
+                half = _Half(self._save(probe, "probe"), self.threads)
+                try:
+                    values.update(half.run(feeds))
+                finally:
+                    half.engine.close()
+        return values
 
     def run_head(self, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]) -> Feeds:
         """The cut tensors computed from the inputs."""
@@ -347,31 +392,6 @@ class SplitModel:
         track.finish(DEVICE_TASK)
         return out
 
-    def profile_node(
-        self,
-        feeds: Mapping[str, np.ndarray],
-        runs: int = 5,
-        progress: ProgressFn | None = None,
-        clock: DeviceSim | None = None,
-    ) -> list[CutProfile]:
-        """Tail latency on this machine (the node) for every sampled cut, timed by ``clock``
-        (default: wall time, no slowdown)."""
-        clock = clock or DeviceSim(max(1, self.threads))
-        track = Tracker(progress)
-        track.start(NODE_TASK, total=len(self.cuts))
-        out = []
-        for cut in self.cuts:
-            values = self.run_head(cut.tensors, feeds)
-            prof = CutProfile(cut.tensors, cut.position, cut.nbytes)
-            tail = self.tail(cut.tensors)
-            if tail is not None:
-                prof.tail_s = clock.measure(lambda t=tail, v=values: t.run(v), runs)
-            prof.measure_answer(self.run_tail(cut.tensors, values))
-            out.append(prof)
-            track.advance(NODE_TASK)
-        track.finish(NODE_TASK)
-        return out
-
     def profile_jpeg_device(
         self, codec: ImageCodec, image: np.ndarray, device: DeviceSim, runs: int = 5
     ) -> CutProfile:
@@ -382,22 +402,6 @@ class SplitModel:
         prof.extra["encode_s"] = prof.head_s
         return prof
 
-    def profile_jpeg_node(
-        self, codec: ImageCodec, runs: int = 5, clock: DeviceSim | None = None
-    ) -> CutProfile:
-        """The JPEG candidate on the node: decode + preprocess + the whole model, timed on a
-        model-size JPEG of the bundled photo (decode time depends on the size, not the scene)."""
-        from edgeinfer.vision.preprocess import read_image
-
-        clock = clock or DeviceSim(max(1, self.threads))
-        photo = read_image(Path(__file__).resolve().parents[1] / "data" / "coffee.jpg")
-        jpg = codec.encode(photo)
-        full = self.full()
-        prof = CutProfile(JPEG_CUT, -1, len(jpg))
-        prof.tail_s = clock.measure(lambda: full.run(codec.decode(jpg)), runs)
-        prof.measure_answer(full.run(codec.decode(jpg)))
-        return prof
-
     def close(self) -> None:
         """Release every engine and the temporary sub-model files."""
         for half in [*self._heads.values(), *self._tails.values(), self._full]:
@@ -406,4 +410,5 @@ class SplitModel:
         self._heads.clear()
         self._tails.clear()
         self._full = None
-        self._tmp.cleanup()
+        self._subs.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)

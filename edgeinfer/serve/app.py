@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edgeinfer.collab.tails import mount_offload
+from edgeinfer.collab.tails import OffloadService, mount_offload
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.runtime.scheduler import DeadlineMissedError, RejectedError
 from edgeinfer.serve import infer as bodies
@@ -104,6 +104,8 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
             yield
         finally:
             await asyncio.to_thread(node.close)
+            if app.state.offload is not None:
+                app.state.offload.close()
 
     app = FastAPI(title="edgeinfer node", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
@@ -113,7 +115,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
                        on_refused=metrics.refused_request, on_disconnect=metrics.client_went_away)
     _install_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _mount_offload(app, config)
+    app.state.offload = _mount_offload(app, node)
 
     @app.get("/healthz", responses=_responses(503))
     async def healthz() -> dict[str, Any]:
@@ -383,14 +385,18 @@ def _install_errors(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(exc).__name__}): see the node's log")
 
 
-def _mount_offload(app: FastAPI, config: NodeConfig) -> None:
-    """Mount the split-computing offload endpoint for the repository's valid ONNX models,
-    behind the same guard as the rest of the API."""
+def _mount_offload(app: FastAPI, node: Node) -> OffloadService | None:
+    """Mount the split-computing offload endpoint for the repository's valid ONNX models on
+    the node's own scheduler (its memory budget, workers and queues), behind the same guard
+    as the rest of the API."""
     from edgeinfer.serve.repository import scan
 
     models = {
-        name: entry.path for name, entry in scan(config.repository).items()
+        name: entry.path for name, entry in scan(node.config.repository).items()
         if entry.artifact is not None and entry.artifact.manifest.model.format == "onnx"
     }
-    if models:
-        mount_offload(app, models)
+    if not models:
+        return None
+    service = OffloadService(models, node.scheduler, node.timed)
+    mount_offload(app, service)
+    return service

@@ -79,6 +79,8 @@ class NodeConfig:
     ``scheduler:`` section, else 64 / automatic). ``spinning``: ONNX Runtime's workers
     (``run``/``always``/``never``; None: the streams file's, else run). ``load_on_start``:
     load every valid model when the node starts (readiness waits for it).
+    ``memory_budget_bytes``: loaded models and split tails stay under it, least recently used
+    unloaded first (None: the streams file's, else no limit).
     """
 
     repository: Path
@@ -90,6 +92,7 @@ class NodeConfig:
     max_body_bytes: int = 16 * 2**20
     body_timeout_s: float = 30.0
     max_pending_bodies: int = 128
+    memory_budget_bytes: int | None = None
     queue_size: int | None = None
     workers: int = 0
     load_on_start: bool = True

@@ -6,10 +6,8 @@ and the tests use it directly too. Every model runs through one
 its priorities, deadlines, bounded queues and memory budget.
 
 Per-request queue wait and compute time: the scheduler reports only aggregates, so the node
-loads models through a loader that wraps each Engine and stamps the start and end of a run
-into a slot the request registered beforehand (keyed by the identity of its input array,
-which the scheduler passes through untouched). Stream requests register no slot and cost
-nothing.
+loads models through :class:`~edgeinfer.runtime.run_timing.TimedRuns`, whose slots a request
+registers at submit and its run fills in. Stream requests register no slot and cost nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError
-from edgeinfer.runtime.backends import BackendOptions
-from edgeinfer.runtime.model_cache import ModelSpec, Runnable, engine_loader
+from edgeinfer.runtime.run_timing import RunTiming, TimedRuns
 from edgeinfer.runtime.scheduler import RejectedError, Scheduler, SchedulerConfig
 from edgeinfer.serve import repository
 from edgeinfer.serve.config import NodeConfig
@@ -49,39 +46,6 @@ class UnknownModelError(EdgeInferError):
 
 
 @dataclass
-class RunTiming:
-    """Monotonic start and end of one run, filled in by the worker that ran it."""
-
-    start: float = 0.0
-    end: float = 0.0
-
-
-class _Timed:
-    """A loaded model whose runs stamp the slot registered for their first input array."""
-
-    def __init__(self, model: Runnable, slots: dict[int, RunTiming]) -> None:
-        self._model = model
-        self._slots = slots
-
-    def run(self, feeds: dict[str, np.ndarray], **kw: Any) -> list[np.ndarray]:
-        """Run the model (``kw``: ``cancel`` when the scheduler preempts), recording start and
-        end where the request asked for it."""
-        slot = self._slots.get(id(next(iter(feeds.values())))) if feeds else None
-        t0 = time.monotonic()
-        outputs = self._model.run(feeds, **kw)
-        if slot is not None:
-            slot.start, slot.end = t0, time.monotonic()
-        return outputs
-
-    def close(self) -> None:
-        """Close the wrapped model."""
-        self._model.close()
-
-    def __getattr__(self, attr: str) -> Any:  # inputs, outputs, artifact... of the Engine
-        return getattr(self._model, attr)
-
-
-@dataclass
 class _Model:
     name: str
     entry: repository.RepoEntry
@@ -95,13 +59,13 @@ class Node:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self._slots: dict[int, RunTiming] = {}
+        self.timed = TimedRuns()
         self.streams_config = None
         if config.streams is not None:  # read now: a bad file stops the node before it binds
             from edgeinfer.pipeline.streams_config import load_streams_config
 
             self.streams_config = load_streams_config(config.streams)
-        self.scheduler = Scheduler(self._scheduler_config(), loader=self._loader)
+        self.scheduler = Scheduler(self._scheduler_config(), loader=self.timed.loader())
         self._lock = threading.RLock()
         self._models: dict[str, _Model] = {}
         self._preparing: dict[str, int] = {}
@@ -126,13 +90,13 @@ class Node:
             options = replace(options, spinning=self.config.spinning)
         return replace(
             base, workers=self.config.workers or base.workers,
+            memory_budget_bytes=(self.config.memory_budget_bytes
+                                 if self.config.memory_budget_bytes is not None
+                                 else base.memory_budget_bytes),
             queue_size=(self.config.queue_size if self.config.queue_size is not None
                         else base.queue_size),
             options=options,
         )
-
-    def _loader(self, spec: ModelSpec, options: BackendOptions) -> Runnable:
-        return _Timed(engine_loader(spec, options), self._slots)
 
     def start(self) -> None:
         """Scan the repository, register the valid models, load them in the background (when
@@ -283,23 +247,10 @@ class Node:
         """Queue one request: its future, its timing slot, and the call that frees the slot
         (call it when the future is done). Raises RejectedError as the scheduler does."""
         self.artifact(name)
-        first = next(iter(feeds.values()))
-        slot = RunTiming()
-        key = id(first)
-        self._slots[key] = slot
-
-        def release() -> None:
-            self._slots.pop(key, None)
-
-        try:
-            with self._lock:
-                self._http_submitted[name] = self._http_submitted.get(name, 0) + 1
-            future = self.scheduler.submit(name, feeds, priority=priority,
-                                           deadline_ms=deadline_ms)
-        except BaseException:
-            release()
-            raise
-        return future, slot, release
+        with self._lock:
+            self._http_submitted[name] = self._http_submitted.get(name, 0) + 1
+        return self.timed.submit(self.scheduler, name, feeds, priority=priority,
+                                 deadline_ms=deadline_ms)
 
     @contextmanager
     def admit(self, name: str) -> Iterator[None]:
