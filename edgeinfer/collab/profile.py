@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from edgeinfer.collab.compress import ANSWER, ANSWER_OPTIONS, Compression, encode
-from edgeinfer.collab.workdir import scratch_dir
+from edgeinfer.collab.workdir import remove_if_empty, scratch_dir
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import load, resolve
 from edgeinfer.model.partition import Cut, Partition, load_partition, sample_cuts
@@ -412,3 +412,4 @@ class SplitModel:
         self._full = None
         self._subs.clear()
         shutil.rmtree(self._dir, ignore_errors=True)
+        remove_if_empty()

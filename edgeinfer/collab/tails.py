@@ -59,6 +59,7 @@ from edgeinfer.collab.compress import (
     read_header,
 )
 from edgeinfer.collab.profile import JPEG_CUT, CutProfile, DeviceSim, ImageCodec, SplitModel
+from edgeinfer.collab.workdir import process_dir
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.runtime.run_timing import TimedRuns
 from edgeinfer.runtime.scheduler import DeadlineMissedError, RejectedError
@@ -221,6 +222,7 @@ class OffloadService:
                 "thread measures a tail only when onnxruntime computes in it; use threads=1 "
                 "or clock 'wall'")
         self.scheduler, self.timed = scheduler, timed
+        process_dir()  # made now, and the directories of processes that are gone swept
         self._models = {n: _NodeModel(n, src, self.settings, scheduler)
                         for n, src in models.items()}
         self._clock = DeviceSim(1, 1.0, self.settings.clock)

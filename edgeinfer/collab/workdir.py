@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["ROOT_NAME", "process_dir", "scratch_dir", "sweep"]
+__all__ = ["ROOT_NAME", "process_dir", "remove_if_empty", "scratch_dir", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ LEGACY_AGE_S = 24 * 3600
 
 _lock = threading.Lock()
 _mine: Path | None = None
+_registered = False
 
 
 def _alive(pid: int) -> bool:
@@ -74,20 +75,34 @@ def _remove_mine() -> None:
 def process_dir() -> Path:
     """This process's work directory, created (after a sweep) on first use and removed at
     exit."""
-    global _mine
+    global _mine, _registered
     with _lock:
         if _mine is None or not _mine.is_dir():
             root = Path(tempfile.gettempdir()) / ROOT_NAME
             root.mkdir(mode=0o700, exist_ok=True)
             sweep(root)
             mine = root / str(os.getpid())
-            if mine.exists() and _mine is None:  # a dead process with our pid left it
+            if mine.exists() and not _registered:  # a dead process with our pid left it
                 shutil.rmtree(mine, ignore_errors=True)
             mine.mkdir(mode=0o700, exist_ok=True)
-            if _mine is None:
+            if not _registered:
                 atexit.register(_remove_mine)
+                _registered = True
             _mine = mine
         return _mine
+
+
+def remove_if_empty() -> None:
+    """Remove this process's work directory once nothing is left in it (called when a user of
+    it closes: a server whose shutdown ends in a re-raised SIGTERM runs no ``atexit``)."""
+    global _mine
+    with _lock:
+        if _mine is not None:
+            try:
+                _mine.rmdir()
+            except OSError:  # not empty (another user), or gone already
+                return
+            _mine = None
 
 
 def scratch_dir(prefix: str) -> Path:
