@@ -89,9 +89,22 @@ def quiet_capture_logs() -> None:
 
 
 #: the access options every server verb shares (serve, split-node): edgeinfer.serve.auth
-TokenOption = Annotated[
-    str | None, typer.Option(help="API bearer token callers must send (default: $EDGEINFER_TOKEN).")
-]
+TokenOption = Annotated[str | None, typer.Option(
+    help="API bearer token callers must send (visible in `ps`: prefer --token-file or "
+    "$EDGEINFER_TOKEN).")]
+TokenFileOption = Annotated[Path | None, typer.Option(
+    "--token-file", help="File holding the API bearer token (default: $EDGEINFER_TOKEN).")]
+PasswordFileOption = Annotated[Path | None, typer.Option(
+    "--password-file", help="File holding the MQTT password.")]
+
+
+def warn_secret_on_command_line(option: str, value: str | None, instead: str) -> None:
+    """One line on stderr when a secret came as a command-line option (``ps`` shows it)."""
+    if value:
+        from edgeinfer.cli.progress import err_console
+
+        err_console.print(f"warning: {option} is visible to every user of this machine (ps): "
+                          f"prefer {instead}", style="yellow", highlight=False, soft_wrap=True)
 AnonymousOption = Annotated[
     bool, typer.Option("--allow-anonymous", help="No token; only on a loopback --host.")
 ]

@@ -12,10 +12,17 @@ from edgeinfer.cli.common import (
     AnonymousOption,
     MaxBodyOption,
     MemoryBudgetOption,
+    PasswordFileOption,
+    TokenFileOption,
     TokenOption,
     console,
+    warn_secret_on_command_line,
 )
 from edgeinfer.cli.progress import err_console, progress_bars
+
+#: where the node side (serve, uplink-send) and the cloud side (collect) read the MQTT password
+UPLINK_PASSWORD_ENV = "EDGEINFER_UPLINK_PASSWORD"
+COLLECT_PASSWORD_ENV = "EDGEINFER_COLLECT_PASSWORD"
 
 
 @app.command()
@@ -24,6 +31,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8080,
     token: TokenOption = None,
+    token_file: TokenFileOption = None,
     allow_anonymous: AnonymousOption = False,
     streams: Annotated[
         Path | None, typer.Option(help="YAML file of camera streams to run.")
@@ -61,29 +69,35 @@ def serve(
         str | None, typer.Option(help="CA bundle for --uplink-tls (default: the system's).")
     ] = None,
     uplink_username: Annotated[
-        str | None, typer.Option(help="MQTT user (password: $EDGEINFER_UPLINK_PASSWORD).")
+        str | None, typer.Option(help=f"MQTT user (password: ${UPLINK_PASSWORD_ENV} or "
+                                      "--uplink-password-file).")
     ] = None,
+    uplink_password_file: Annotated[Path | None, typer.Option(
+        "--uplink-password-file", help="File holding the MQTT password.")] = None,
 ) -> None:
     """Serve a model repository over HTTP: models, inference, metrics and a dashboard."""
-    import os
-
-    from edgeinfer.serve.config import NodeConfig, UplinkSettings
+    from edgeinfer.serve.config import NodeConfig, UplinkSettings, read_secret
     from edgeinfer.serve.server import run_server
 
     uplink = UplinkSettings(
         uplink_host, uplink_port, site, encoding=uplink_encoding, tls=uplink_tls,
         ca_certs=uplink_ca, username=uplink_username,
-        password=os.environ.get("EDGEINFER_UPLINK_PASSWORD"),
+        password=read_secret("MQTT password", None, uplink_password_file, UPLINK_PASSWORD_ENV),
     ) if uplink_host else None
     config = NodeConfig(
-        repository=repository, host=host, port=port, token=token,
+        repository=repository, host=host, port=port, token=token, token_file=token_file,
         allow_anonymous=allow_anonymous, streams=streams,
         max_body_bytes=int((max_upload_mb or max_body_mb) * 2**20), queue_size=queue_size,
         workers=workers, body_timeout_s=body_timeout_s,
         memory_budget_bytes=memory_budget_mb and int(memory_budget_mb * 2**20),
         node_name=node_name, uplink=uplink, spinning=spinning,
     )
-    run_server(config, console.print)
+
+    def announce(line: str) -> None:  # once the configuration has passed every check
+        warn_secret_on_command_line("--token", token, "--token-file or $EDGEINFER_TOKEN")
+        console.print(line)
+
+    run_server(config, announce)
 
 
 @app.command()
@@ -98,7 +112,10 @@ def collect(
         "edgeinfer-collect"
     ),
     username: Annotated[str | None, typer.Option(help="MQTT username.")] = None,
-    password: Annotated[str | None, typer.Option(help="MQTT password.")] = None,
+    password: Annotated[str | None, typer.Option(help=(
+        f"MQTT password (visible in `ps`: prefer --password-file or ${COLLECT_PASSWORD_ENV})."
+    ))] = None,
+    password_file: PasswordFileOption = None,
     tls: Annotated[bool, typer.Option("--tls", help="Connect with TLS.")] = False,
     ca_certs: Annotated[str | None, typer.Option(help="CA bundle (PEM) for --tls.")] = None,
     duration: Annotated[
@@ -107,10 +124,14 @@ def collect(
 ) -> None:
     """Subscribe to every node's results, features and presence and store each message once."""
     from edgeinfer.serve.collect import CollectConfig, Collector, open_store
+    from edgeinfer.serve.config import read_secret
 
-    store = open_store(db, url)
+    secret = read_secret("MQTT password", password, password_file, COLLECT_PASSWORD_ENV)
     cfg = CollectConfig(host=host, port=port, client_id=client_id, username=username,
-                        password=password, tls=tls, ca_certs=ca_certs)
+                        password=secret, tls=tls, ca_certs=ca_certs)
+    store = open_store(db, url)
+    warn_secret_on_command_line("--password", password,
+                                f"--password-file or ${COLLECT_PASSWORD_ENV}")
     counts = _watch_collector(Collector(cfg, store), duration)
     console.print(f"stored {counts['stored']}, dropped {counts['duplicates']} duplicates, "
                   f"rejected {counts['rejected']}")
@@ -157,17 +178,24 @@ def uplink_send(
     outbox: Annotated[Path, typer.Option(help="Outbox file.")] = Path("outbox.sqlite"),
     encoding: Annotated[str, typer.Option(help="json | cbor")] = "json",
     username: Annotated[str | None, typer.Option(help="MQTT username.")] = None,
-    password: Annotated[str | None, typer.Option(help="MQTT password.")] = None,
+    password: Annotated[str | None, typer.Option(help=(
+        f"MQTT password (visible in `ps`: prefer --password-file or ${UPLINK_PASSWORD_ENV})."
+    ))] = None,
+    password_file: PasswordFileOption = None,
     tls: Annotated[bool, typer.Option("--tls", help="Connect with TLS.")] = False,
     ca_certs: Annotated[str | None, typer.Option(help="CA bundle (PEM) for --tls.")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to wait for acknowledgements.")] = 10.0,
 ) -> None:
     """Send COUNT synthetic results through the uplink (a quick check of broker and outbox)."""
+    from edgeinfer.serve.config import read_secret
     from edgeinfer.serve.uplink import UplinkConfig, send_test_messages
 
+    secret = read_secret("MQTT password", password, password_file, UPLINK_PASSWORD_ENV)
     cfg = UplinkConfig(host=host, port=port, site=site, node=node, outbox=str(outbox),
-                       encoding=encoding, username=username, password=password, tls=tls,
+                       encoding=encoding, username=username, password=secret, tls=tls,
                        ca_certs=ca_certs)
+    warn_secret_on_command_line("--password", password,
+                                f"--password-file or ${UPLINK_PASSWORD_ENV}")
     with progress_bars() as on_step:
         stats = send_test_messages(cfg, stream, count, wait, on_step)
     console.print(f"acknowledged {stats['messages_sent']}, {stats['bytes_sent']} bytes sent, "

@@ -12,8 +12,10 @@ from edgeinfer.cli.common import (
     AnonymousOption,
     MaxBodyOption,
     MemoryBudgetOption,
+    TokenFileOption,
     TokenOption,
     console,
+    warn_secret_on_command_line,
 )
 from edgeinfer.cli.progress import progress_bars
 from edgeinfer.errors import EdgeInferError
@@ -42,6 +44,7 @@ def split(
     answer: Annotated[str, typer.Option(
         help="The node's answer encoding: raw+lz4 (exact) or fp16+lz4 (half the bytes, "
         "float16 values); +zstd or no codec also work.")] = "raw+lz4",
+    token_file: TokenFileOption = None,
 ) -> None:
     """Split MODEL between this device and a node: pick the cut for the link, then report the
     latency breakdown (head, transfer, tail) against all-on-device and all-on-node."""
@@ -49,12 +52,14 @@ def split(
     from edgeinfer.collab.link import Link, parse_rate
     from edgeinfer.collab.offload import SplitClient, measure_split
     from edgeinfer.collab.profile import DeviceSim, image_feeds
+    from edgeinfer.serve.config import resolve_token
 
     bps = None if bandwidth == "auto" else parse_rate(bandwidth)
     client = SplitClient(
         model, node, name, link=Link(bps, bps, rtt_ms / 1000.0),
         device=DeviceSim(device_threads, slowdown), compression=Compression.parse(compression),
         bandwidth_bps=bps, rtt_s=rtt_ms / 1000.0 if bps else None, answer=answer,
+        token=resolve_token(None, token_file) or "",
     )
     try:
         feeds = image_feeds(model, image) if image else client.split.example_feeds(1)
@@ -97,6 +102,7 @@ def split_node(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     threads: Annotated[int, typer.Option(help="Intra-op threads per engine (0: default).")] = 0,
     token: TokenOption = None,
+    token_file: TokenFileOption = None,
     allow_anonymous: AnonymousOption = False,
     max_body_mb: MaxBodyOption = 64.0,
     memory_budget_mb: MemoryBudgetOption = None,
@@ -108,8 +114,10 @@ def split_node(
 
     if max_body_mb * 2**20 < 1024:
         raise EdgeInferError(f"--max-body-mb {max_body_mb:g} is too small: give at least 0.001")
+    warn_secret_on_command_line("--token", token, "--token-file or $EDGEINFER_TOKEN")
+    token = resolve_token(token, token_file)
     # refuse to start before loading anything: no token and not loopback-anonymous
-    access_policy(resolve_token(token), allow_anonymous, host)
+    access_policy(token, allow_anonymous, host)
     models = {Path(m).stem: m for m in model}
     console.print(f"offload node for {sorted(models)} at http://{host}:{port}/v1/offload")
     config = SplitNodeConfig(threads, memory_budget_mb and int(memory_budget_mb * 2**20),

@@ -73,7 +73,7 @@ def access_policy(token: str | None, allow_anonymous: bool, host: str) -> Access
         return AccessPolicy(token)
     if not allow_anonymous:
         raise EdgeInferError(
-            f"no API token: give --token (or set {TOKEN_ENV}); anonymous access needs "
+            f"no API token: give --token-file (or set {TOKEN_ENV}); anonymous access needs "
             "--allow-anonymous and a loopback --host"
         )
     if not is_loopback(host):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeinfer.errors import EdgeInferError
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["BODY_LIMIT_OPTION", "TOKEN_ENV", "BodyLimits", "NodeConfig", "UplinkSettings",
-           "resolve_token"]
+           "read_secret", "resolve_token"]
 
 #: environment variable read for the API token when ``--token`` is not given
 TOKEN_ENV = "EDGEINFER_TOKEN"
@@ -71,7 +74,8 @@ class NodeConfig:
     """Everything ``edgeinfer serve`` needs.
 
     ``repository``: a directory of artifact directories (and bare .onnx files).
-    ``token``: the bearer token (None: read ``EDGEINFER_TOKEN``); anonymous access needs
+    ``token``: the bearer token (None: read ``token_file``, else ``EDGEINFER_TOKEN``: a
+    token on the command line is visible to every user of the machine); anonymous access needs
     ``allow_anonymous`` and a loopback ``host``. ``max_body_bytes``: larger request bodies
     get 413; ``body_timeout_s``: a body not in by then gets 408; ``max_pending_bodies``:
     bodies received at once, 503 beyond (:class:`BodyLimits`). ``queue_size``/``workers``:
@@ -87,6 +91,7 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None
+    token_file: Path | None = None
     allow_anonymous: bool = False
     streams: Path | None = None
     max_body_bytes: int = 16 * 2**20
@@ -119,10 +124,38 @@ class NodeConfig:
                           max_pending=self.max_pending_bodies)
 
     def resolved_token(self) -> str | None:
-        """The token from the config, else from ``EDGEINFER_TOKEN`` (empty counts as none)."""
-        return resolve_token(self.token)
+        """The token from the config, else from ``token_file``, else from
+        ``EDGEINFER_TOKEN`` (empty counts as none)."""
+        return resolve_token(self.token, self.token_file)
 
 
-def resolve_token(token: str | None) -> str | None:
-    """``token`` when given, else ``$EDGEINFER_TOKEN`` (empty counts as none)."""
-    return token or os.environ.get(TOKEN_ENV) or None
+def resolve_token(token: str | None, token_file: str | Path | None = None) -> str | None:
+    """``token`` when given, else the token in ``token_file``, else ``$EDGEINFER_TOKEN``
+    (empty counts as none)."""
+    return read_secret("API token", token, token_file, TOKEN_ENV)
+
+
+def read_secret(what: str, value: str | None = None, file: str | Path | None = None,
+                env: str | None = None) -> str | None:
+    """A secret from, in order, ``value``, the file ``file`` (its content, surrounding
+    whitespace stripped) or the environment variable ``env``; None when none gives one.
+    EdgeInferError (one line) for a file that cannot be read or is empty; a file others may
+    read is used, with a warning."""
+    if value:
+        return value
+    if file is not None:
+        path = Path(file)
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise EdgeInferError(f"{what} file {path}: cannot read it ({why}): check the path "
+                                 "and its permissions") from exc
+        if not secret:
+            raise EdgeInferError(f"{what} file {path} is empty: write the {what} in it")
+        if mode & 0o077:
+            logger.warning("%s file %s can be read by other users (mode %03o): chmod 600 it",
+                           what, path, mode & 0o777)
+        return secret
+    return (os.environ.get(env) or None) if env else None

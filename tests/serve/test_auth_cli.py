@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import httpx
+import onnx
 import pytest
-from serve_models import make_repository, wait_ready
+from serve_models import conv_model, make_repository, wait_ready
 
 from edgeinfer.cli import main
 from edgeinfer.errors import EdgeInferError
@@ -124,3 +132,74 @@ def test_background_server_connections_have_nagle_off(tmp_path) -> None:
         for proto in conns:
             sock = proto.transport.get_extra_info("socket")
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_token_from_a_file_never_on_the_command_line(tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    secret = tmp_path / "token"
+    secret.write_text("token-from-a-file-123\n")
+    secret.chmod(0o600)
+    policy = policy_for(NodeConfig(repository=tmp_path, host="0.0.0.0", token_file=secret))
+    assert policy.allows("Bearer token-from-a-file-123") and not policy.allows("Bearer x")
+    assert "can be read by other users" not in caplog.text
+    secret.chmod(0o644)
+    policy_for(NodeConfig(repository=tmp_path, host="0.0.0.0", token_file=secret))
+    assert "can be read by other users" in caplog.text and "chmod 600" in caplog.text
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    for bad, fragment in ((tmp_path / "missing", "cannot read it"), (empty, "is empty")):
+        with pytest.raises(EdgeInferError, match=fragment) as err:
+            policy_for(NodeConfig(repository=tmp_path, token_file=bad))
+        assert "\n" not in str(err.value)
+
+
+def test_cli_token_file_errors_are_one_line(tmp_path, capsys) -> None:
+    code = main(["serve", str(tmp_path), "--token-file", str(tmp_path / "nope"), "--port", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "API token file" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_token_on_the_command_line_is_warned_about(tmp_path, capsys) -> None:
+    model = tmp_path / "m.onnx"
+    onnx.save(conv_model([1, 3, 8, 8]), str(model))
+    with socket.socket() as taken:  # a port in use: the node stops right after the warning
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        main(["split-node", str(model), "--token", "a-long-token", "--port",
+              str(taken.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert "visible to every user" in err and "--token-file" in err
+
+
+@pytest.mark.slow
+def test_split_node_with_a_token_file_keeps_it_out_of_ps(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    model = tmp_path / "m.onnx"
+    onnx.save(conv_model([1, 3, 8, 8]), str(model))
+    secret = tmp_path / "token"
+    secret.write_text("split-node-secret-42")
+    secret.chmod(0o600)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "edgeinfer.cli", "split-node", str(model),
+                             "--port", str(port), "--token-file", str(secret)],
+                            env={**os.environ, "TMPDIR": str(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/offload/models"
+        end = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(url, headers={"Authorization": "Bearer split-node-secret-42"})
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < end and proc.poll() is None, "did not start"
+                time.sleep(0.1)
+        assert r.status_code == 200 and r.json() == {"models": ["m"]}
+        assert httpx.get(url).status_code == 401
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"split-node-secret-42" not in cmdline
+    finally:
+        proc.terminate()
+        proc.wait(30)
