@@ -132,9 +132,16 @@ def collect(
     store = open_store(db, url)
     warn_secret_on_command_line("--password", password,
                                 f"--password-file or ${COLLECT_PASSWORD_ENV}")
-    counts = _watch_collector(Collector(cfg, store), duration)
+    collector = Collector(cfg, store)
+    counts = _watch_collector(collector, duration)
+    gaps = collector.gaps()
     console.print(f"stored {counts['stored']}, dropped {counts['duplicates']} duplicates, "
-                  f"rejected {counts['rejected']}")
+                  f"rejected {counts['rejected']}, {counts['acks_sent']} acknowledged to nodes, "
+                  f"{sum(len(r) for r in gaps.values())} gaps open")
+    for (site, node, stream), ranges in sorted(gaps.items()):
+        shown = ", ".join(f"{lo}-{hi}" for lo, hi in ranges[:5])
+        console.print(f"  {site}/{node}/{stream}: missing seq {shown}"
+                      + (" ..." if len(ranges) > 5 else ""))
 
 
 def _watch_collector(collector: Any, duration: float | None) -> dict[str, int]:
@@ -150,9 +157,10 @@ def _watch_collector(collector: Any, duration: float | None) -> dict[str, int]:
     def line() -> str:
         c = collector.counts
         state = "connected" if collector.connected.is_set() else "connecting"
+        gaps = sum(len(r) for r in collector.gaps().values())
         return (f"collect {cfg.host}:{cfg.port} ({state}): {c['stored']} stored, "
                 f"{c['duplicates']} duplicates dropped, {c['rejected']} rejected, "
-                f"{c['presence_changes']} presence changes")
+                f"{c['presence_changes']} presence changes, {gaps} gaps open")
 
     collector.start()
     try:

@@ -7,10 +7,18 @@ sessions (``persistence true``) queues messages while the collector is away.
 
 Exactly once: QoS 1 is "at least once" and the node resends after outages, so the store dedups
 by the envelope's unique id (``INSERT ... ON CONFLICT DO NOTHING``); each row is committed before
-the collector acknowledges the message (manual PUBACK), so an acknowledged message is on disk,
-and one the store could not take stays unacknowledged in the broker's session (delivered again
-when the collector reconnects). Rows keep their arrival order (``n``); presence changes are
-appended to ``presence``.
+the collector acknowledges the message, both to the broker (manual PUBACK) and to the node that
+sent it: the stored ids go back on ``edgeinfer/{site}/{node}/ack`` (QoS 1, batched every
+``ack_interval_s``), and only then does the node's outbox let them go (a duplicate is
+acknowledged again: its first acknowledgement may have been lost). A message the store could
+not take stays unacknowledged in the broker's session (delivered again when the collector
+reconnects) and in the node's outbox. Rows keep their arrival order (``n``); presence changes
+are appended to ``presence``.
+
+Gaps: every stream's sequence numbers run 0, 1, 2, ...; a number that arrives past the next
+expected one opens a gap (logged, counted in ``gaps_opened``, listed by :meth:`Collector.gaps`),
+the missing ones closing it as they come (``gaps_filled``): a gap that stays open is a message
+lost upstream (the node's outbox dropped it, or the node's outbox file was replaced).
 
 Stores: SQLite (a file, WAL) built in; PostgreSQL through ``--url postgresql://...`` when
 ``psycopg`` is installed. We wrote this small store ourselves: two tables and one upsert do not
@@ -32,7 +40,9 @@ from edgeinfer.errors import MissingDependencyError
 from edgeinfer.serve.messages import (
     TOPIC_ROOT,
     UplinkError,
+    ack_topic,
     decode,
+    encode_ack,
     encoding_of,
     parse_topic,
     payload_json,
@@ -89,6 +99,9 @@ class Store(Protocol):
     def add_presence(self, site: str, node: str, state: str, received: float) -> None:
         """Append a presence change."""
 
+    def missing(self, site: str, node: str, stream: str) -> tuple[int, list[tuple[int, int]]]:
+        """(next sequence number, missing ranges ``[lo, hi]``) of a stream as stored."""
+
     def close(self) -> None:
         """Commit and close."""
 
@@ -118,6 +131,24 @@ class _SqlStore:
         with self._lock:
             self._db.execute(f"INSERT INTO {self._presence} (site, node, state, received) "
                              f"VALUES ({marks})", (site, node, state, received))
+
+    def missing(self, site: str, node: str, stream: str) -> tuple[int, list[tuple[int, int]]]:
+        """(one past the highest stored sequence number, the ranges missing below it)."""
+        marks = ",".join([self._mark] * 3)
+        where = f"(site, node, stream) = ({marks})"
+        with self._lock:
+            top = self._db.execute(f"SELECT MAX(seq) FROM {self._messages} WHERE {where}",
+                                   (site, node, stream)).fetchone()[0]
+            holes = self._db.execute(
+                f"SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt "
+                f"FROM {self._messages} WHERE {where}) AS s WHERE nxt > seq + 1",
+                (site, node, stream)).fetchall()
+            low = self._db.execute(f"SELECT MIN(seq) FROM {self._messages} WHERE {where}",
+                                   (site, node, stream)).fetchone()[0]
+        if top is None:
+            return 0, []
+        ranges = [(0, int(low) - 1)] if low and low > 0 else []
+        return int(top) + 1, ranges + [(int(a), int(b)) for a, b in holes]
 
     def close(self) -> None:
         """Close the database."""
@@ -194,6 +225,36 @@ class CollectConfig:
     password: str | None = None
     #: False: the broker keeps our subscription and queues messages while we are away
     clean_session: bool = False
+    #: send each node the ids it may drop from its outbox (end-to-end acknowledgement)
+    acks: bool = True
+    #: acknowledgements are batched per node and sent at least this often
+    ack_interval_s: float = 0.05
+
+
+class _Gaps:
+    """One stream's expected next sequence number and missing ranges ``[lo, hi]``."""
+
+    def __init__(self, next_seq: int, missing: list[tuple[int, int]]) -> None:
+        self.next = next_seq
+        self.missing = [list(r) for r in missing]
+
+    def see(self, seq: int) -> str | None:
+        """Take a new message's number: "opened", "filled", "reset" or None (in order)."""
+        if seq == self.next:
+            self.next += 1
+            return None
+        if seq > self.next:
+            self.missing.append([self.next, seq - 1])
+            self.next = seq + 1
+            return "opened"
+        for k, (lo, hi) in enumerate(self.missing):
+            if lo <= seq <= hi:
+                parts = [[lo, seq - 1]] if seq > lo else []
+                parts += [[seq + 1, hi]] if seq < hi else []
+                self.missing[k:k + 1] = parts
+                return "filled" if not parts else None
+        self.next, self.missing = seq + 1, []  # numbering restarted: a new outbox
+        return "reset"
 
 
 class Collector:
@@ -206,11 +267,17 @@ class Collector:
         self._mqtt = require("paho.mqtt.client", "uplink", "edgeinfer collect")
         self._client: Any = None
         self._presence: dict[tuple[str, str], str] = {}
+        self._gaps: dict[tuple[str, str, str], _Gaps] = {}
+        self._acks: dict[tuple[str, str], list[str]] = {}
+        self._acks_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._flusher: threading.Thread | None = None
         #: set once subscribed after a connect, cleared on disconnect
         self.connected = threading.Event()
         self._lock = threading.Lock()
         self.counts = {"received": 0, "stored": 0, "duplicates": 0, "rejected": 0,
-                       "presence_changes": 0, "store_errors": 0}
+                       "presence_changes": 0, "store_errors": 0, "acks_sent": 0,
+                       "gaps_opened": 0, "gaps_filled": 0, "sequence_resets": 0}
 
     def start(self) -> Collector:
         """Connect in the background (retrying forever) and subscribe on every connect."""
@@ -231,11 +298,21 @@ class Collector:
         client.connect_async(cfg.host, int(cfg.port), keepalive=cfg.keepalive)
         client.loop_start()
         self._client = client
+        if cfg.acks:
+            self._flusher = threading.Thread(target=self._flush_acks_forever,
+                                             name="edgeinfer-collect-acks", daemon=True)
+            self._flusher.start()
         return self
 
     def stop(self) -> dict[str, int]:
-        """Disconnect and close the store; returns the counters."""
+        """Send the acknowledgements due, disconnect and close the store; returns the
+        counters."""
+        self._stopping.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+        self._flush_acks()
         if self._client is not None:
+            time.sleep(0.05)  # the last acknowledgements leave before the goodbye
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
@@ -297,6 +374,64 @@ class Collector:
         new = self.store.add_message(row)
         with self._lock:
             self.counts["stored" if new else "duplicates"] += 1
+        if new:
+            self._track(parts["site"], parts["node"], parts["stream"], env.seq)
+        if self.config.acks:
+            with self._acks_lock:
+                self._acks.setdefault((parts["site"], parts["node"]), []).append(env.id)
+
+    def _track(self, site: str, node: str, stream: str, seq: int) -> None:
+        """Follow the stream's sequence: log and count gaps opened, filled and restarts."""
+        key = (site, node, stream)
+        where = f"{site}/{node}/{stream}"
+        gaps = self._gaps.get(key)
+        if gaps is None:  # the stream's first message since start: the store says the rest
+            nxt, missing = self.store.missing(site, node, stream)
+            self._gaps[key] = _Gaps(nxt, missing)
+            if missing:
+                with self._lock:
+                    self.counts["gaps_opened"] += len(missing)
+                log.warning("collect: stream %s: %d range(s) of seq missing in the store "
+                            "(first %d-%d)", where, len(missing), *missing[0])
+            return
+        event = gaps.see(seq)
+        if event is None:
+            return
+        with self._lock:
+            self.counts[{"opened": "gaps_opened", "filled": "gaps_filled",
+                         "reset": "sequence_resets"}[event]] += 1
+        if event == "opened":
+            lo, hi = gaps.missing[-1]
+            log.warning("collect: stream %s: seq %d arrived, %d-%d missing so far", where, seq,
+                        lo, hi)
+        elif event == "filled":
+            log.info("collect: stream %s: a gap closed (seq %d arrived)", where, seq)
+        else:
+            log.warning("collect: stream %s numbering restarted at %d (a new outbox on the "
+                        "node?)", where, seq)
+
+    def gaps(self) -> dict[tuple[str, str, str], list[tuple[int, int]]]:
+        """The ranges of sequence numbers still missing, per stream (site, node, stream)."""
+        with self._lock:
+            return {k: [(lo, hi) for lo, hi in g.missing] for k, g in self._gaps.items()
+                    if g.missing}
+
+    def _flush_acks_forever(self) -> None:
+        while not self._stopping.wait(self.config.ack_interval_s):
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        """Send every node the ids stored since the last flush (QoS 1, 500 per message)."""
+        with self._acks_lock:
+            due, self._acks = self._acks, {}
+        client = self._client
+        if client is None:
+            return
+        for (site, node), ids in due.items():
+            for i in range(0, len(ids), 500):
+                client.publish(ack_topic(site, node), encode_ack(ids[i:i + 500]), qos=1)
+            with self._lock:
+                self.counts["acks_sent"] += len(ids)
 
     def _presence_change(self, site: str, node: str, payload: bytes, received: float) -> None:
         state = payload.decode("utf-8", "replace").strip() or "cleared"

@@ -5,11 +5,15 @@ Topics::
     edgeinfer/{site}/{node}/{stream}/{kind}    kind: "results" | "features"   (QoS 1)
     edgeinfer/{site}/{node}/status             "online" / "offline"          (QoS 1, retained;
                                                "offline" is also the node's Last Will)
+    edgeinfer/{site}/{node}/ack                the collector's acknowledgements to that node
+                                               (QoS 1): {"v": 1, "ids": ["9f2c...", ...]}, the
+                                               ids it has stored (or had stored already)
 
 Envelope (one per message; site, node, stream and kind live in the topic, never repeated)::
 
     {"v": 1,              schema version
-     "id": "9f2c...",     unique message id (32 hex digits, random): the collector's dedup key
+     "id": "9f2c...",     unique message id (32 hex digits: 16 random per outbox opening, then
+                          16 of the outbox row): the collector's dedup key
      "seq": 41,           per-stream sequence number, 0, 1, 2, ... (kept across node restarts)
      "ts": 1764120000.12, when the node produced the result (Unix seconds)
      "p": {...},          the payload: results dict, or features (see below)
@@ -43,9 +47,12 @@ __all__ = [
     "TOPIC_ROOT",
     "Envelope",
     "UplinkError",
+    "ack_topic",
     "decode",
+    "decode_ack",
     "detections_payload",
     "encode",
+    "encode_ack",
     "new_id",
     "parse_topic",
     "payload_json",
@@ -94,17 +101,38 @@ def status_topic(site: str, node: str) -> str:
     return f"{TOPIC_ROOT}/{check_name('site', site)}/{check_name('node', node)}/status"
 
 
+def ack_topic(site: str, node: str) -> str:
+    """Where the collector acknowledges a node's messages: ``edgeinfer/{site}/{node}/ack``."""
+    return f"{TOPIC_ROOT}/{check_name('site', site)}/{check_name('node', node)}/ack"
+
+
+def encode_ack(ids: list[str]) -> bytes:
+    """An acknowledgement message: the stored message ids."""
+    return json.dumps({"v": SCHEMA_VERSION, "ids": ids}, separators=(",", ":")).encode("ascii")
+
+
+def decode_ack(data: bytes) -> list[str]:
+    """The message ids of an acknowledgement (UplinkError when it is not one)."""
+    try:
+        ids = json.loads(data)["ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise TypeError("ids must be a list of strings")
+        return ids
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UplinkError(f"undecodable acknowledgement ({len(data)} bytes): {exc}") from exc
+
+
 def parse_topic(name: str) -> dict[str, str] | None:
     """Split a topic of our scheme into its parts; None for anything else.
 
     ``{"site", "node", "stream", "kind"}`` for data topics, ``{"site", "node", "kind": "status"}``
-    for presence.
+    for presence, ``{"site", "node", "kind": "ack"}`` for acknowledgements.
     """
     parts = name.split("/")
     if not parts or parts[0] != TOPIC_ROOT:
         return None
-    if len(parts) == 4 and parts[3] == "status":
-        return {"site": parts[1], "node": parts[2], "kind": "status"}
+    if len(parts) == 4 and parts[3] in ("status", "ack"):
+        return {"site": parts[1], "node": parts[2], "kind": parts[3]}
     if len(parts) == 5 and parts[4] in KINDS:
         return {"site": parts[1], "node": parts[2], "stream": parts[3], "kind": parts[4]}
     return None
@@ -127,9 +155,11 @@ class Envelope:
     v: int = field(default=SCHEMA_VERSION)
 
     @classmethod
-    def make(cls, seq: int, payload: Any, raw: int | None = None) -> Envelope:
-        """A new envelope with a fresh id and the current time."""
-        return cls(id=new_id(), seq=seq, ts=round(time.time(), 3), payload=payload, raw=raw)
+    def make(cls, seq: int, payload: Any, raw: int | None = None,
+             msg_id: str | None = None) -> Envelope:
+        """A new envelope with ``msg_id`` (default: a fresh random id) and the current time."""
+        return cls(id=msg_id or new_id(), seq=seq, ts=round(time.time(), 3), payload=payload,
+                   raw=raw)
 
 
 def _array_dict(arr: Any, binary: bool) -> dict[str, Any]:

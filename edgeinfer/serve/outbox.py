@@ -1,5 +1,13 @@
 """A disk-backed outbox: every uplink message is in SQLite before ``publish`` returns, and
-leaves it only when the broker has acknowledged it (QoS 1 PUBACK).
+leaves it only when it is acknowledged: by the collector that stored it (the uplink's default,
+end to end), or by the broker's QoS 1 PUBACK (``ack="broker"``), or when the outbox's bounds
+force it out (too old: expired), and what the bounds ever made it drop is counted, on disk.
+
+Message ids are 16 hex digits drawn at random each time the outbox is opened, then the row
+number in 16 hex digits: unique, and an acknowledgement names its row without an index on the
+ids (an index would cost a third of the insert rate); a row is deleted only when its stored id
+matches the acknowledged one, so a stale acknowledgement cannot delete a newer message that
+reuses a row number.
 
 Why our own and not paho's in-memory queue: paho keeps unacknowledged messages in the process,
 so a killed or rebooted node loses them. Here the row is committed first (WAL journal,
@@ -18,6 +26,7 @@ acknowledgement path all share it).
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -43,6 +52,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS streams (stream TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counters VALUES ('dropped_full', 0), ('dropped_expired', 0);
 """
 
 
@@ -76,6 +87,7 @@ class Outbox:
                 "create it or choose another path"
             )
         self._lock = threading.Lock()
+        self.epoch = os.urandom(8).hex()  #: the first half of every id stored in this opening
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False,
                                        isolation_level=None, timeout=10)
@@ -98,6 +110,7 @@ class Outbox:
             self._backlog, top = self._db.execute(
                 "SELECT COUNT(*), COALESCE(MAX(rowid), 0) FROM outbox").fetchone()
             self._next_row = top + 1
+            self._dropped = dict(self._db.execute("SELECT name, value FROM counters"))
         except sqlite3.Error as exc:
             raise _explain(exc, self.path, "open it") from exc
         if self._backlog:
@@ -114,37 +127,113 @@ class Outbox:
         with self._lock:
             return self._seqs.get(stream, 0)
 
-    def put(self, stream: str, topic: str, make: Callable[[int], tuple[str, bytes]]) -> tuple:
-        """Store one message; ``make(seq) -> (id, body)`` builds it with the stream's next
-        sequence number. Returns ``(id, seq, row)``; committed to disk before it returns."""
+    @property
+    def dropped(self) -> dict[str, int]:
+        """What the bounds ever made the outbox drop (kept across restarts): ``dropped_full``
+        (refused: the outbox was full), ``dropped_expired`` (older than the age bound)."""
+        with self._lock:
+            return dict(self._dropped)
+
+    def put(self, stream: str, topic: str, make: Callable[[int, str], bytes]) -> tuple:
+        """Store one message; ``make(seq, id) -> body`` builds it with the stream's next
+        sequence number and its id. Returns ``(id, seq, row)``; committed to disk before it
+        returns. A full outbox refuses it (UplinkError) and counts it as dropped."""
         with self._lock:
             seq = self._seqs.get(stream, 0)
-            msg_id, body = make(seq)
+            row = self._next_row
+            msg_id = f"{self.epoch}{row:016x}"
+            body = make(seq, msg_id)
             try:  # one statement, one implicit transaction: committed when it returns
-                row = self._next_row
                 self._db.execute(
                     "INSERT INTO outbox (rowid, id, stream, seq, topic, body, created) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (row, msg_id, stream, seq, topic, body, time.time()))
             except sqlite3.Error as exc:
+                if "full" in str(exc).lower():
+                    self._count_dropped("dropped_full", 1)
                 raise _explain(exc, self.path, "store a message", self._backlog) from exc
             self._next_row = row + 1
             self._seqs[stream] = seq + 1
             self._backlog += 1
             return msg_id, seq, row
 
-    def pending(self, after: int = 0, limit: int = 500) -> list[PendingRow]:
-        """Up to ``limit`` stored messages with row number > ``after``, oldest first."""
+    def _count_dropped(self, name: str, n: int) -> None:
+        """Add to a drop counter, on disk where the disk allows (called with the lock held)."""
+        self._dropped[name] = self._dropped.get(name, 0) + n
+        try:  # an update in place needs no new page: it works on a full outbox too
+            self._db.execute("UPDATE counters SET value = ? WHERE name = ?",
+                             (self._dropped[name], name))
+        except sqlite3.Error:
+            pass
+
+    def pending(self, after: int = 0, limit: int = 500, upto: int | None = None
+                ) -> list[PendingRow]:
+        """Up to ``limit`` stored messages with ``after`` < row number (<= ``upto``), oldest
+        first."""
         with self._lock:
             try:
                 return self._db.execute(
-                    "SELECT rowid, topic, body FROM outbox WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    (after, limit)).fetchall()
+                    "SELECT rowid, topic, body FROM outbox WHERE rowid > ? AND rowid <= ? "
+                    "ORDER BY rowid LIMIT ?",
+                    (after, upto if upto is not None else 2**62, limit)).fetchall()
             except sqlite3.Error as exc:
                 raise _explain(exc, self.path, "read messages", self._backlog) from exc
 
+    def oldest(self) -> int | None:
+        """The row number of the oldest message held (None: empty)."""
+        with self._lock:
+            try:
+                return self._db.execute("SELECT MIN(rowid) FROM outbox").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise _explain(exc, self.path, "read messages", self._backlog) from exc
+
+    def ack_ids(self, ids: Iterable[str]) -> int:
+        """Delete the messages with these ids (acknowledged by the collector); ids of other
+        outboxes or of rows already gone are ignored. Returns how many went."""
+        wanted: dict[int, str] = {}
+        for msg_id in ids:
+            if len(msg_id) == 32:
+                try:
+                    wanted[int(msg_id[16:], 16)] = msg_id
+                except ValueError:
+                    continue
+        if not wanted:
+            return 0
+        rows = list(wanted)
+        with self._lock:
+            try:
+                found = []
+                for i in range(0, len(rows), 500):
+                    chunk = rows[i:i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    found += self._db.execute(
+                        f"SELECT rowid, id FROM outbox WHERE rowid IN ({marks})", chunk
+                    ).fetchall()
+            except sqlite3.Error as exc:
+                raise _explain(exc, self.path, "read messages", self._backlog) from exc
+        return self.ack([row for row, msg_id in found if wanted.get(row) == msg_id])
+
+    def expire(self, max_age_s: float) -> int:
+        """Drop (and count) the messages older than ``max_age_s``; how many went."""
+        cutoff = time.time() - max_age_s
+        with self._lock:
+            try:
+                rows = [r for (r,) in self._db.execute(
+                    "SELECT rowid FROM outbox WHERE rowid IN (SELECT rowid FROM outbox ORDER BY "
+                    "rowid LIMIT 5000) AND created < ?", (cutoff,))]
+            except sqlite3.Error as exc:
+                raise _explain(exc, self.path, "read messages", self._backlog) from exc
+        gone = self.ack(rows)
+        if gone:
+            with self._lock:
+                self._count_dropped("dropped_expired", gone)
+            log.warning("uplink outbox %s: dropped %d message(s) older than %.0f s (never "
+                        "acknowledged)", self.path, gone, max_age_s)
+        return gone
+
     def ack(self, rows: Iterable[int]) -> int:
-        """Delete acknowledged rows (one transaction for the batch); returns how many went."""
+        """Delete rows (acknowledged, or expired; one transaction for the batch); returns how
+        many went."""
         rows = list(rows)
         if not rows:
             return 0

@@ -2,14 +2,27 @@
 
 ``publish`` stores the encoded message in the SQLite :class:`~edgeinfer.serve.outbox.Outbox`
 and returns its id at once; a sender thread hands stored messages to paho-mqtt (2.x, VERSION2
-callbacks, QoS 1) in order, at most ``window`` unacknowledged at a time, and deletes a row only
-when the broker's PUBACK for it arrives (acknowledgements are deleted in batches, one SQLite
-transaction per batch, which is what keeps the uplink above 5,000 messages/s).
+callbacks, QoS 1) in order, at most ``window`` not yet PUBACKed by the broker at a time.
 
-Order after an outage: paho keeps the unacknowledged messages of the current process and resends
-them first when the connection returns; the sender waits until those are acknowledged before it
-sends anything newer. After a restart of the node process everything still in the outbox is
-sent again from the oldest; the collector drops the duplicates by message id.
+End to end (``ack="collector"``, the default): a broker's PUBACK only frees a place in that
+window; the row stays in the outbox until the collector that stored the message says so on the
+node's ack topic (``edgeinfer/{site}/{node}/ack``, QoS 1, subscribed on every connect). A
+broker that acknowledged a message and then lost it (killed before its autosave, restarted
+without its persistence file, or past its queue limit for an absent collector) therefore loses
+nothing: what is not acknowledged ``ack_timeout_s`` after it was sent goes out again (the
+timeout doubles per round up to ``ack_timeout_max_s`` while no acknowledgement comes back; see
+:mod:`edgeinfer.serve.resend`), and the collector stores each id once. ``ack="broker"`` is the
+older contract (a row goes on the broker's PUBACK), for a broker whose persistence is trusted.
+Acknowledgements are applied in batches, one SQLite transaction per batch.
+
+Bounds: the outbox holds at most ``outbox_max_bytes`` (a full outbox refuses new messages) and
+messages at most ``outbox_max_age_s`` old (older ones are dropped); both are counted, on disk,
+in ``stats()["dropped_full"]`` / ``["dropped_expired"]``.
+
+Order after an outage: paho keeps the messages of the current process not yet PUBACKed and
+resends them first when the connection returns; the sender waits until those are acknowledged
+before it sends anything newer. After a restart of the node process everything still in the
+outbox is sent again from the oldest; the collector drops the duplicates by message id.
 
 Presence: ``edgeinfer/{site}/{node}/status`` is "online" (retained) on every connect, and the
 broker publishes the Last Will "offline" (retained) when the node vanishes without a goodbye;
@@ -37,13 +50,16 @@ from edgeinfer.serve.messages import (
     ONLINE,
     Envelope,
     UplinkError,
+    ack_topic,
     check_kind,
     check_name,
+    decode_ack,
     encode,
     status_topic,
     topic,
 )
 from edgeinfer.serve.outbox import Outbox
+from edgeinfer.serve.resend import ResendTracker
 
 __all__ = ["Uplink", "UplinkConfig", "publish_packet_size"]
 
@@ -76,10 +92,19 @@ class UplinkConfig:
     #: reconnect backoff: first wait and longest wait, seconds (doubles in between)
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
-    #: cap on the outbox file size (None: until the disk is full)
-    outbox_max_bytes: int | None = None
+    #: cap on the outbox file size (None: until the disk is full); a full outbox refuses
+    outbox_max_bytes: int | None = 1 << 30
+    #: messages older than this are dropped unacknowledged (None: kept until acknowledged)
+    outbox_max_age_s: float | None = 7 * 86400.0
     #: SQLite synchronous mode of the outbox: NORMAL survives a killed process, FULL power loss
     synchronous: str = "NORMAL"
+    #: who acknowledges a message so that it leaves the outbox: "collector" (end to end, once
+    #: stored) or "broker" (its QoS 1 PUBACK)
+    ack: str = "collector"
+    #: a message the collector has not acknowledged this long after it was sent goes again
+    ack_timeout_s: float = 30.0
+    #: the longest the resend timeout grows to (it doubles per round while no ack comes back)
+    ack_timeout_max_s: float = 600.0
 
     def __post_init__(self) -> None:
         check_name("site", self.site)
@@ -98,6 +123,13 @@ class UplinkConfig:
             raise UplinkError(f"CA certificate file {self.ca_certs} not found: give a PEM file")
         if self.password is not None and self.username is None:
             raise UplinkError("an MQTT password was given without a username: give both")
+        if self.ack not in ("collector", "broker"):
+            raise UplinkError(f"bad ack {self.ack!r}: use collector (end to end) or broker")
+        if self.ack == "collector" and self.qos != 1:
+            raise UplinkError("end-to-end acknowledgement needs qos 1 (or ack='broker')")
+        if not 0 < self.ack_timeout_s <= self.ack_timeout_max_s:
+            raise UplinkError(f"bad ack timeout {self.ack_timeout_s!r} s: give 0 < timeout <= "
+                              f"ack_timeout_max_s ({self.ack_timeout_max_s})")
 
 
 def publish_packet_size(topic_name: str, body_len: int, qos: int = 1) -> int:
@@ -126,7 +158,13 @@ class Uplink:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._acks: collections.deque[int] = collections.deque()  # mids from on_publish
+        self._collector_acks: collections.deque[str] = collections.deque()  # ids, on_message
         self._inflight: dict[int, int] = {}  # mid -> outbox row (sender thread only)
+        self._end_to_end = config.ack == "collector"
+        self._resend = ResendTracker(config.ack_timeout_s, config.ack_timeout_max_s)
+        self._resend_ranges: list[tuple[int, int]] = []  # (after, upto] rows to send again
+        self._next_check = 0.0
+        self._ack_topic = ack_topic(config.site, config.node)
         # stored rows handed from publish to the sender in memory, so that a sender that has
         # caught up with the outbox need not read them back (it reads the file after a restart
         # or when this falls behind by more than _FRESH_MAX)
@@ -143,7 +181,8 @@ class Uplink:
         self._failures = 0
         self._counts_lock = threading.Lock()
         self._counts = {"messages_sent": 0, "bytes_sent": 0, "payload_bytes": 0,
-                        "raw_bytes": 0, "published": 0, "reconnects": 0, "connects": 0}
+                        "raw_bytes": 0, "published": 0, "reconnects": 0, "connects": 0,
+                        "broker_acked": 0, "acks_received": 0, "resent": 0}
 
     # -- public API -----------------------------------------------------------------------------
     def start(self) -> Uplink:
@@ -158,6 +197,7 @@ class Uplink:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.will_set(self._status, OFFLINE, qos=1, retain=True)
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password)
@@ -188,10 +228,10 @@ class Uplink:
 
         made: list[bytes] = []
 
-        def make(seq: int) -> tuple[str, bytes]:
-            env = Envelope.make(seq, payload, raw=raw_bytes)
-            made.append(encode(env, encoding))
-            return env.id, made[0]
+        def make(seq: int, msg_id: str) -> bytes:
+            made.append(encode(Envelope.make(seq, payload, raw=raw_bytes, msg_id=msg_id),
+                               encoding))
+            return made[0]
 
         with self._publish_lock:  # rows reach _fresh in row order
             msg_id, _seq, row = self.outbox.put(stream, name, make)
@@ -208,13 +248,17 @@ class Uplink:
         return msg_id
 
     def stats(self) -> dict[str, Any]:
-        """Counters: messages_sent (acknowledged), bytes_sent (MQTT PUBLISH bytes handed to the
-        socket), payload_bytes, raw_bytes, backlog, in_flight, connected, reconnects."""
+        """Counters: messages_sent (acknowledged: by the collector, or the broker with
+        ``ack="broker"``; they left the outbox), broker_acked (PUBACKs), acks_received (ids
+        the collector acknowledged, duplicates included), resent, bytes_sent (MQTT PUBLISH bytes
+        handed to the socket), payload_bytes, raw_bytes, backlog (held in the outbox),
+        in_flight, connected, reconnects, dropped_full and dropped_expired (ever, on disk)."""
         with self._counts_lock:
             out: dict[str, Any] = dict(self._counts)
         out["backlog"] = self.outbox.backlog
         out["in_flight"] = len(self._inflight)
         out["connected"] = self._connected
+        out.update(self.outbox.dropped)
         return out
 
     def wait_sent(self, timeout: float = 5.0) -> bool:
@@ -246,6 +290,8 @@ class Uplink:
             client.loop_stop()
             self._client = None
             self._drain_acks()  # acknowledgements that came in after the sender stopped
+            if self._end_to_end:
+                self._drain_collector_acks()
         stats = self.stats()
         self._connected = False
         stats["connected"] = False
@@ -269,6 +315,8 @@ class Uplink:
                       cfg.host, cfg.port, reason_code, hint)
             return
         client.publish(self._status, ONLINE, qos=1, retain=True)
+        if self._end_to_end:  # clean session: subscribe again on every connect
+            client.subscribe(self._ack_topic, qos=1)
         with self._counts_lock:
             self._counts["connects"] += 1
             if self._counts["connects"] > 1:
@@ -306,6 +354,15 @@ class Uplink:
         if len(self._acks) >= 64:
             self._wake.set()
 
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        """The collector's acknowledgements (the only topic subscribed)."""
+        try:
+            self._collector_acks.extend(decode_ack(msg.payload))
+        except UplinkError as exc:
+            log.warning("uplink: ignored a message on %s: %s", msg.topic, exc)
+            return
+        self._wake.set()
+
     # -- sender thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         """Hand stored messages to paho in order and delete acknowledged ones in batches."""
@@ -314,6 +371,9 @@ class Uplink:
             progress = False
             try:
                 progress = self._drain_acks() > 0
+                if self._end_to_end:
+                    progress = self._drain_collector_acks() > 0 or progress
+                self._housekeeping(time.monotonic())
                 if self._connected and self._generation != generation_seen \
                         and not self._inflight:  # paho resends those first: wait for their acks
                     generation_seen = self._generation
@@ -330,7 +390,8 @@ class Uplink:
             if progress:
                 continue
             self._idle = True
-            ready = (self._fresh and self._connected and generation_seen == self._generation
+            ready = ((self._fresh or self._resend_ranges) and self._connected
+                     and generation_seen == self._generation
                      and len(self._inflight) < self.config.window)
             if not ready:
                 self._wake.wait(0.02)
@@ -339,16 +400,49 @@ class Uplink:
         self._drain_acks()
 
     def _drain_acks(self) -> int:
+        """The broker's PUBACKs: free their window places (and, with ``ack="broker"``, delete
+        their rows)."""
         rows = []
         while self._acks:
             row = self._inflight.pop(self._acks.popleft(), None)
             if row is not None:
                 rows.append(row)
         if rows:
-            self.outbox.ack(rows)
+            if not self._end_to_end:
+                self.outbox.ack(rows)
             with self._counts_lock:
-                self._counts["messages_sent"] += len(rows)
+                self._counts["broker_acked"] += len(rows)
+                if not self._end_to_end:
+                    self._counts["messages_sent"] += len(rows)
         return len(rows)
+
+    def _drain_collector_acks(self) -> int:
+        """The collector's acknowledgements: delete their rows."""
+        ids = []
+        while self._collector_acks and len(ids) < 5000:
+            ids.append(self._collector_acks.popleft())
+        if not ids:
+            return 0
+        gone = self.outbox.ack_ids(ids)
+        self._resend.acknowledged()
+        with self._counts_lock:
+            self._counts["acks_received"] += len(ids)
+            self._counts["messages_sent"] += gone
+        return len(ids)
+
+    def _housekeeping(self, now: float) -> None:
+        """Every quarter second: due resends (end to end) and expired messages."""
+        if now < self._next_check:
+            return
+        self._next_check = now + 0.25
+        if self.config.outbox_max_age_s is not None:
+            self.outbox.expire(self.config.outbox_max_age_s)
+        if self._end_to_end and self._connected:
+            due = self._resend.due(self.outbox.oldest(), self._cursor, now)
+            if due:
+                self._resend_ranges += due
+                log.info("uplink: %d range(s) of messages not acknowledged by the collector "
+                         "after %.0f s: sending them again", len(due), self._resend.base)
 
     def _next_rows(self, limit: int) -> list[tuple[int, str, bytes]]:
         """Up to ``limit`` stored rows after the cursor: from memory when caught up, else from
@@ -369,28 +463,55 @@ class Uplink:
         return rows
 
     def _send_more(self) -> int:
-        """Publish stored rows after the cursor while the window has room; how many went."""
+        """Publish rows due again, then stored rows after the cursor, while the window has
+        room; how many went."""
         room = min(self.config.window - len(self._inflight), 500)
         if room <= 0:
             return 0
+        if self._resend_ranges:
+            return self._send_again(room)
         self._catching_up_to = None
         rows = self._next_rows(room)
+        sent = self._publish_rows(rows, forward=True)
+        if self._catching_up_to is not None and self._cursor == self._catching_up_to:
+            self._live = True  # the file held nothing newer: what follows comes through _fresh
+        if sent and self._end_to_end:
+            self._resend.sent(self._cursor, time.monotonic())
+        return sent
+
+    def _send_again(self, room: int) -> int:
+        """Publish the rows of the oldest range due again that are still held."""
+        after, upto = self._resend_ranges[0]
+        rows = self.outbox.pending(after=after, limit=room, upto=upto)
+        sent = self._publish_rows(rows, forward=False)
+        if sent == len(rows) and (len(rows) < room or not rows or rows[-1][0] >= upto):
+            self._resend_ranges.pop(0)  # the range is done
+        elif sent:
+            self._resend_ranges[0] = (rows[sent - 1][0], upto)
+        if sent:
+            with self._counts_lock:
+                self._counts["resent"] += sent
+        return sent
+
+    def _publish_rows(self, rows: list[tuple[int, str, bytes]], forward: bool) -> int:
+        """Hand rows to paho until its table is full; how many went (``forward``: new rows,
+        which move the cursor)."""
         client, qos = self._client, self.config.qos
         sent = sent_bytes = body_bytes = 0
         for row, name, body in rows:
             info = client.publish(name, body, qos=qos)
             if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:  # mid clash in paho's table: later
-                self._live = False
+                if forward:
+                    self._live = False
                 if not sent:
                     time.sleep(0.01)
                 break
             self._inflight[info.mid] = row
-            self._cursor = row
+            if forward:
+                self._cursor = row
             sent += 1
             sent_bytes += publish_packet_size(name, len(body), qos)
             body_bytes += len(body)
-        if self._catching_up_to is not None and self._cursor == self._catching_up_to:
-            self._live = True  # the file held nothing newer: what follows comes through _fresh
         if sent:
             with self._counts_lock:
                 self._counts["bytes_sent"] += sent_bytes

@@ -14,7 +14,7 @@ from edgeinfer.serve.outbox import Outbox
 def _put(box: Outbox, stream: str, n: int, size: int = 10) -> list[int]:
     seqs = []
     for _ in range(n):
-        _id, seq, _row = box.put(stream, f"t/{stream}", lambda s: (f"id-{stream}-{s}", b"x" * size))
+        _id, seq, _row = box.put(stream, f"t/{stream}", lambda s, i: b"x" * size)
         seqs.append(seq)
     return seqs
 
