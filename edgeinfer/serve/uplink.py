@@ -191,8 +191,10 @@ class Uplink:
             return self
         cfg, mqtt = self.config, self._mqtt
         client_id = cfg.client_id or f"edgeinfer-{cfg.site}-{cfg.node}"
+        # end to end, a persistent session: the broker keeps the acknowledgements the collector
+        # sends while this node is away (they would otherwise be dropped and resent for)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                             clean_session=True, protocol=mqtt.MQTTv311)
+                             clean_session=not self._end_to_end, protocol=mqtt.MQTTv311)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -315,7 +317,7 @@ class Uplink:
                       cfg.host, cfg.port, reason_code, hint)
             return
         client.publish(self._status, ONLINE, qos=1, retain=True)
-        if self._end_to_end:  # clean session: subscribe again on every connect
+        if self._end_to_end:  # again on every connect: a broker may have lost the session
             client.subscribe(self._ack_topic, qos=1)
         with self._counts_lock:
             self._counts["connects"] += 1

@@ -1,13 +1,16 @@
 """Fixtures of the uplink tests: real Mosquitto brokers on free loopback ports (anonymous, with
-a password file, with TLS), killed at teardown. Helpers live in ``uplink_broker.py``."""
+a password file, with TLS), killed at teardown, and one real PostgreSQL cluster for the session.
+Helpers live in ``uplink_broker.py`` and ``pg_cluster.py``."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_cluster import PgCluster, bindir
 from uplink_broker import MOSQUITTO, MOSQUITTO_PASSWD, Broker
 
 
@@ -41,3 +44,22 @@ def mosquitto_tls(tmp_path: Path) -> Iterator[Broker]:
     broker.kill()
 
 
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgCluster]:
+    """A PostgreSQL server on a free loopback port (initdb'd for this session, removed after);
+    its password is in ``PGPASSWORD`` for the session, as a deployment would pass it."""
+    if bindir() is None:
+        pytest.fail("PostgreSQL server binaries not found: apt-get install postgresql "
+                    "(make sysdeps)")
+    pytest.importorskip("psycopg", reason="pip install 'edgeinfer[postgres]'")
+    cluster = PgCluster().start()
+    saved = os.environ.get("PGPASSWORD")
+    os.environ.update(cluster.env())
+    yield cluster
+    if saved is None:
+        os.environ.pop("PGPASSWORD", None)
+    else:
+        os.environ["PGPASSWORD"] = saved
+    cluster.stop()

@@ -27,11 +27,13 @@ class Broker:
     """One mosquitto process with a generated config; can be killed and restarted on its port.
 
     ``persistence true`` with a 1 s autosave keeps the collector's persistent session (and its
-    subscription) across a broker crash, as a production broker configured for it would.
+    subscription) across a broker crash, as a production broker configured for it would;
+    ``autosave`` 1800 is Mosquitto's default (what was received since the last save is lost in
+    a crash, acknowledged or not).
     """
 
     def __init__(self, workdir: Path, users: dict[str, str] | None = None,
-                 tls: bool = False) -> None:
+                 tls: bool = False, autosave: int = 1) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -40,7 +42,7 @@ class Broker:
             f"listener {self.port} 127.0.0.1",
             "persistence true",
             f"persistence_location {self.dir}/",
-            "autosave_interval 1",
+            f"autosave_interval {autosave}",
             "max_queued_messages 0",
             "max_inflight_messages 0",
             "set_tcp_nodelay true",
@@ -95,6 +97,16 @@ class Broker:
         self.kill()
         return self.start()
 
+    @property
+    def db(self) -> Path:
+        """The persistence file."""
+        return self.dir / "mosquitto.db"
+
+    def log_size(self) -> int:
+        """Bytes in the broker's log so far (to look for lines written after this point)."""
+        log = self.dir / "mosquitto.log"
+        return log.stat().st_size if log.exists() else 0
+
 
 def make_certs(d: Path) -> Path:
     """A throwaway CA and a server certificate for 127.0.0.1 (openssl, EC P-256); the CA path."""
@@ -111,12 +123,16 @@ def make_certs(d: Path) -> Path:
     return d / "ca.crt"
 
 
-def subscribed(broker: Broker, client_id: str) -> bool:
-    """Whether the broker's log shows a subscription by ``client_id``."""
+def subscribed(broker: Broker, client_id: str, since: int = 0) -> bool:
+    """Whether the broker's log shows a subscription by ``client_id`` (after byte ``since``)."""
     log = broker.dir / "mosquitto.log"
-    return log.exists() and any(
-        line.split(": ", 1)[-1].startswith(f"{client_id} ")
-        for line in log.read_text(errors="replace").splitlines())
+    if not log.exists():
+        return False
+    with log.open("rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    return any(line.split(": ", 1)[-1].startswith(f"{client_id} ")
+               for line in text.splitlines())
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
