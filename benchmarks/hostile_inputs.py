@@ -43,7 +43,7 @@ from bombs import BOMBS  # noqa: E402
 from serve_models import conv_model, make_repository  # noqa: E402
 
 from edgeinfer.collab.compress import MAGIC, Compression, encode  # noqa: E402
-from edgeinfer.runtime.measure import percentile  # noqa: E402
+from edgeinfer.stats import percentile  # noqa: E402
 
 TOKEN = "hostile-inputs-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

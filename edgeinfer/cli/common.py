@@ -15,6 +15,8 @@ from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import resolve
 
 console = Console()
+#: messages that must not mix with a ``--json`` document on stdout (warnings, live lines)
+err_console = Console(stderr=True)
 
 #: ``--json``: one JSON document on stdout and nothing else there (progress goes to stderr)
 JsonOption = Annotated[
@@ -101,8 +103,6 @@ PasswordFileOption = Annotated[Path | None, typer.Option(
 def warn_secret_on_command_line(option: str, value: str | None, instead: str) -> None:
     """One line on stderr when a secret came as a command-line option (``ps`` shows it)."""
     if value:
-        from edgeinfer.cli.progress import err_console
-
         err_console.print(f"warning: {option} is visible to every user of this machine (ps): "
                           f"prefer {instead}", style="yellow", highlight=False, soft_wrap=True)
 AnonymousOption = Annotated[

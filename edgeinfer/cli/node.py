@@ -16,9 +16,10 @@ from edgeinfer.cli.common import (
     TokenFileOption,
     TokenOption,
     console,
+    err_console,
     warn_secret_on_command_line,
 )
-from edgeinfer.cli.progress import err_console, progress_bars
+from edgeinfer.cli.progress import progress_bars
 
 #: where the node side (serve, uplink-send) and the cloud side (collect) read the MQTT password
 UPLINK_PASSWORD_ENV = "EDGEINFER_UPLINK_PASSWORD"
