@@ -39,7 +39,8 @@ from edgeinfer.serve import infer as bodies
 from edgeinfer.serve.auth import policy_for
 from edgeinfer.serve.config import NodeConfig
 from edgeinfer.serve.guard import Guard, error_response
-from edgeinfer.serve.metrics import CONTENT_TYPE, NodeMetrics
+from edgeinfer.serve.json_worker import JsonParser, WorkerGoneError
+from edgeinfer.serve.metrics import CONTENT_TYPE, NodeMetrics, infer_model
 from edgeinfer.serve.node import ModelUnavailableError, Node, UnknownModelError
 from edgeinfer.serve.repository import InvalidNameError
 
@@ -96,6 +97,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
     node = node or Node(config)
     metrics = NodeMetrics(node)
     predictors: dict[str, Any] = {}
+    json_parser = JsonParser()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -104,6 +106,7 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
             yield
         finally:
             await asyncio.to_thread(node.close)
+            json_parser.close()
             if app.state.offload is not None:
                 app.state.offload.close()
 
@@ -111,8 +114,10 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
                   redoc_url=None)
     app.state.node = node
     app.state.metrics = metrics
+    app.state.json_parser = json_parser
     app.add_middleware(Guard, policy=policy, limits=config.body_limits(),
-                       on_refused=metrics.refused_request, on_disconnect=metrics.client_went_away)
+                       on_refused=metrics.refused_request, on_disconnect=metrics.client_went_away,
+                       body_limit=lambda path, headers: _json_bound(node, path, headers))
     _install_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.offload = _mount_offload(app, node)
@@ -170,7 +175,8 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
         deadline = deadline_ms if deadline_ms is not None else x_deadline_ms
         label = name if name in node.model_names() else "_unknown"  # bounded label values
         try:
-            out = await _infer(node, predictors, metrics, name, request, prio, deadline)
+            out = await _infer(node, predictors, metrics, json_parser, name, request, prio,
+                               deadline)
         except Exception as exc:
             metrics.observe(label, *_classify(exc))
             raise
@@ -210,22 +216,20 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
     return app
 
 
-async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics, name: str,
-                 request: Request, priority: int, deadline_ms: float | None) -> Response:
+async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics,
+                 json_parser: JsonParser, name: str, request: Request, priority: int,
+                 deadline_ms: float | None) -> Response:
     """The infer endpoint's work; every failure is an ApiError or an EdgeInferError. The guard
     has read the body already; parsing, decoding and answering run off the event loop."""
     artifact = node.artifact(name)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     manifest = artifact.manifest
     if ctype in ("application/json", ""):
-        raw = await request.body()
-        bound = bodies.json_body_bound(manifest.inputs)
-        if bound is not None and len(raw) > bound:
-            raise ApiError(413, f"the JSON body is {len(raw)} bytes, more than the inputs of "
-                                f"'{name}' can take as JSON (about {bound} bytes): send tensors "
-                                "of the model's input shapes", "too_large")
-        feeds = await asyncio.to_thread(bodies.parse_json_body, raw, manifest.inputs,
-                                        node.config.max_body_bytes)
+        raw = await request.body()  # the guard held it to the model's JSON bound already
+        try:
+            feeds = await json_parser.parse(raw, manifest.inputs, node.config.max_body_bytes)
+        except WorkerGoneError as exc:
+            raise ApiError(503, str(exc), "parser_gone") from exc
         outputs, times = await _run(node, metrics, name, feeds, priority, deadline_ms)
         return await asyncio.to_thread(lambda: _json_response({
             "model": name, "outputs": bodies.outputs_to_json(outputs, manifest.outputs),
@@ -251,6 +255,23 @@ async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics, n
     times = {"preprocess": pre_ms, **times, "decode": (time.perf_counter() - t1) * 1e3}
     return _json_response({"model": name, "result": bodies.result_to_json(result),
                            "times_ms": {k: round(v, 3) for k, v in times.items()}})
+
+
+def _json_bound(node: Node, path: str, headers: dict[str, str]) -> tuple[int, str] | None:
+    """The body limit of a JSON request to a model with fixed input shapes: what its inputs
+    can need as JSON (so an oversized tensor body is refused before it is read)."""
+    name = infer_model(path)
+    ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+    if name is None or ctype not in ("application/json", ""):
+        return None
+    try:
+        bound = bodies.json_body_bound(node.artifact(name).manifest.inputs)
+    except EdgeInferError:  # unknown or unavailable: the app answers that
+        return None
+    if bound is None:
+        return None
+    return bound, (f"the JSON body is more than the inputs of '{name}' can take as JSON (about "
+                   f"{bound} bytes): send tensors of the model's input shapes")
 
 
 def _json_response(content: dict[str, Any]) -> Response:

@@ -8,8 +8,9 @@ In order, before the application sees a request:
    else 403. A page on another site cannot then drive the node from a victim's browser (a
    cross-site form POST, DNS rebinding).
 2. The bearer token (constant-time compare): else 401.
-3. The body is read here, whole, before the app runs: at most ``max_bytes`` (413 above it,
-   whether declared by ``Content-Length`` or counted as chunks arrive), within ``timeout_s``
+3. The body is read here, whole, before the app runs: at most ``max_bytes``, or a narrower
+   limit the app gives for the request (``body_limit``; 413 above it, whether declared by
+   ``Content-Length`` or counted as chunks arrive, and then unread), within ``timeout_s``
    (408 after), with at most ``max_pending`` bodies being received at once and at most
    ``buffer_bytes`` of them held (503 beyond). So a slow or stalled client holds no place in
    any inference queue, and admission to a queue happens only once a body is in. A client that
@@ -35,7 +36,11 @@ from edgeinfer.serve.config import BodyLimits
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Guard", "error_response", "foreign_origin", "one_line"]
+__all__ = ["BodyLimitFn", "Guard", "error_response", "foreign_origin", "one_line"]
+
+#: ``(path, headers) -> (bytes, 413 message)``: a request's own body limit when narrower than
+#: the server's (the node's: a JSON body for a model can need no more than its inputs)
+BodyLimitFn = Callable[[str, dict[str, str]], tuple[int, str] | None]
 
 #: methods whose requests are read for a body even without a Content-Length
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -89,9 +94,11 @@ class Guard:
 
     def __init__(self, app: Any, policy: AccessPolicy, limits: BodyLimits | None = None,
                  on_refused: Callable[[str, int, str], None] | None = None,
-                 on_disconnect: Callable[[str], None] | None = None) -> None:
+                 on_disconnect: Callable[[str], None] | None = None,
+                 body_limit: BodyLimitFn | None = None) -> None:
         self.app, self.policy, self.limits = app, policy, limits or BodyLimits()
         self.on_refused, self.on_disconnect = on_refused, on_disconnect
+        self.body_limit = body_limit
         self.pending = 0  #: bodies being received now
         self.buffered = 0  #: bytes held by them
 
@@ -125,8 +132,13 @@ class Guard:
         length = headers.get("content-length")
         if length is not None and not length.isdigit():
             raise _RefusedError(400, "bad_length", "bad Content-Length header")
-        if length is not None and int(length) > self.limits.max_bytes:
-            raise self._too_large()
+        limit, too_large = self.limits.max_bytes, self._too_large()
+        if self.body_limit is not None:
+            narrower = self.body_limit(scope["path"], headers)
+            if narrower is not None and narrower[0] < limit:
+                limit, too_large = narrower[0], _RefusedError(413, "too_large", narrower[1])
+        if length is not None and int(length) > limit:
+            raise too_large
         if length in (None, "0") and "transfer-encoding" not in headers and \
                 scope.get("method") not in _BODY_METHODS:
             return b""  # no body: nothing to hold a place for
@@ -143,8 +155,8 @@ class Guard:
                         self._went_away(scope, held, length)
                         raise _RefusedError(0, "client_disconnect")
                     chunk = message.get("body", b"")
-                    if held + len(chunk) > self.limits.max_bytes:
-                        raise self._too_large()
+                    if held + len(chunk) > limit:
+                        raise too_large
                     if self.buffered + len(chunk) > self.limits.held_limit:
                         raise self._busy(f"{self.buffered} bytes of bodies are being received")
                     chunks.append(chunk)

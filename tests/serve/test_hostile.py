@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
+import onnx
 import pytest
 from bombs import BOMBS
-from serve_models import AUTH, TOKEN, make_repository, wait_ready
+from serve_models import AUTH, TOKEN, conv_model, make_repository, wait_ready
 from test_api import jpeg, tensor
 
 from edgeinfer.serve.app import create_app
@@ -25,7 +27,10 @@ from edgeinfer.serve.server import BackgroundServer
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_repository(tmp_path_factory.mktemp("hostile") / "repo", corrupt=False)
+    """tiny, raw and slow (fixed shapes), and dyn (input N x 3 x H x W)."""
+    root = make_repository(tmp_path_factory.mktemp("hostile") / "repo", corrupt=False)
+    onnx.save(conv_model(["N", 3, "H", "W"]), str(root / "dyn.onnx"))
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +155,27 @@ def test_json_bodies_larger_than_the_inputs_are_refused_unread(node) -> None:
     assert r.status_code == 413 and "inputs of 'raw'" in r.json()["error"]
     r = httpx.post(f"{node.url}/v1/models/raw/infer", json=tensor([1, 3, 8, 8]), headers=AUTH)
     assert r.status_code == 200
+
+
+def test_large_json_bodies_are_parsed_in_the_helper_process(node, repo: Path) -> None:
+    import os
+    import signal
+
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 120, 200)).astype(np.float32)
+    body = {"inputs": {"x": {"shape": list(x.shape), "data": x.ravel().tolist()}}}
+    ref = ort.InferenceSession(str(repo / "dyn.onnx")).run(None, {"x": x})[0].ravel()
+    parser = node.server.config.app.state.json_parser
+    for attempt in range(2):  # the second after the helper was killed: started again
+        r = httpx.post(f"{node.url}/v1/models/dyn/infer", json=body, headers=AUTH, timeout=60)
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["outputs"]["y"]["data"], ref, rtol=1e-4, atol=1e-4)
+        assert parser._proc is not None and parser._proc.poll() is None
+        if attempt == 0:
+            os.kill(parser._proc.pid, signal.SIGKILL)
+            parser._proc.wait()
+    assert len(r.request.content) > parser.inline_bytes
 
 
 def test_offload_frames_that_would_overflow_are_400_in_serve_too(node) -> None:

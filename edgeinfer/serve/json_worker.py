@@ -1,0 +1,143 @@
+"""Large JSON tensor bodies are parsed in a helper process, not in the node's own.
+
+Python's JSON parser holds the interpreter lock for the whole of one ``json.loads``: a 15 MiB
+tensor body takes a few hundred milliseconds, and in a thread it still stops every other thread
+of the node for that long, its event loop included (``/healthz`` then waits too). Bodies from
+``INLINE_BYTES`` up go to one helper process (``python -m edgeinfer.serve.json_worker``,
+started on first use, importing only :mod:`edgeinfer.serve.json_tensors`); the node only
+copies bytes in and arrays out. Smaller bodies are parsed in a thread, where a parse is a few
+milliseconds.
+
+Why a process of our own rather than ``ProcessPoolExecutor``: its child imports the parent's
+``__main__`` (the CLI, when the node runs as ``python -m edgeinfer.cli``); this one imports
+nothing it does not use. Requests to the helper go one at a time; a helper that dies is started
+again for the next body (the request it was parsing gets 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.serve.json_tensors import BadRequestError, parse_json_body
+
+__all__ = ["INLINE_BYTES", "JsonParser", "WorkerGoneError"]
+
+log = logging.getLogger(__name__)
+
+#: bodies smaller than this are parsed in a thread of the node (a few ms of the lock at most)
+INLINE_BYTES = 1 << 20
+_LEN = struct.Struct("<Q")
+
+
+class WorkerGoneError(EdgeInferError):
+    """The helper process died while parsing (answered 503)."""
+
+
+def _send(stream: BinaryIO, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LEN.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    head = stream.read(_LEN.size)
+    if len(head) < _LEN.size:
+        raise EOFError
+    (n,) = _LEN.unpack(head)
+    data = stream.read(n)
+    if len(data) < n:
+        raise EOFError
+    return pickle.loads(data)  # between our own two processes: never bytes from the network
+
+
+class _Shape:
+    """What :func:`parse_json_body` reads of an input spec (name, shape): picklable."""
+
+    def __init__(self, name: str, shape: tuple[int, ...]) -> None:
+        self.name, self.shape = name, shape
+
+
+class JsonParser:
+    """Parses JSON tensor bodies off the event loop: in a thread when small, in the helper
+    process when large. Thread-safe; :meth:`close` stops the helper."""
+
+    def __init__(self, inline_bytes: int = INLINE_BYTES) -> None:
+        self.inline_bytes = inline_bytes
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    async def parse(self, raw: bytes, inputs: Any, max_elements: int) -> dict[str, np.ndarray]:
+        """Feeds from ``raw`` for ``inputs`` (manifest input specs); BadRequestError as
+        :func:`~edgeinfer.serve.json_tensors.parse_json_body` raises it."""
+        if len(raw) < self.inline_bytes:
+            return await asyncio.to_thread(parse_json_body, raw, inputs, max_elements)
+        shapes = [_Shape(i.name, tuple(i.shape)) for i in inputs]
+        return await asyncio.to_thread(self._in_helper, raw, shapes, max_elements)
+
+    def _in_helper(self, raw: bytes, shapes: list[_Shape], max_elements: int
+                   ) -> dict[str, np.ndarray]:
+        with self._lock:
+            proc = self._helper()
+            try:
+                _send(proc.stdin, ([(s.name, s.shape) for s in shapes], max_elements, raw))
+                kind, value = _receive(proc.stdout)
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                self._stop()
+                raise WorkerGoneError("the JSON parser process died on this body: retry, or "
+                                      "send the tensor in a smaller request") from exc
+        if kind == "error":
+            raise BadRequestError(value)
+        return value
+
+    def _helper(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen([sys.executable, "-m", __name__],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            log.info("started the JSON parser process (pid %d)", self._proc.pid)
+        return self._proc
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def close(self) -> None:
+        """Stop the helper process (it is started again if needed)."""
+        with self._lock:
+            if self._proc is not None:
+                try:
+                    self._proc.stdin.close()
+                    self._proc.wait(timeout=2)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            self._stop()
+
+
+def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """The helper's loop: parse each request, answer feeds or the one-line error."""
+    while True:
+        try:
+            shapes, max_elements, raw = _receive(stdin)
+        except EOFError:
+            return
+        try:
+            feeds = parse_json_body(raw, [_Shape(n, s) for n, s in shapes], max_elements)
+            _send(stdout, ("ok", feeds))
+        except EdgeInferError as exc:
+            _send(stdout, ("error", str(exc)))
+
+
+if __name__ == "__main__":
+    _serve(sys.stdin.buffer, sys.stdout.buffer)
