@@ -1,22 +1,27 @@
-"""Sustained QoS 1 throughput of the uplink through a local Mosquitto, against paho alone.
+"""Sustained QoS 1 throughput of the uplink through a local Mosquitto, against paho alone, with
+the outbox emptied on the broker's PUBACK and on the collector's end-to-end acknowledgement.
 
     .venv/bin/python benchmarks/uplink_throughput.py [--messages 20000] [--rounds 3] [--json F]
 
-Both sides publish the same small results message (a JSON envelope of 124 bytes: one box) as
-fast as they can to a Mosquitto started here on a free loopback port (``/usr/sbin/mosquitto``,
-anonymous, no persistence; with ``--subscriber`` also a paho subscriber in its own process
-taking every message, so the broker forwards too), and the clock stops when the broker has
-acknowledged (PUBACK) the last one:
+Every contender publishes the same small results message (a JSON envelope of 124 bytes: one
+box) as fast as it can to a Mosquitto started here on a free loopback port
+(``/usr/sbin/mosquitto``, anonymous, no persistence), while ``edgeinfer collect`` runs in its own
+process (SQLite store, WAL), so the broker forwards every message and the collector stores and
+acknowledges each:
 
-- ours: :class:`~edgeinfer.serve.uplink.Uplink` with its SQLite outbox (WAL, synchronous NORMAL):
-  every message committed to disk before ``publish`` returns, deleted when acknowledged;
-- peer: a bare paho-mqtt 2.x client (VERSION2 callbacks, QoS 1, the same 1,000-message in-flight
-  window held with a semaphore released in ``on_publish``), nothing on disk: what a node without
-  an outbox would do. (Handing paho all messages at once is slower: its queue past the in-flight
-  window is rescanned on every PUBACK.)
+- ``ours, ack=broker``: :class:`~edgeinfer.serve.uplink.Uplink` with its SQLite outbox (WAL,
+  synchronous NORMAL): every message committed to disk before ``publish`` returns, deleted on
+  the broker's PUBACK; the clock stops at the last PUBACK;
+- ``ours, ack=collector`` (the default since end-to-end acknowledgement): the same, but a
+  message is deleted when the collector's acknowledgement comes back (stored in its database);
+  the clock stops at the last of those;
+- ``paho alone``: a bare paho-mqtt 2.x client (VERSION2 callbacks, QoS 1, the same 1,000-message
+  in-flight window held with a semaphore released in ``on_publish``), nothing on disk: what a
+  node without an outbox would do; the clock stops at the last PUBACK. (Handing paho all
+  messages at once is slower: its queue past the in-flight window is rescanned on every PUBACK.)
 
-Each round runs both, the order alternating from round to round, in one process; medians and
-the ratios ours / peer and ours / 5,000 msg/s (the target) are printed.
+Each round runs all three, the order rotating from round to round, in one process; medians and
+the ratios between them and to 5,000 msg/s (the target) are printed.
 """
 
 from __future__ import annotations
@@ -59,27 +64,22 @@ def _start_broker(workdir: Path, mosquitto: str = "/usr/sbin/mosquitto"
     raise RuntimeError("mosquitto did not start")
 
 
-_DRAIN = """
-import sys, paho.mqtt.client as mqtt
-sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-drain")
-sub.on_connect = lambda c, *a: c.subscribe("edgeinfer/#", qos=1)
-sub.connect("127.0.0.1", int(sys.argv[1]))
-sub.loop_forever()
-"""
-
-
-def _drain(port: int, python: str) -> subprocess.Popen:
-    """A subscriber in its own process that takes every message (so the broker forwards, as in
-    production, without taking the measured process's interpreter lock)."""
-    proc = subprocess.Popen([python, "-c", _DRAIN, str(port)])
-    time.sleep(0.5)
+def _collector(port: int, python: str, workdir: Path) -> subprocess.Popen:
+    """``edgeinfer collect`` in its own process (so the broker forwards every message, and the
+    collector's storing and acknowledging does not take the measured process's interpreter
+    lock); returns once it has connected."""
+    proc = subprocess.Popen([python, "-m", "edgeinfer.cli", "collect", "--port", str(port),
+                             "--db", str(workdir / "collect.sqlite"), "--client-id", "bench"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3.0)  # the CLI's imports, the connection and the subscription
     return proc
 
 
-def run_ours(port: int, n: int, workdir: Path, round_no: int) -> float:
-    """Messages/s from the first publish to the last acknowledgement, outbox on."""
-    up = Uplink(UplinkConfig(port=port, outbox=str(workdir / f"outbox{round_no}.sqlite"),
-                             node=f"bench{round_no}")).start()
+def run_ours(port: int, n: int, workdir: Path, round_no: int, ack: str) -> float:
+    """Messages/s from the first publish to the last acknowledgement (the broker's or the
+    collector's, per ``ack``), outbox on."""
+    up = Uplink(UplinkConfig(port=port, outbox=str(workdir / f"outbox-{ack}{round_no}.sqlite"),
+                             node=f"bench-{ack}{round_no}", ack=ack)).start()
     while not up.stats()["connected"]:
         time.sleep(0.01)
     t0 = time.perf_counter()
@@ -131,43 +131,47 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--mosquitto", default="/usr/sbin/mosquitto", help="broker executable")
-    ap.add_argument("--python", default=sys.executable, help="interpreter for the subscriber")
-    ap.add_argument("--subscriber", action="store_true",
-                    help="also run a subscriber (paho, own process) that takes every message")
+    ap.add_argument("--python", default=sys.executable, help="interpreter for the collector")
     args = ap.parse_args()
+    runs: dict[str, list[float]] = {"ours, ack=collector": [], "ours, ack=broker": [],
+                                    "paho alone": []}
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         broker, port = _start_broker(work, args.mosquitto)
-        drain = _drain(port, args.python) if args.subscriber else None
+        collector = _collector(port, args.python, work)
         try:
-            ours, peer = [], []
-            for r in range(args.rounds):  # alternate who goes first
-                for who in (("ours", "paho") if r % 2 == 0 else ("paho", "ours")):
-                    if who == "ours":
-                        ours.append(run_ours(port, args.messages, work, r))
+            names = list(runs)
+            for r in range(args.rounds):  # rotate who goes first
+                for who in names[r % 3:] + names[:r % 3]:
+                    if who == "paho alone":
+                        runs[who].append(run_paho(port, args.messages, r))
                     else:
-                        peer.append(run_paho(port, args.messages, r))
-                print(f"round {r}: ours {ours[-1]:,.0f} msg/s, paho alone {peer[-1]:,.0f} msg/s",
-                      flush=True)
+                        runs[who].append(run_ours(port, args.messages, work, r,
+                                                  who.rsplit("=", 1)[1]))
+                print(f"round {r}: " + ", ".join(f"{k} {v[-1]:,.0f} msg/s"
+                                                 for k, v in runs.items()), flush=True)
         finally:
-            if drain is not None:
-                drain.kill()
-                drain.wait()
+            collector.kill()
+            collector.wait()
             broker.kill()
             broker.wait()
-    mo, mp_ = statistics.median(ours), statistics.median(peer)
+    med = {k: statistics.median(v) for k, v in runs.items()}
     body = len(encode(Envelope.make(0, PAYLOAD)))
-    sub = "one subscriber taking every message" if args.subscriber else "no subscriber"
-    print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; {sub}; "
-          f"QoS 1, {args.messages} messages of {body} B per round, {args.rounds} rounds, "
-          "Mosquitto on loopback")
-    print(f"ours (outbox on)     median {mo:,.0f} msg/s")
-    print(f"paho alone (no disk) median {mp_:,.0f} msg/s")
-    print(f"ratio ours / paho    {mo / mp_:.2f}")
-    print(f"ratio ours / target  {mo / TARGET:.2f}  (target {TARGET:,.0f} msg/s)")
+    print(f"\n{os.cpu_count()} CPUs, load average {load0:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end; the collector (own process, SQLite) takes every "
+          f"message; QoS 1, {args.messages} messages of {body} B per round, {args.rounds} "
+          "rounds, Mosquitto on loopback")
+    for k, v in med.items():
+        print(f"{k:<22} median {v:,.0f} msg/s")
+    ack, broker_ack, paho = (med["ours, ack=collector"], med["ours, ack=broker"],
+                             med["paho alone"])
+    print(f"ratio ack=collector / ack=broker  {ack / broker_ack:.2f}")
+    print(f"ratio ack=broker / paho           {broker_ack / paho:.2f}")
+    print(f"ratio ack=collector / target      {ack / TARGET:.2f}  (target {TARGET:,.0f} msg/s)")
     if args.json:
-        args.json.write_text(json.dumps({"ours": ours, "paho": peer, "messages": args.messages,
-                                         "body_bytes": body, "python": sys.version}, indent=1))
+        args.json.write_text(json.dumps({**runs, "messages": args.messages, "body_bytes": body,
+                                         "python": sys.version}, indent=1))
 
 
 if __name__ == "__main__":
