@@ -70,7 +70,15 @@ class _NodeCollector(Collector):
             backlog.add_metric([], float(uplink.get("backlog") or 0))
             connected = GaugeMetricFamily("edgeinfer_uplink_connected", "1 when connected")
             connected.add_metric([], 1.0 if uplink.get("connected") else 0.0)
-            yield from (sent, raw, msgs, backlog, connected)
+            resent = CounterMetricFamily("edgeinfer_uplink_resent",
+                                         "messages sent again, unacknowledged by the collector")
+            resent.add_metric([], float(uplink.get("resent") or 0))
+            dropped = CounterMetricFamily("edgeinfer_uplink_dropped",
+                                          "messages the outbox ever dropped, by bound",
+                                          labels=["reason"])
+            for reason in ("full", "expired"):
+                dropped.add_metric([reason], float(uplink.get(f"dropped_{reason}") or 0))
+            yield from (sent, raw, msgs, backlog, connected, resent, dropped)
 
 
 def infer_model(path: str) -> str | None:

@@ -79,6 +79,8 @@ def test_streams_status_frame_metrics_and_outbox(stream_node) -> None:
         text = c.get("/metrics").text
         assert 'edgeinfer_stream_fps{stream="cam0"}' in text
         assert "edgeinfer_uplink_backlog " in text
+        assert 'edgeinfer_uplink_dropped_total{reason="full"} 0.0' in text
+        assert "edgeinfer_uplink_resent_total 0.0" in text  # no broker: nothing sent yet
         assert c.get("/v1/streams/nope/frame.jpg").status_code == 404
 
 
