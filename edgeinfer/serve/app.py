@@ -29,7 +29,6 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edgeinfer.collab.tails import OffloadService, mount_offload
@@ -39,7 +38,7 @@ from edgeinfer.serve import infer as bodies
 from edgeinfer.serve.auth import policy_for
 from edgeinfer.serve.config import NodeConfig
 from edgeinfer.serve.guard import Guard, error_response
-from edgeinfer.serve.json_worker import JsonParser, WorkerGoneError
+from edgeinfer.serve.json_worker import JsonParser, ParserBusyError, WorkerGoneError
 from edgeinfer.serve.metrics import CONTENT_TYPE, NodeMetrics, infer_model
 from edgeinfer.serve.node import ModelUnavailableError, Node, UnknownModelError
 from edgeinfer.serve.repository import InvalidNameError
@@ -230,6 +229,8 @@ async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics,
             feeds = await json_parser.parse(raw, manifest.inputs, node.config.max_body_bytes)
         except WorkerGoneError as exc:
             raise ApiError(503, str(exc), "parser_gone") from exc
+        except ParserBusyError as exc:
+            raise ApiError(429, str(exc), "parser_busy", {"Retry-After": "1"}) from exc
         outputs, times = await _run(node, metrics, name, feeds, priority, deadline_ms)
         return await asyncio.to_thread(lambda: _json_response({
             "model": name, "outputs": bodies.outputs_to_json(outputs, manifest.outputs),
@@ -282,14 +283,43 @@ def _json_response(content: dict[str, Any]) -> Response:
 
 
 async def _image_bytes(request: Request, ctype: str) -> bytes:
-    """The uploaded image: multipart field ``file``, or the whole body."""
+    """The uploaded image: multipart field ``file`` (parsed off the event loop: a 16 MiB form
+    takes tens of milliseconds), or the whole body."""
+    body = await request.body()  # in memory already: the guard read it
     if ctype != "multipart/form-data":
-        return await request.body()
-    form = await request.form(max_files=1, max_fields=8)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise ApiError(400, "send the image as the multipart field 'file'")
-    return await upload.read()
+        return body
+    return await asyncio.to_thread(_multipart_file, body,
+                                   request.headers.get("content-type", ""))
+
+
+def _multipart_file(body: bytes, content_type: str) -> bytes:
+    """The one file field ``file`` of a multipart body (at most 8 fields besides)."""
+    import io
+
+    from python_multipart import parse_form
+    from python_multipart.exceptions import FormParserError
+
+    files: list[Any] = []
+    fields: list[Any] = []
+    try:
+        parse_form({"Content-Type": content_type.encode("latin-1"),
+                    "Content-Length": str(len(body)).encode()}, io.BytesIO(body),
+                   fields.append, files.append)
+    except (FormParserError, ValueError) as exc:
+        raise ApiError(400, f"bad multipart body ({str(exc)[:80]}): send the image as the "
+                            "multipart field 'file'") from exc
+    try:
+        if len(files) > 1 or len(fields) > 8:
+            raise ApiError(400, f"the multipart body has {len(files)} files and {len(fields)} "
+                                "fields: send one image as the field 'file'")
+        if not files or files[0].field_name != b"file":
+            raise ApiError(400, "send the image as the multipart field 'file'")
+        stream = files[0].file_object
+        stream.seek(0)
+        return stream.read()
+    finally:
+        for f in files:  # a large part went to a temporary file
+            f.close()
 
 
 def _prepare(predictor: Any, manifest: Any, data: bytes) -> Any:

@@ -11,7 +11,8 @@ milliseconds.
 Why a process of our own rather than ``ProcessPoolExecutor``: its child imports the parent's
 ``__main__`` (the CLI, when the node runs as ``python -m edgeinfer.cli``); this one imports
 nothing it does not use. Requests to the helper go one at a time; a helper that dies is started
-again for the next body (the request it was parsing gets 503).
+again for the next body (the request it was parsing gets 503); at most ``max_waiting`` large
+bodies are held for it at once (429 beyond: each is up to the body limit in memory).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.serve.json_tensors import BadRequestError, parse_json_body
 
-__all__ = ["INLINE_BYTES", "JsonParser", "WorkerGoneError"]
+__all__ = ["INLINE_BYTES", "JsonParser", "ParserBusyError", "WorkerGoneError"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,10 @@ _LEN = struct.Struct("<Q")
 
 class WorkerGoneError(EdgeInferError):
     """The helper process died while parsing (answered 503)."""
+
+
+class ParserBusyError(EdgeInferError):
+    """Too many large bodies wait for the helper already (answered 429)."""
 
 
 def _send(stream: BinaryIO, obj: Any) -> None:
@@ -72,18 +77,26 @@ class JsonParser:
     """Parses JSON tensor bodies off the event loop: in a thread when small, in the helper
     process when large. Thread-safe; :meth:`close` stops the helper."""
 
-    def __init__(self, inline_bytes: int = INLINE_BYTES) -> None:
-        self.inline_bytes = inline_bytes
+    def __init__(self, inline_bytes: int = INLINE_BYTES, max_waiting: int = 4) -> None:
+        self.inline_bytes, self.max_waiting = inline_bytes, max_waiting
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
+        self._waiting = 0  # large bodies handed to the helper or waiting for it (event loop)
 
     async def parse(self, raw: bytes, inputs: Any, max_elements: int) -> dict[str, np.ndarray]:
         """Feeds from ``raw`` for ``inputs`` (manifest input specs); BadRequestError as
         :func:`~edgeinfer.serve.json_tensors.parse_json_body` raises it."""
         if len(raw) < self.inline_bytes:
             return await asyncio.to_thread(parse_json_body, raw, inputs, max_elements)
+        if self._waiting >= self.max_waiting:  # each holds its body: bound them
+            raise ParserBusyError(f"{self._waiting} large JSON bodies wait to be parsed: retry "
+                                  "in a moment, or send images or smaller tensors")
         shapes = [_Shape(i.name, tuple(i.shape)) for i in inputs]
-        return await asyncio.to_thread(self._in_helper, raw, shapes, max_elements)
+        self._waiting += 1
+        try:
+            return await asyncio.to_thread(self._in_helper, raw, shapes, max_elements)
+        finally:
+            self._waiting -= 1
 
     def _in_helper(self, raw: bytes, shapes: list[_Shape], max_elements: int
                    ) -> dict[str, np.ndarray]:

@@ -224,3 +224,29 @@ def test_a_token_node_takes_any_host(node) -> None:
     r = httpx.get(f"{node.url}/v1/models/tiny", headers={**AUTH, "Host": "node.example",
                                                           "Origin": "http://elsewhere.example"})
     assert r.status_code == 200
+
+
+def test_large_json_bodies_waiting_for_the_parser_are_bounded() -> None:
+    import asyncio
+
+    from edgeinfer.serve.json_worker import JsonParser, ParserBusyError
+
+    class Spec:
+        name, shape = "x", (-1, 3, -1, -1)
+
+    body = b'{"inputs": {"x": {"shape": [1, 3, 200, 200], "data": [' + b"0.5, " * 119_999 \
+        + b'0.5]}}}'
+    parser = JsonParser(inline_bytes=1024, max_waiting=2)
+
+    async def flood() -> list:
+        return await asyncio.gather(*(parser.parse(body, [Spec()], 10**7) for _ in range(6)),
+                                    return_exceptions=True)
+
+    try:
+        got = asyncio.run(flood())
+    finally:
+        parser.close()
+    busy = [g for g in got if isinstance(g, ParserBusyError)]
+    parsed = [g for g in got if isinstance(g, dict)]
+    assert len(busy) == 4 and len(parsed) == 2, got
+    assert parsed[0]["x"].shape == (1, 3, 200, 200)
