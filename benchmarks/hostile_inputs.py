@@ -15,7 +15,8 @@ read after (``VmHWM``). Checks, each printed and the exit status 1 if one fails:
 - peak RSS growth < 100 MiB for each probe;
 - no 500 and no traceback in the server's log, no ``code="500"`` in ``/metrics``;
 - a normal request is answered while 100 slow bodies are open (they get 408 later);
-- ``/healthz`` p99 < 100 ms during floods of offload frames and of 15 MiB JSON bodies.
+- ``/healthz`` p99 < 100 ms during floods of offload frames, 15 MiB multipart uploads and 15 MiB
+  JSON bodies.
 """
 
 from __future__ import annotations
@@ -309,8 +310,15 @@ def floods(node: NodeProcess, seconds: float) -> list[dict[str, Any]]:
     json_h = {"Content-Type": "application/json"}
     data = rng.standard_normal(3 * 700 * 333).astype(np.float32).tolist()
     dyn = json.dumps({"inputs": {"x": {"shape": [1, 3, 700, 333], "data": data}}}).encode()
+    boundary = "hostile-boundary"
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + os.urandom(15 * 2**20) \
+        + f"\r\n--{boundary}--\r\n".encode()
+    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     return [
         flood(node, "idle", None, [], seconds),
+        flood(node, "multipart uploads of 15 MiB (not images)", "/v1/models/tiny/infer",
+              [(form, multipart)], seconds),
         flood(node, "offload frames (valid lz4 and zstd bombs)", "/v1/offload/raw/infer",
               valid + [(bomb, octet)] * 4, seconds),
         flood(node, f"JSON {len(dyn) / 2**20:.0f} MiB, dynamic-shape model (parsed whole)",

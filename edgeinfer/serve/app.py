@@ -244,7 +244,7 @@ async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics,
     t0 = time.perf_counter()
     try:  # the body is in: an excess request is refused before any decoding
         with node.admit(name):
-            data = await _image_bytes(request, ctype)
+            data = await _image_bytes(request, ctype, json_parser)
             x, transform = await asyncio.to_thread(_prepare, predictor, manifest, data)
     except RejectedError as exc:
         raise ApiError(429, f"{exc}: retry later", "queue_full", {"Retry-After": "1"}) from exc
@@ -282,44 +282,18 @@ def _json_response(content: dict[str, Any]) -> Response:
                     media_type="application/json")
 
 
-async def _image_bytes(request: Request, ctype: str) -> bytes:
-    """The uploaded image: multipart field ``file`` (parsed off the event loop: a 16 MiB form
-    takes tens of milliseconds), or the whole body."""
+async def _image_bytes(request: Request, ctype: str, parser: JsonParser) -> bytes:
+    """The uploaded image: multipart field ``file`` (parsed off the event loop, in the parser
+    process when large), or the whole body."""
     body = await request.body()  # in memory already: the guard read it
     if ctype != "multipart/form-data":
         return body
-    return await asyncio.to_thread(_multipart_file, body,
-                                   request.headers.get("content-type", ""))
-
-
-def _multipart_file(body: bytes, content_type: str) -> bytes:
-    """The one file field ``file`` of a multipart body (at most 8 fields besides)."""
-    import io
-
-    from python_multipart import parse_form
-    from python_multipart.exceptions import FormParserError
-
-    files: list[Any] = []
-    fields: list[Any] = []
     try:
-        parse_form({"Content-Type": content_type.encode("latin-1"),
-                    "Content-Length": str(len(body)).encode()}, io.BytesIO(body),
-                   fields.append, files.append)
-    except (FormParserError, ValueError) as exc:
-        raise ApiError(400, f"bad multipart body ({str(exc)[:80]}): send the image as the "
-                            "multipart field 'file'") from exc
-    try:
-        if len(files) > 1 or len(fields) > 8:
-            raise ApiError(400, f"the multipart body has {len(files)} files and {len(fields)} "
-                                "fields: send one image as the field 'file'")
-        if not files or files[0].field_name != b"file":
-            raise ApiError(400, "send the image as the multipart field 'file'")
-        stream = files[0].file_object
-        stream.seek(0)
-        return stream.read()
-    finally:
-        for f in files:  # a large part went to a temporary file
-            f.close()
+        return await parser.multipart(body, request.headers.get("content-type", ""))
+    except WorkerGoneError as exc:
+        raise ApiError(503, str(exc), "parser_gone") from exc
+    except ParserBusyError as exc:
+        raise ApiError(429, str(exc), "parser_busy", {"Retry-After": "1"}) from exc
 
 
 def _prepare(predictor: Any, manifest: Any, data: bytes) -> Any:

@@ -1,12 +1,13 @@
-"""Large JSON tensor bodies are parsed in a helper process, not in the node's own.
+"""Large request bodies are parsed in a helper process, not in the node's own.
 
 Python's JSON parser holds the interpreter lock for the whole of one ``json.loads``: a 15 MiB
 tensor body takes a few hundred milliseconds, and in a thread it still stops every other thread
-of the node for that long, its event loop included (``/healthz`` then waits too). Bodies from
+of the node for that long, its event loop included (``/healthz`` then waits too); parsing a
+large multipart form in Python holds it for tens of milliseconds at a time. Bodies from
 ``INLINE_BYTES`` up go to one helper process (``python -m edgeinfer.serve.json_worker``,
-started on first use, importing only :mod:`edgeinfer.serve.json_tensors`); the node only
-copies bytes in and arrays out. Smaller bodies are parsed in a thread, where a parse is a few
-milliseconds.
+started on first use, importing only :mod:`edgeinfer.serve.json_tensors` and
+:mod:`edgeinfer.serve.forms`); the node only copies bytes in and arrays (or the image's bytes)
+out. Smaller bodies are parsed in a thread, where a parse is a few milliseconds.
 
 Why a process of our own rather than ``ProcessPoolExecutor``: its child imports the parent's
 ``__main__`` (the CLI, when the node runs as ``python -m edgeinfer.cli``); this one imports
@@ -29,6 +30,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError
+from edgeinfer.serve.forms import multipart_file
 from edgeinfer.serve.json_tensors import BadRequestError, parse_json_body
 
 __all__ = ["INLINE_BYTES", "JsonParser", "ParserBusyError", "WorkerGoneError"]
@@ -88,22 +90,30 @@ class JsonParser:
         :func:`~edgeinfer.serve.json_tensors.parse_json_body` raises it."""
         if len(raw) < self.inline_bytes:
             return await asyncio.to_thread(parse_json_body, raw, inputs, max_elements)
+        shapes = [(i.name, tuple(i.shape)) for i in inputs]
+        return await self._in_helper(("json", shapes, max_elements, raw))
+
+    async def multipart(self, body: bytes, content_type: str) -> bytes:
+        """The image file of a multipart body (:func:`edgeinfer.serve.forms.multipart_file`)."""
+        if len(body) < self.inline_bytes:
+            return await asyncio.to_thread(multipart_file, body, content_type)
+        return await self._in_helper(("multipart", content_type, body))
+
+    async def _in_helper(self, request: tuple) -> Any:
         if self._waiting >= self.max_waiting:  # each holds its body: bound them
-            raise ParserBusyError(f"{self._waiting} large JSON bodies wait to be parsed: retry "
-                                  "in a moment, or send images or smaller tensors")
-        shapes = [_Shape(i.name, tuple(i.shape)) for i in inputs]
+            raise ParserBusyError(f"{self._waiting} large bodies wait to be parsed: retry in a "
+                                  "moment, or send smaller ones")
         self._waiting += 1
         try:
-            return await asyncio.to_thread(self._in_helper, raw, shapes, max_elements)
+            return await asyncio.to_thread(self._exchange, request)
         finally:
             self._waiting -= 1
 
-    def _in_helper(self, raw: bytes, shapes: list[_Shape], max_elements: int
-                   ) -> dict[str, np.ndarray]:
+    def _exchange(self, request: tuple) -> Any:
         with self._lock:
             proc = self._helper()
             try:
-                _send(proc.stdin, ([(s.name, s.shape) for s in shapes], max_elements, raw))
+                _send(proc.stdin, request)
                 kind, value = _receive(proc.stdout)
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 self._stop()
@@ -138,16 +148,24 @@ class JsonParser:
             self._stop()
 
 
+def _parse(request: tuple) -> Any:
+    """One request in the helper: JSON tensors (feeds) or a multipart form (the file)."""
+    if request[0] == "json":
+        _, shapes, max_elements, raw = request
+        return parse_json_body(raw, [_Shape(n, s) for n, s in shapes], max_elements)
+    _, content_type, body = request
+    return multipart_file(body, content_type)
+
+
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """The helper's loop: parse each request, answer feeds or the one-line error."""
+    """The helper's loop: parse each request, answer the result or the one-line error."""
     while True:
         try:
-            shapes, max_elements, raw = _receive(stdin)
+            request = _receive(stdin)
         except EOFError:
             return
         try:
-            feeds = parse_json_body(raw, [_Shape(n, s) for n, s in shapes], max_elements)
-            _send(stdout, ("ok", feeds))
+            _send(stdout, ("ok", _parse(request)))
         except EdgeInferError as exc:
             _send(stdout, ("error", str(exc)))
 

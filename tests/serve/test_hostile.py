@@ -250,3 +250,21 @@ def test_large_json_bodies_waiting_for_the_parser_are_bounded() -> None:
     parsed = [g for g in got if isinstance(g, dict)]
     assert len(busy) == 4 and len(parsed) == 2, got
     assert parsed[0]["x"].shape == (1, 3, 200, 200)
+
+
+def test_large_multipart_uploads_are_parsed_in_the_parser_process(node) -> None:
+    import cv2
+
+    big = np.random.default_rng(1).integers(0, 255, (700, 700, 3), dtype=np.uint8)
+    png = cv2.imencode(".png", big)[1].tobytes()
+    parser = node.server.config.app.state.json_parser
+    assert len(png) > parser.inline_bytes
+    with httpx.Client(base_url=node.url, headers=AUTH, timeout=60) as c:
+        r = c.post("/v1/models/tiny/infer", files={"file": ("a.png", png, "image/png")})
+        assert r.status_code == 200, r.text
+        assert parser._proc is not None and parser._proc.poll() is None
+        direct = c.post("/v1/models/tiny/infer", content=png, headers={"Content-Type":
+                                                                         "image/png"})
+        assert direct.json()["result"] == r.json()["result"]
+        two = [("file", ("a.png", png, "image/png")), ("file", ("b.png", png, "image/png"))]
+        assert c.post("/v1/models/tiny/infer", files=two).status_code in (400, 413)
