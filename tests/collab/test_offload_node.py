@@ -145,6 +145,7 @@ def _run_every_cut(node: BackgroundNode, path: Path, rounds: int) -> None:
         client.close()
 
 
+@pytest.mark.slow
 def test_tails_live_in_the_nodes_model_cache_under_its_budget(tmp_path: Path) -> None:
     path = tmp_path / "chain.onnx"
     onnx.save(_chain_model(), str(path))
