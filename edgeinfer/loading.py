@@ -3,17 +3,38 @@ name. The one place zoo names resolve; every verb and every layer above this one
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgeinfer import zoo
-from edgeinfer.artifact import Artifact, InputSpec, Manifest, ModelFile, SourceInfo, file_sha256
+from edgeinfer.artifact import (
+    Artifact,
+    InputSpec,
+    Manifest,
+    ModelFile,
+    Preprocess,
+    SourceInfo,
+    file_sha256,
+)
 from edgeinfer.artifact import load_artifact as _load_artifact
 from edgeinfer.errors import ModelLoadError
 from edgeinfer.model.formats import detect_format
+from edgeinfer.model.shapes import Shape, check_names, fix_shape
 
-__all__ = ["inspect", "load", "resolve", "zoo_cache_dir"]
+__all__ = [
+    "bare_model_warning",
+    "inspect",
+    "load",
+    "model_input_dims",
+    "resolve",
+    "with_input_shapes",
+    "zoo_cache_dir",
+]
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def zoo_cache_dir(name: str) -> Path:
@@ -46,8 +67,24 @@ def load(model: str | Path) -> Artifact:
     them with a one-line error, since only an artifact can say what size to feed.
     """
     path = resolve(model)
-    if path.is_dir():
-        return _load_artifact(path)
+    artifact = _load_artifact(path) if path.is_dir() else _wrap_bare(path)
+    if not artifact.manifest.preprocess.declared and str(path) not in _warned:
+        _warned.add(str(path))
+        log.warning(bare_model_warning(path))
+    return artifact
+
+
+def bare_model_warning(path: str | Path) -> str:
+    """The one-line warning for a model whose preprocessing nobody declared."""
+    return (
+        f"{path} declares no preprocessing: it is fed raw 0-255 RGB pixels (scale 1, "
+        f"mean 0, std 1); declare the model's own with `edgeinfer import {Path(path).name} "
+        "-o ARTIFACT --like ZOO_NAME` or --mean/--std/--scale"
+    )
+
+
+def _wrap_bare(path: Path) -> Artifact:
+    """A bare .onnx/.tflite file as an in-memory artifact (no preprocessing declared)."""
     fmt = detect_format(path)
     if fmt not in ("onnx", "tflite"):
         raise ModelLoadError(
@@ -61,9 +98,48 @@ def load(model: str | Path) -> Artifact:
         model=ModelFile(path=path.name, format=fmt, sha256=sha, bytes=path.stat().st_size),
         inputs=inputs,
         outputs=outputs,
+        preprocess=Preprocess(declared=False),
         source=SourceInfo(name=str(path), sha256=sha),
     )
     return Artifact(path.parent, manifest)
+
+
+def model_input_dims(artifact: Artifact) -> dict[str, list[int | str | None]]:
+    """Each input's dims as the model file itself declares them (dynamic ones as -1, None or a
+    name), to check ``--input-shape`` against; formats without a reader give the manifest's."""
+    m = artifact.manifest
+    if m.model.format == "onnx":
+        from edgeinfer.model.formats import load_onnx
+        from edgeinfer.model.onnx_graph import graph_input_names, value_dims
+
+        model = load_onnx(artifact.model_path)
+        vis = {v.name: v for v in model.graph.input}
+        return {n: value_dims(vis[n]) for n in graph_input_names(model)}
+    if m.model.format == "tflite":
+        from edgeinfer._deps import require
+        from edgeinfer.model.tflite_graph import tflite_input_dims
+
+        litert = require("ai_edge_litert.interpreter", "litert", "reading .tflite models")
+        return dict(tflite_input_dims(litert.Interpreter(model_path=str(artifact.model_path))))
+    return {i.name: list(i.shape) for i in m.inputs}
+
+
+def with_input_shapes(
+    artifact: Artifact, shapes: Mapping[str, Sequence[int]] | None
+) -> Artifact:
+    """``artifact`` (in memory) with the inputs that ``shapes`` names fixed to those shapes,
+    checked against the model file's own dims (names, rank, fixed dimensions: one-line
+    errors). Nothing is written; verbs that write an artifact carry the shapes into it."""
+    if not shapes:
+        return artifact
+    dims = model_input_dims(artifact)
+    check_names(shapes, list(dims))
+    fixed: dict[str, Shape] = {n: fix_shape(n, dims[n], s) for n, s in shapes.items()}
+    inputs = tuple(
+        i.model_copy(update={"shape": fixed[i.name]}) if i.name in fixed else i
+        for i in artifact.manifest.inputs
+    )
+    return Artifact(artifact.path, artifact.manifest.model_copy(update={"inputs": inputs}))
 
 
 def inspect(
@@ -81,13 +157,14 @@ def inspect(
 def _onnx_io(path: Path) -> tuple[tuple[InputSpec, ...], tuple[str, ...]]:
     from edgeinfer.model.formats import load_onnx
     from edgeinfer.model.onnx_graph import graph_input_names, value_dims
+    from edgeinfer.model.shapes import is_fixed
 
     model = load_onnx(path)
     vis = {v.name: v for v in model.graph.input}
     inputs = tuple(
         InputSpec(
             name=n,
-            shape=tuple(d if isinstance(d, int) else -1 for d in value_dims(vis[n])),
+            shape=tuple(d if is_fixed(d) else -1 for d in value_dims(vis[n])),
             layout="NCHW",
         )
         for n in graph_input_names(model)
