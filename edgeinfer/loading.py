@@ -25,6 +25,7 @@ from edgeinfer.model.shapes import Shape, check_names, fix_shape
 
 __all__ = [
     "bare_model_warning",
+    "check_manifest_inputs",
     "inspect",
     "load",
     "model_input_dims",
@@ -59,16 +60,18 @@ def resolve(model: str | Path) -> Path:
     )
 
 
-def load(model: str | Path) -> Artifact:
+def load(model: str | Path, *, warn: bool = True) -> Artifact:
     """Load an artifact directory (validated), a zoo name, or wrap a bare .onnx/.tflite file in
     memory.
 
     A bare model's dynamic dimensions are -1 in the in-memory manifest: preprocessing refuses
-    them with a one-line error, since only an artifact can say what size to feed.
+    them with a one-line error, since only an artifact can say what size to feed. A model
+    whose preprocessing nobody declared is logged once as a warning naming ``edgeinfer
+    import`` (``warn=False``: not, for the verb that declares it).
     """
     path = resolve(model)
     artifact = _load_artifact(path) if path.is_dir() else _wrap_bare(path)
-    if not artifact.manifest.preprocess.declared and str(path) not in _warned:
+    if warn and not artifact.manifest.preprocess.declared and str(path) not in _warned:
         _warned.add(str(path))
         log.warning(bare_model_warning(path))
     return artifact
@@ -122,6 +125,35 @@ def model_input_dims(artifact: Artifact) -> dict[str, list[int | str | None]]:
         litert = require("ai_edge_litert.interpreter", "litert", "reading .tflite models")
         return dict(tflite_input_dims(litert.Interpreter(model_path=str(artifact.model_path))))
     return {i.name: list(i.shape) for i in m.inputs}
+
+
+def check_manifest_inputs(artifact: Artifact) -> dict[str, list[int | str | None]]:
+    """A one-line ShapeError when the manifest's inputs disagree with the model file's (names,
+    ranks, fixed dimensions: a hand-edited or stale manifest), before any verb feeds them;
+    returns the file's dims."""
+    from edgeinfer.errors import ShapeError
+    from edgeinfer.model.shapes import example_fix, format_dims, is_fixed
+
+    dims = model_input_dims(artifact)
+    m = artifact.manifest
+    for spec in m.inputs:
+        own = dims.get(spec.name)
+        if own is None:
+            raise ShapeError(
+                f"{artifact.path}: the manifest names input '{spec.name}', the model's inputs "
+                f"are {list(dims)}: re-create the artifact with `edgeinfer import`"
+            )
+        given = [d if is_fixed(d) else None for d in spec.shape]
+        if len(given) != len(own) or any(
+            is_fixed(a) and g is not None and a != g for a, g in zip(own, given, strict=False)
+        ):
+            raise ShapeError(
+                f"{artifact.path}: the manifest gives input '{spec.name}' shape "
+                f"{format_dims(spec.shape)}, the model's is {format_dims(own)}: fix it with "
+                f"`edgeinfer import {m.model.path} -o ARTIFACT --input-shape "
+                f"{example_fix(spec.name, own)}`"
+            )
+    return dims
 
 
 def with_input_shapes(
