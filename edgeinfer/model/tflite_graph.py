@@ -287,3 +287,27 @@ def read_tflite_graph(
         opset=None,
         meta=meta,
     )
+
+
+#: one quantized tensor of a model's interface: (name, dtype name, scale, zero point)
+QuantizedIO = tuple[str, str, float, int]
+
+
+def io_quantization(path: str | Path) -> tuple[list[QuantizedIO], list[QuantizedIO]]:
+    """The inputs' and outputs' dtype, scale and zero point as the ``.tflite`` file declares
+    them (scale 0: not quantized), in the file's order: what a runtime that does not
+    (de)quantize a full-integer model's interface itself needs to feed and read it."""
+    litert = require("ai_edge_litert.interpreter", "litert", "reading .tflite models")
+    try:
+        interp = litert.Interpreter(
+            model_path=str(path),
+            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path} is not a readable TFLite model ({exc}): {_FIX}") from exc
+
+    def rows(details: list[dict[str, Any]]) -> list[QuantizedIO]:
+        return [(d["name"], np.dtype(d["dtype"]).name, float(d["quantization"][0]),
+                 int(d["quantization"][1])) for d in details]
+
+    return rows(interp.get_input_details()), rows(interp.get_output_details())

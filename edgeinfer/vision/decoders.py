@@ -300,7 +300,7 @@ def _blazeface_anchor_count(params: dict[str, Any]) -> int:
 
 
 @register_decoder("blazeface", OutputLayout(
-    "2 outputs: boxes [1, A, 16] and scores [1, A, 1]",
+    "2 outputs, expected regressors [1, A, 16] and scores [1, A, 1]",
     lay.blazeface_pair(_blazeface_anchor_count)))
 def decode_blazeface(
     outputs: Sequence[np.ndarray],

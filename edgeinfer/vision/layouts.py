@@ -103,10 +103,12 @@ def yolo_head(shapes: Sequence[Dims], params: dict, labels: Sequence[str] | None
     if len(shapes) != 1:
         return f"it reads 1 output, the model has {len(shapes)}"
     s = shapes[0]
-    if len(s) != 3 or not _batch_ok(s):
+    if len(s) == 3 and not _batch_ok(s):
+        return f"output batch {s[0]}: decode one image at once"
+    if len(s) not in (2, 3):
         return f"output 0 {format_shapes([s])} is not [1, 4 + C, N] or [1, N, 4 + C]"
     classes = params.get("num_classes") or (len(labels) if labels else None)
-    axes = [d for d in s[1:] if d is not None]
+    axes = [d for d in s[-2:] if d is not None]
     if classes is not None and axes and 4 + int(classes) not in axes:
         return f"output 0 {format_shapes([s])} has no axis of 4 + {classes} classes"
     if axes and max(axes) < 5:
@@ -138,7 +140,7 @@ def probability_map(shapes: Sequence[Dims], params: dict, labels: Any,
     if not shapes:
         return "the model has no outputs"
     s = shapes[0]
-    if len(s) != 4 or any(_known(d) and d != 1 for d in s[:-2]) or any(
+    if len(s) not in (2, 3, 4) or any(_known(d) and d != 1 for d in s[:-2]) or any(
             _known(d) and d < 2 for d in s[-2:]):
         return f"output 0 {format_shapes([s])} is not a map [1, 1, H, W]"
     if inp is not None and len(inp) == 4:
