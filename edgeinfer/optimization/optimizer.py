@@ -279,8 +279,6 @@ def _measure(report: dict[str, Any], ref: Reference, candidate: Path, kept: list
     if estimate.value > config.max_drop:
         problems.append(f"accuracy drop {estimate.value:.2%} exceeds --max-drop "
                         f"{config.max_drop:.2%}")
-    if not estimate.established:
-        notes.append(f"drop {estimate.text()}")
     label = config.precision
     if config.precision in ("int8", "mixed"):
         label = _int8_label(ref.fp32, kept, report, problems)
@@ -303,7 +301,7 @@ def _int8_label(fp32: Path, kept: list[str], report: dict[str, Any],
             f"effectively FP32: the fallback kept {in_float} of {total} layers in float "
             f"(size {report['ratios']['size']:.2f}x, p50 {report['ratios']['p50']:.2f}x of "
             "FP32), which gains nothing over shipping FP32 itself")
-    return f"mixed ({in_float} of {total} layers in float)"
+    return f"mixed ({in_float} of {total} conv/matmul layers in float)"
 
 
 def optimize(

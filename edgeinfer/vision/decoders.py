@@ -381,14 +381,15 @@ def _box_score(prob: np.ndarray, poly: np.ndarray) -> float:
 
 
 @register_decoder("db", OutputLayout(
-    "a probability map [1, 1, H, W] as output 0", lay.probability_map))
+    "a probability map [1, 1, H, W] (or [1, H, W, 1]) as output 0", lay.probability_map))
 def decode_db(
     outputs: Sequence[np.ndarray],
     params: dict[str, Any],
     transform: Transform,
     labels: Sequence[str] | None = None,
 ) -> Detections:
-    """PP-OCR DB text detection: probability map ``[1, 1, H, W]`` -> axis-aligned text boxes
+    """PP-OCR DB text detection: probability map ``[1, 1, H, W]`` (or ``[1, H, W, 1]``, channels
+    last as a TFLite conversion gives it) -> axis-aligned text boxes
     (class 0, ``text``) in reading order (top to bottom, then left to right).
 
     As PaddleOCR's ``DBPostProcess``: ``prob > thresh`` (0.3); each contour (at most
@@ -404,6 +405,8 @@ def decode_db(
     rotated) rectangle.
     """
     prob = np.asarray(outputs[0], np.float32)
+    if prob.ndim == 4 and prob.shape[1] != 1 and prob.shape[3] == 1:
+        prob = prob[..., 0]  # channels last, as a TFLite conversion gives it
     if prob.ndim < 2 or prob.size != prob.shape[-2] * prob.shape[-1]:
         raise ShapeError(
             f"db decoder: output 0 has shape {list(np.shape(outputs[0]))}, expected a "

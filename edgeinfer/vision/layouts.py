@@ -136,10 +136,13 @@ def blazeface_pair(anchors: Callable[[dict], int]) -> LayoutCheck:
 
 def probability_map(shapes: Sequence[Dims], params: dict, labels: Any,
                     inp: Dims | None) -> str | None:
-    """Output 0 ``[1, 1, H, W]``, H and W those of the input when the input is known."""
+    """Output 0 ``[1, 1, H, W]`` (or ``[1, H, W, 1]``), H and W those of the input when the
+    input is known."""
     if not shapes:
         return "the model has no outputs"
     s = shapes[0]
+    if len(s) == 4 and s[3] == 1 and s[1] != 1:
+        s = (s[0], 1, s[1], s[2])
     if len(s) not in (2, 3, 4) or any(_known(d) and d != 1 for d in s[:-2]) or any(
             _known(d) and d < 2 for d in s[-2:]):
         return f"output 0 {format_shapes([s])} is not a map [1, 1, H, W]"
