@@ -246,9 +246,17 @@ def test_run_matches_onnxruntime(capsys, classifier: Path, images: Path) -> None
 
 
 def test_run_corrupt_image_in_directory(capsys, classifier: Path, images: Path) -> None:
+    """A folder: an unreadable image is skipped and counted (as optimize does), the others run;
+    a single unreadable file is still one clean line."""
     bad = images / "three.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    code, _, err = cli(capsys, "run", classifier, "--source", images, "--json")
+    code, out, err = cli(capsys, "run", classifier, "--source", images, "--json")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    summary = lines[-1]["summary"]
+    assert summary["frames"] == 2 and summary["skipped"] == 1
+    assert summary["skipped_files"] == [str(bad)]
+    code, _, err = cli(capsys, "run", classifier, "--source", bad)
     assert code == 2
     assert_error_line(err, str(bad), "not a readable image")
 
