@@ -32,7 +32,7 @@ from edgeinfer.progress import ProgressFn
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.runtime.feeds import random_pixel_inputs, static_shape
 
-__all__ = ["COSINE_WARN", "SYNTHETIC_SAMPLES", "convert"]
+__all__ = ["COSINE_WARN", "SYNTHETIC_SAMPLES", "convert", "low_cosine_warnings"]
 
 #: seeded random-pixel images an FP32 conversion is verified on when no calibration data is given
 SYNTHETIC_SAMPLES = 8
@@ -171,11 +171,7 @@ def _verify(
         for r, j, p in zip(ref_names, match.order, per_output, strict=True)
     ]
     figures["cosine_warn"] = COSINE_WARN
-    figures["warnings"] = [
-        f"output '{o['source']}' has worst cosine {o['cosine']:.4f} against ONNX (below "
-        f"{COSINE_WARN}): check its answers before use"
-        for o in figures["outputs"] if o["cosine"] < COSINE_WARN
-    ]
+    figures["warnings"] = low_cosine_warnings(figures["outputs"])
     by_source = dict(zip(ref_names, match.names(names), strict=True))
     order = [by_source[n] for n in src.manifest.outputs if n in by_source] or list(
         by_source.values())
@@ -183,6 +179,17 @@ def _verify(
     converted = Artifact(converted.path, manifest)
     converted.save()
     return converted, figures
+
+
+def low_cosine_warnings(outputs: list[dict[str, Any]], threshold: float = COSINE_WARN
+                        ) -> list[str]:
+    """One warning per output whose worst per-sample cosine with ONNX is under ``threshold``."""
+    return [
+        f"output '{o['source']}' has worst cosine {o['cosine']:.4f} against ONNX (below "
+        f"{threshold}): check its answers before use (a full-integer model may need more "
+        "calibration data, or keep this output in float)"
+        for o in outputs if o["cosine"] < threshold
+    ]
 
 
 def _onnx_output_names(path: Path) -> list[str]:
