@@ -273,3 +273,63 @@ def test_existing_output_is_refused_without_force(capsys, tmp_path) -> None:
     one_line(err, "exists", "--force")
     assert cli(capsys, "import", path, "-o", tmp_path / "a", "--decoder", "raw",
                "--force")[0] == 0
+
+
+# --- the zoo's text detector, taken as the bare file from its package ----------------------------
+
+
+def _pages(folder: Path, n: int) -> list[list[tuple[int, int, int, int]]]:
+    """SYNTHETIC pages of dark Hershey text on light noise; the boxes of their lines."""
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    words = ["EDGE", "infer", "2024", "model", "camera", "serial", "A-42", "line"]
+    truth = []
+    for i in range(n):
+        img = np.full((320, 320, 3), 230, np.uint8) + rng.integers(0, 20, (320, 320, 3),
+                                                                   dtype=np.uint8)
+        boxes = []
+        for k in range(3):
+            text = " ".join(rng.choice(words, 2))
+            x, y = int(rng.integers(10, 60)), 70 + 90 * k
+            (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 2)
+            cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (30, 30, 30), 2,
+                        cv2.LINE_AA)
+            boxes.append((x, y - h, x + w, y))
+        cv2.imwrite(str(folder / f"page{i}.png"), img)
+        truth.append(boxes)
+    return truth
+
+
+@pytest.mark.slow
+def test_ppocr_det_bare_file_import_optimize_convert_run(capsys, tmp_path) -> None:
+    from edgeinfer import zoo
+
+    if not zoo.installed(zoo.ZOO["ppocrv4-det"]):
+        pytest.skip("needs rapidocr-onnxruntime")
+    from edgeinfer.vision.boxes import box_iou
+
+    bare = zoo._package_file("ppocrv4-det", "models", "ch_PP-OCRv4_det_infer.onnx")
+    truth = _pages(tmp_path / "pages", 8)
+    shape = "x=1x3x320x320"
+    steps = [
+        ("import", bare, "-o", tmp_path / "det", "--like", "ppocrv4-det"),
+        ("optimize", tmp_path / "det", "-o", tmp_path / "int8", "--input-shape", shape,
+         "--calib", tmp_path / "pages", "--no-fallback", "--json"),
+        ("convert", tmp_path / "det", "--to", "openvino", "-o", tmp_path / "ov",
+         "--input-shape", shape, "--json"),
+    ]
+    for args in steps:
+        code, _, err = cli(capsys, *args)
+        assert code == 0, (args[0], err)
+    assert load(tmp_path / "det").manifest.inputs[0].shape == (-1, 3, -1, -1)  # left dynamic
+    for art in ("int8", "ov"):
+        assert load(tmp_path / art).manifest.inputs[0].shape == (1, 3, 320, 320)
+        code, out, err = cli(capsys, "run", tmp_path / art, "-s", tmp_path / "pages", "--json")
+        assert code == 0, err
+        frames = [json.loads(line) for line in out.splitlines()[:-1]]
+        found = 0
+        for frame, boxes in zip(frames, truth, strict=True):
+            got = np.array([r["box"] for r in frame["result"]]).reshape(-1, 4)
+            if len(got):
+                found += int((box_iou(np.array(boxes, float), got).max(1) > 0.3).sum())
+        assert found >= 0.8 * sum(len(b) for b in truth), (art, found)

@@ -480,7 +480,8 @@ def decode_ctc(
     best = probs.argmax(-1)
     keep = (best != blank) & np.concatenate([[True], best[1:] != best[:-1]])
     idx = best[keep]
-    text = "".join(chars[i - 1 if i > blank else i] for i in idx)
+    # padding around a short line reads as spaces at its ends: not part of the text
+    text = "".join(chars[i - 1 if i > blank else i] for i in idx).strip()
     score = float(probs[np.flatnonzero(keep), idx].mean()) if len(idx) else 0.0
     return TextResult(text, score)
 
@@ -489,7 +490,8 @@ def decode_ctc(
 
 
 @register_decoder("landmarks", OutputLayout(
-    "output 0 with K points of 2 or 3 coordinates ([1, K*D] or [1, K, D])", lay.point_set))
+    "output 0 with K points of D = 2 or 3 coordinates ([1, K, D], [1, 1, 1, K*D], or [1, K*D] "
+    "beside a presence score)", lay.point_set))
 def decode_landmarks(
     outputs: Sequence[np.ndarray],
     params: dict[str, Any],
