@@ -250,6 +250,13 @@ def test_classification_on_a_sequence_model_is_refused() -> None:
                               Transform(1, 1, 0, 0), None)
 
 
+def test_a_backend_that_cannot_read_the_format_names_those_that_can(capsys, tmp_path) -> None:
+    path = save(conv_model([1, 3, 16, 16]), tmp_path / "m.onnx")
+    cv2.imwrite(str(tmp_path / "i.png"), np.zeros((16, 16, 3), np.uint8))
+    _code, _, err = cli(capsys, "run", path, "--backend", "litert", "-s", tmp_path / "i.png")
+    one_line(err, "backend 'litert' does not read onnx models", "--backend ort or openvino")
+
+
 # --- parsers ------------------------------------------------------------------------------------
 
 

@@ -44,6 +44,19 @@ def _dtype_or_none(name: str) -> np.dtype | None:
         return None
 
 
+def _check_format(backend: str, fmt: str) -> None:
+    """A one-line error when ``backend`` does not read ``fmt`` files, naming those that do."""
+    from edgeinfer.runtime.backends import KNOWN_BACKENDS, PRODUCTION_BACKENDS
+
+    info = KNOWN_BACKENDS.get(backend)
+    if info is not None and fmt not in info.formats:
+        readers = [n for n in PRODUCTION_BACKENDS if fmt in KNOWN_BACKENDS[n].formats]
+        raise EdgeInferError(
+            f"backend '{backend}' does not read {fmt} models: use --backend "
+            f"{' or '.join(readers)}, or convert the model (`edgeinfer convert`)"
+        )
+
+
 def _output_order(wanted: tuple[str, ...], have: list[str]) -> list[int] | None:
     """Indices that put the backend's outputs ``have`` in the manifest's order ``wanted``;
     None (as they come) when the manifest names none or not exactly the same outputs."""
@@ -79,6 +92,7 @@ class Engine:
             options = BackendOptions(**fields)
             check_options(name, options)  # the manifest's runtime section names both
         self.options = options or BackendOptions()
+        _check_format(name, m.model.format)
         t0 = time.perf_counter()
         self.backend: Backend = create_backend(name, artifact.model_path, self.options)
         self.load_s = time.perf_counter() - t0
