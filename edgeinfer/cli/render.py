@@ -191,9 +191,13 @@ def render_tune(report: dict[str, Any], console: Console) -> None:
         report["candidates"],
         key=lambda c: (c["status"] != "ok", c.get("p50_ms") or 1e9, c["screen_p50_ms"] or 1e9),
     )
+    reasons: list[str] = []
     for c in rows:
         label = c["label"] + (" *" if c["label"] == report["winner"] else "")
-        status = c["status"] if c["status"] == "ok" else f"{c['status']}: {c['reason'][:60]}"
+        status = c["status"]
+        if c["status"] != "ok":  # reasons in full below the table, never cut
+            reasons.append(f"[{len(reasons) + 1}] {c['label']}: {c['reason']}")
+            status = f"{c['status']} [{len(reasons)}]"
         table.add_row(
             label,
             status,
@@ -205,6 +209,8 @@ def render_tune(report: dict[str, Any], console: Console) -> None:
             human_bytes(c["bytes"]),
         )
     console.print(table)
+    for line in reasons:
+        console.print(line, overflow="fold")
     b = report["baseline"]
     console.print(
         f"winner: [bold]{report['winner']}[/bold] {report['winner_p50_ms']:.2f} ms p50; "

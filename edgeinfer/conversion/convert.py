@@ -14,6 +14,7 @@ cosine under :data:`COSINE_WARN` is flagged in the report (``warnings``) and by 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from edgeinfer.artifact import Artifact, InputSpec, write_artifact
 from edgeinfer.conversion.common import ConvertConfig, ConvertResult
-from edgeinfer.conversion.match import match_outputs
+from edgeinfer.conversion.match import OutputMatch, match_outputs
 from edgeinfer.conversion.openvino import to_openvino
 from edgeinfer.conversion.tflite import to_tflite
 from edgeinfer.conversion.verify import compare_outputs, run_reference_onnx
@@ -32,7 +33,8 @@ from edgeinfer.progress import ProgressFn
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.runtime.feeds import random_pixel_inputs, static_shape
 
-__all__ = ["COSINE_WARN", "SYNTHETIC_SAMPLES", "convert", "low_cosine_warnings"]
+__all__ = ["COSINE_WARN", "SYNTHETIC_SAMPLES", "convert", "low_cosine_warnings",
+           "match_converted"]
 
 #: seeded random-pixel images an FP32 conversion is verified on when no calibration data is given
 SYNTHETIC_SAMPLES = 8
@@ -79,7 +81,7 @@ def convert(
             )
             converted_bytes = sum(f.stat().st_size for f in result.files)
         converted = _follow_input_names(converted)
-        converted, figures = _verify(src, converted, check_set.inputs, config)
+        converted, figures = _verify(src, converted, check_set.inputs)
         report = {
             "to": config.to,
             "precision": config.precision,
@@ -147,38 +149,61 @@ def _follow_input_names(converted: Artifact) -> Artifact:
     return converted
 
 
-def _verify(
-    src: Artifact, converted: Artifact, inputs: np.ndarray, config: ConvertConfig
-) -> tuple[Artifact, dict[str, Any]]:
-    """The converted model against onnxruntime on the same inputs, sample by sample, its
-    outputs matched to the source's (the manifest records the order)."""
+@dataclass(frozen=True)
+class Matched:
+    """A converted model run beside its ONNX source, outputs matched."""
+
+    artifact: Artifact  #: in memory, its manifest listing the outputs in the source's order
+    match: OutputMatch
+    reference: list[np.ndarray]  #: ONNX's outputs, stacked over the inputs, ONNX's order
+    candidate: list[np.ndarray]  #: the converted model's, in its own order
+    reference_names: list[str]
+    candidate_names: list[str]
+
+
+def match_converted(
+    onnx_path: Path, converted: Artifact, inputs: np.ndarray, order_names: tuple[str, ...] = (),
+) -> Matched:
+    """Run ``converted`` and the ONNX model on ``inputs`` (in the ONNX model's layout) and match
+    their outputs; the returned artifact's manifest lists the converted outputs in the order of
+    ``order_names`` (ONNX output names; default the ONNX model's order)."""
     feeds = inputs
-    if config.to == "tflite" and src.manifest.inputs[0].layout == "NCHW":
+    spec = converted.manifest.inputs[0]
+    if spec.layout == "NHWC" and inputs.ndim == 4 and spec.shape[-1] == inputs.shape[1]:
         feeds = feeds.transpose(0, 2, 3, 1)
-    with Engine(converted) as engine:
+    plain = Artifact(converted.path, converted.manifest.model_copy(update={"outputs": ()}))
+    with Engine(plain) as engine:
         name = engine.inputs[0].name
         names = [o.name for o in engine.outputs]
-        candidate = [engine.run({name: np.ascontiguousarray(x[None])}) for x in feeds]
-    stacked = [np.concatenate([c[i] for c in candidate]) for i in range(len(candidate[0]))]
-    reference = run_reference_onnx(src.model_path, inputs)
-    ref_names = _onnx_output_names(src.model_path)  # run_reference_onnx's order
+        outs = [engine.run({name: np.ascontiguousarray(x[None])}) for x in feeds]
+    stacked = [np.concatenate([c[i] for c in outs]) for i in range(len(outs[0]))]
+    reference = run_reference_onnx(onnx_path, inputs)
+    ref_names = _onnx_output_names(onnx_path)  # run_reference_onnx's order
     match = match_outputs(reference, ref_names, stacked, names)
-    figures = compare_outputs(reference, [stacked[j] for j in match.order])
+    by_source = dict(zip(ref_names, match.names(names), strict=True))
+    order = [by_source[n] for n in order_names if n in by_source] or list(by_source.values())
+    manifest = converted.manifest.model_copy(update={"outputs": tuple(order)})
+    return Matched(Artifact(converted.path, manifest), match, reference, stacked, ref_names,
+                   names)
+
+
+def _verify(src: Artifact, converted: Artifact, inputs: np.ndarray
+            ) -> tuple[Artifact, dict[str, Any]]:
+    """The converted model against onnxruntime on the same inputs, sample by sample, its
+    outputs matched to the source's (the manifest records the order)."""
+    m = match_converted(src.model_path, converted, inputs, src.manifest.outputs)
+    figures = compare_outputs(m.reference, [m.candidate[j] for j in m.match.order])
     per_output = figures.pop("per_output")
-    figures["outputs_matched_by"] = match.by
+    figures["outputs_matched_by"] = m.match.by
     figures["outputs"] = [
-        {"source": r, "converted": names[j], "cosine": p["cosine"]}
-        for r, j, p in zip(ref_names, match.order, per_output, strict=True)
+        {"source": r, "converted": n, "cosine": p["cosine"]}
+        for r, n, p in zip(m.reference_names, m.match.names(m.candidate_names), per_output,
+                           strict=True)
     ]
     figures["cosine_warn"] = COSINE_WARN
     figures["warnings"] = low_cosine_warnings(figures["outputs"])
-    by_source = dict(zip(ref_names, match.names(names), strict=True))
-    order = [by_source[n] for n in src.manifest.outputs if n in by_source] or list(
-        by_source.values())
-    manifest = converted.manifest.model_copy(update={"outputs": tuple(order)})
-    converted = Artifact(converted.path, manifest)
-    converted.save()
-    return converted, figures
+    m.artifact.save()
+    return m.artifact, figures
 
 
 def low_cosine_warnings(outputs: list[dict[str, Any]], threshold: float = COSINE_WARN
