@@ -412,6 +412,7 @@ def optimize_with_calibration(
     force: bool = False,
     progress: ProgressFn | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    timer: LatencyTimer | None = None,
 ) -> Artifact:
     """Quantize an ONNX model, artifact or zoo name into a new artifact, calibrated on ``calib``
     (an image folder, video or .npy) and checked on ``eval_source`` (default: a held-out part of
@@ -423,7 +424,7 @@ def optimize_with_calibration(
         progress=progress,
     )
     return optimize(art, out, config or OptimizeConfig(), samples, force=force,
-                    progress=progress)
+                    progress=progress, timer=timer)
 
 
 def build_samples(
