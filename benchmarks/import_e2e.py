@@ -60,7 +60,7 @@ def edgeinfer(*args: object) -> tuple[int, str, float]:
 
 def recall(run_json: str, truth: list[np.ndarray]) -> float:
     """Share of drawn lines a detection overlaps at IoU > 0.3."""
-    frames = [json.loads(line) for line in run_json.splitlines()[:-1]]
+    frames = json.loads(run_json)["frames"]
     hit = 0
     for frame, boxes in zip(frames, truth, strict=True):
         got = np.array([r["box"] for r in frame["result"]]).reshape(-1, 4)
@@ -113,7 +113,7 @@ def main() -> int:
             if not (tmp / art).exists():
                 continue
             code, out, seconds = edgeinfer("run", tmp / art, "-s", tmp / "pages", "--json")
-            summary = json.loads(out.splitlines()[-1])["summary"] if code == 0 else {}
+            summary = json.loads(out)["summary"] if code == 0 else {}
             rows.append({"step": f"run {art}", "exit": code, "seconds": seconds,
                          "note": f"line recall {recall(out, truth):.2f}, p50 "
                                  f"{summary.get('p50_ms', 0):.0f} ms per page" if code == 0

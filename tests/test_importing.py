@@ -105,7 +105,7 @@ def test_run_takes_input_shape_and_raw_decoder_names_outputs(capsys, tmp_path, i
     code, out, err = cli(capsys, "run", tmp_path / "a", "-s", images / "im1.png", "--json",
                          "--input-shape", "x=1x3x32x32")
     assert code == 0, err
-    result = json.loads(out.splitlines()[0])["result"]
+    result = json.loads(out)["frames"][0]["result"]
     assert list(result) == ["y"] and result["y"]["shape"] == [1, 2]
     x = cv2.resize(cv2.cvtColor(cv2.imread(str(images / "im1.png")), cv2.COLOR_BGR2RGB),
                    (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -126,7 +126,7 @@ def test_softmax_output_is_detected_and_not_softmaxed_again(capsys, tmp_path, im
     assert "already holds probabilities" in out
     code, out, err = cli(capsys, "run", tmp_path / "a", "-s", images / "im2.png", "--json")
     assert code == 0, err
-    top = json.loads(out.splitlines()[0])["result"]
+    top = json.loads(out)["frames"][0]["result"]
     x = cv2.resize(cv2.cvtColor(cv2.imread(str(images / "im2.png")), cv2.COLOR_BGR2RGB),
                    (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
     probs = ort.InferenceSession(str(model)).run(None, {"x": x.transpose(2, 0, 1)[None]})[0][0]
@@ -333,7 +333,7 @@ def test_ppocr_det_bare_file_import_optimize_convert_run(capsys, tmp_path) -> No
         assert load(tmp_path / art).manifest.inputs[0].shape == (1, 3, 320, 320)
         code, out, err = cli(capsys, "run", tmp_path / art, "-s", tmp_path / "pages", "--json")
         assert code == 0, err
-        frames = [json.loads(line) for line in out.splitlines()[:-1]]
+        frames = json.loads(out)["frames"]
         found = 0
         for frame, boxes in zip(frames, truth, strict=True):
             got = np.array([r["box"] for r in frame["result"]]).reshape(-1, 4)
