@@ -33,6 +33,7 @@ from edgeinfer.vision.decoders import (
     get_decoder,
     is_probabilities,
 )
+from edgeinfer.vision.layouts import class_count
 
 __all__ = ["ImportSpec", "import_model", "parse_decoder_params", "parse_floats"]
 
@@ -304,6 +305,13 @@ def _check_decoder(m: Manifest, shapes: list, labels: list[str] | None, spec: In
         return
     check_outputs(m.decoder, shapes, m.decoder_params, labels, spec.shape)
     checked.append(f"outputs fit decoder '{m.decoder}' ({DECODER_LAYOUTS[m.decoder].text})")
+    if m.decoder == "classification" and labels:
+        classes = class_count(shapes)
+        if classes is not None and classes != len(labels):
+            raise ShapeError(
+                f"decoder 'classification': output 0 has {classes} classes, the labels file "
+                f"{len(labels)} lines: give one label per class (--labels)")
+        checked.append(f"{len(labels)} labels, one per class")
     if m.decoder == "ctc" and not labels:
         raise EdgeInferError("decoder 'ctc' needs the character set: pass --labels CHARSET.txt "
                              "(one character per line)")

@@ -189,8 +189,9 @@ def test_zoo_get_unknown(capsys, tmp_path: Path) -> None:
 def test_zoo_list(capsys) -> None:
     code, out, _ = cli(capsys, "zoo", "list")
     assert code == 0
-    assert len(zoo.ZOO) == 4
-    for name in ("efficientnet-lite0", "ppocrv4-det", "blazeface-short", "defect-detector"):
+    assert len(zoo.ZOO) == 5
+    for name in ("efficientnet-lite0", "ppocrv4-det", "ppocrv4-rec", "blazeface-short",
+                 "defect-detector"):
         assert name in zoo.ZOO
         assert name in out
     # the install hint is shown whole, rich markup does not eat '[zoo]'

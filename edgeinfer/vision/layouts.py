@@ -80,21 +80,28 @@ def any_outputs(shapes: Sequence[Dims], params: dict, labels: Any, inp: Any) -> 
 
 def class_vector(shapes: Sequence[Dims], params: dict, labels: Sequence[str] | None,
                  inp: Any) -> str | None:
-    """Output 0 holds one score per class: a single non-batch dimension above 1."""
+    """Output 0 holds one score per class: a single dimension above 1 besides the batch (a
+    labels file of another length is checked by ``edgeinfer import``, not here: labels short
+    of the classes fall back to class ids)."""
     if not shapes:
         return "the model has no outputs"
     s = shapes[0]
-    if not _batch_ok(s):
+    if len(s) > 1 and not _batch_ok(s):
         return f"output 0 has batch {s[0]}"
-    rest = [d for d in s[1:]]
+    rest = s if len(s) == 1 else s[1:]
     big = [d for d in rest if d is None or d > 1]
     if len(big) != 1:
         return (f"output 0 {format_shapes([s])} is not one score per class "
                 f"({len(big)} dimensions above 1 after the batch)")
-    classes = big[0]
-    if labels and _known(classes) and classes != len(labels):
-        return f"output 0 has {classes} classes, the labels file {len(labels)} lines"
     return None
+
+
+def class_count(shapes: Sequence[Dims]) -> int | None:
+    """The number of classes a :func:`class_vector` output holds, when fixed."""
+    s = shapes[0] if shapes else ()
+    rest = s if len(s) == 1 else s[1:]
+    big = [d for d in rest if d is None or d > 1]
+    return big[0] if len(big) == 1 and _known(big[0]) else None
 
 
 def yolo_head(shapes: Sequence[Dims], params: dict, labels: Sequence[str] | None,
