@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from edgeinfer import zoo
 from edgeinfer.artifact import Artifact, InputSpec, Manifest, Preprocess, write_artifact
@@ -148,7 +149,13 @@ def _declared_manifest(src: Artifact, spec: ImportSpec) -> tuple[Manifest, list[
         unknown = set(spec.preprocess) - set(PREPROCESS_FIELDS)
         if unknown:
             raise EdgeInferError(f"unknown preprocessing fields {sorted(unknown)}")
-        pre = Preprocess(**{**pre.model_dump(), **spec.preprocess, "declared": True})
+        try:
+            pre = Preprocess(**{**pre.model_dump(), **spec.preprocess, "declared": True})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]).replace("_", "-")
+            raise EdgeInferError(f"bad --{field} {first.get('input')!r}: {first['msg']}"
+                                 ) from None
     decoder = spec.decoder or (fam.decoder if fam else m.decoder)
     if decoder is not None and decoder not in DECODERS:
         get_decoder(decoder)  # the one-line error listing the known decoders

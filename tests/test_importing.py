@@ -272,6 +272,16 @@ def test_parsers() -> None:
         parse_decoder_params(["oops"])
 
 
+def test_bad_preprocessing_values_are_one_line(capsys, tmp_path) -> None:
+    path = save(conv_model([1, 3, 16, 16]), tmp_path / "m.onnx")
+    for args, needle in ((("--resize", "squash"), "bad --resize 'squash'"),
+                         (("--channel-order", "rgbx"), "bad --channel-order 'RGBX'"),
+                         (("--mean", "1,2"), "give 1 or 3 numbers")):
+        _, _, err = cli(capsys, "import", path, "-o", tmp_path / "a", "--decoder", "raw", *args)
+        one_line(err, needle)
+    assert not (tmp_path / "a").exists()
+
+
 def test_existing_output_is_refused_without_force(capsys, tmp_path) -> None:
     path = save(conv_model([1, 3, 16, 16]), tmp_path / "m.onnx")
     (tmp_path / "a").mkdir()
