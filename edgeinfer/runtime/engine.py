@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.artifact import Artifact
-from edgeinfer.errors import EdgeInferError, ShapeError
+from edgeinfer.errors import EdgeInferError, ModelLoadError, ShapeError
 from edgeinfer.loading import load
 from edgeinfer.machine import trim_heap
 from edgeinfer.quantized_io import dequantize, quantize_input
@@ -51,7 +51,7 @@ def _check_format(backend: str, fmt: str) -> None:
     info = KNOWN_BACKENDS.get(backend)
     if info is not None and fmt not in info.formats:
         readers = [n for n in PRODUCTION_BACKENDS if fmt in KNOWN_BACKENDS[n].formats]
-        raise EdgeInferError(
+        raise ModelLoadError(
             f"backend '{backend}' does not read {fmt} models: use --backend "
             f"{' or '.join(readers)}, or convert the model (`edgeinfer convert`)"
         )
