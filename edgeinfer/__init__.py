@@ -3,6 +3,7 @@
 Public API::
 
     edgeinfer.export(module, example_input, "model.onnx")   # PyTorch -> ONNX
+    edgeinfer.import_model("model.onnx", "art", edgeinfer.ImportSpec(like="efficientnet-lite0"))
     edgeinfer.inspect("model.onnx", budget="64MB")          # MACs, params, arena plan
     edgeinfer.optimize("model.onnx", "art-int8", edgeinfer.OptimizeConfig("int8"), calib="img/")
     edgeinfer.convert("art-int8", "art-tfl", edgeinfer.ConvertConfig("tflite"), calib="img/")
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from edgeinfer.artifact import Artifact
     from edgeinfer.benchmark import bench
     from edgeinfer.conversion import ConvertConfig
+    from edgeinfer.importing import ImportSpec, import_model
     from edgeinfer.optimization.optimizer import OptimizeConfig
     from edgeinfer.runtime.engine import Engine
     from edgeinfer.training.detect_train import TrainConfig as DetectorTrainConfig
@@ -48,6 +50,7 @@ __all__ = [
     "DetectorTrainConfig",
     "EdgeInferError",
     "Engine",
+    "ImportSpec",
     "MissingDependencyError",
     "ModelLoadError",
     "OptimizeConfig",
@@ -58,6 +61,7 @@ __all__ = [
     "bench",
     "convert",
     "export",
+    "import_model",
     "inspect",
     "load",
     "optimize",
@@ -75,6 +79,8 @@ _LAZY = {
     "optimize": ("edgeinfer.api", "optimize"),
     "Engine": ("edgeinfer.runtime.engine", "Engine"),
     "export": ("edgeinfer.model.export", "export"),
+    "import_model": ("edgeinfer.api", "import_model"),
+    "ImportSpec": ("edgeinfer.api", "ImportSpec"),
     "inspect": ("edgeinfer.api", "inspect"),
     "load": ("edgeinfer.api", "load"),
     "zoo_get": ("edgeinfer.zoo", "get"),

@@ -50,77 +50,126 @@ class _Frozen(BaseModel):
 
 
 class InputSpec(_Frozen):
-    """One model input: static shape, dtype and memory layout."""
+    """One model input: the static shape it is fed at, its dtype and memory layout."""
 
-    name: str
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-    layout: Layout = "NCHW"
+    name: str = Field(description="The input's name in the model file.")
+    shape: tuple[int, ...] = Field(
+        description="The shape fed, e.g. [1, 3, 640, 640]; -1 marks a dimension nobody fixed "
+        "yet (fix it with `edgeinfer import --input-shape` or a verb's --input-shape)."
+    )
+    dtype: str = Field("float32", description="numpy dtype name of the fed tensor.")
+    layout: Layout = Field(
+        "NCHW", description="Where the channels are: NCHW (channels first, ONNX habit), NHWC "
+        "(channels last, TFLite habit) or other (not an image)."
+    )
 
 
 class Preprocess(_Frozen):
-    """How an image becomes the input tensor: ``((pixel * scale) - mean) / std`` per channel."""
+    """How an image becomes the input tensor: resized as ``resize`` says, channels put in
+    ``channel_order``, then ``((pixel * scale) - mean) / std`` per channel."""
 
-    resize: Literal["stretch", "letterbox", "center-crop", "none"] = "stretch"
-    interpolation: Literal["area", "linear", "nearest", "cubic"] = "area"
-    channel_order: Literal["RGB", "BGR"] = "RGB"
-    scale: float = 1.0
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    pad_value: int = 114
+    resize: Literal["stretch", "letterbox", "center-crop", "none"] = Field(
+        "stretch", description="stretch: to the input size, aspect ratio lost; letterbox: "
+        "aspect kept, padded with pad_value; center-crop: shorter side to size/0.875, then the "
+        "centre cut out (ImageNet habit); none: the image must already have the input size."
+    )
+    interpolation: Literal["area", "linear", "nearest", "cubic"] = Field(
+        "area", description="OpenCV interpolation used to resize.")
+    channel_order: Literal["RGB", "BGR"] = Field(
+        "RGB", description="Channel order the model was trained on (OpenCV reads BGR; "
+        "PyTorch and TensorFlow pipelines mostly feed RGB, PaddleOCR feeds BGR).")
+    scale: float = Field(
+        1.0, description="Multiplies the 0-255 pixel first: 1/255 for models trained on 0..1.")
+    mean: tuple[float, float, float] = Field(
+        (0.0, 0.0, 0.0), description="Subtracted per channel after scale, in channel_order.")
+    std: tuple[float, float, float] = Field(
+        (1.0, 1.0, 1.0), description="Divides per channel after the mean, in channel_order.")
+    pad_value: int = Field(114, description="Pixel value (0-255) of letterbox padding.")
+    declared: bool = Field(
+        True, description="False when nobody declared the preprocessing (a bare model file): "
+        "the defaults above feed raw 0-255 pixels and every verb warns.")
 
 
 class ModelFile(_Frozen):
     """A model file inside the artifact directory."""
 
-    path: str
-    format: ModelFormatName
-    precision: Precision = "fp32"
-    sha256: str
-    bytes: int
-    companions: tuple[str, ...] = ()  #: files the model needs beside it (OpenVINO's .bin)
+    path: str = Field(description="File name inside the artifact directory.")
+    format: ModelFormatName = Field(description="onnx, tflite or openvino (.xml).")
+    precision: Precision = Field(
+        "fp32", description="What the file computes in: fp32, fp16, int8 (everything that can "
+        "be), int8-dynamic (weights only), mixed (INT8 with some layers kept in float).")
+    sha256: str = Field(description="SHA-256 of the file, checked by reports and sources.")
+    bytes: int = Field(description="Size of the file.")
+    companions: tuple[str, ...] = Field(
+        (), description="Files the model needs beside it (OpenVINO's .bin).")
 
 
 class SourceInfo(_Frozen):
     """Where the model came from: a zoo name, a file, or a PyTorch module."""
 
-    name: str
-    sha256: str | None = None
-    license: str | None = None
-    origin: str | None = None
+    name: str = Field(description="The file, zoo entry or module the model was made from.")
+    sha256: str | None = Field(None, description="SHA-256 of that source file.")
+    license: str | None = Field(None, description="The source's license, when known.")
+    origin: str | None = Field(
+        None, description="How this model was made from the source (exported, imported, "
+        "optimized from, converted from...).")
 
 
 class RuntimeConfig(_Frozen):
     """The backend and options chosen for this artifact (by ``edgeinfer tune``); ``Engine``
     uses them unless the caller names others."""
 
-    backend: str
-    threads: int = 0
+    backend: str = Field(description="ort, litert or openvino.")
+    threads: int = Field(0, description="Intra-op threads; 0: the backend's default.")
     device: Literal["cpu", "gpu", "auto"] = "cpu"
-    hint: Literal["latency", "throughput"] = "latency"
-    streams: int = 0
-    compute_precision: Literal["f32", "bf16", "f16", "default"] = "f32"
-    spinning: Literal["run", "always", "never"] = "run"
-    chosen_by: str = "tune"
+    hint: Literal["latency", "throughput"] = Field(
+        "latency", description="OpenVINO's performance hint.")
+    streams: int = Field(0, description="OpenVINO streams; 0: from the hint.")
+    compute_precision: Literal["f32", "bf16", "f16", "default"] = Field(
+        "f32", description="What OpenVINO computes in.")
+    spinning: Literal["run", "always", "never"] = Field(
+        "run", description="ONNX Runtime worker spinning (run: only inside a run).")
+    chosen_by: str = Field("tune", description="What chose these settings.")
 
 
 class Manifest(_Frozen):
-    """The artifact manifest (``edgeinfer.json``)."""
+    """The artifact manifest (``edgeinfer.json``): everything a runner needs without code.
 
-    version: Literal[1] = MANIFEST_VERSION
-    name: str
-    task: Literal["classification", "detection", "text-detection", "face-detection", "other"]
+    Write one with ``edgeinfer import MODEL -o ARTIFACT`` (it validates the fields against the
+    model); every other verb carries it forward into the artifacts it makes.
+    """
+
+    version: Literal[1] = Field(MANIFEST_VERSION, description="Manifest format version.")
+    name: str = Field(description="The model's name (used in file names and reports).")
+    task: Literal[
+        "classification", "detection", "text-detection", "text-recognition", "face-detection",
+        "landmarks", "other",
+    ] = Field(description="What the model does; informs reports and the default decoder.")
     model: ModelFile
-    inputs: tuple[InputSpec, ...]
-    outputs: tuple[str, ...] = ()
+    inputs: tuple[InputSpec, ...] = Field(description="The model's inputs, in model order.")
+    outputs: tuple[str, ...] = Field(
+        (), description="The model file's output names in the order the decoder reads them "
+        "(a converted model's outputs matched to the source's by name or by verified values); "
+        "empty: the file's own order.")
     preprocess: Preprocess = Preprocess()
-    labels_file: str | None = None
-    decoder: str | None = None
-    decoder_params: dict[str, Any] = Field(default_factory=dict)
+    labels_file: str | None = Field(
+        None, description="A file in the artifact, one label per line: class names for "
+        "classification and detection, the character set for the ctc text decoder.")
+    decoder: str | None = Field(
+        None, description="The output decoder (`edgeinfer import --help` lists them): "
+        "classification, yolo, blazeface, db, ctc, landmarks, raw...; None: no decoding "
+        "declared (run asks for one).")
+    decoder_params: dict[str, Any] = Field(
+        default_factory=dict, description="The decoder's parameters (thresholds, top_k, "
+        "softmax...): see each decoder's documentation.")
     source: SourceInfo
-    tools: dict[str, str] = Field(default_factory=dict)
-    runtime: RuntimeConfig | None = None
-    reports: dict[str, Any] = Field(default_factory=dict)
+    tools: dict[str, str] = Field(
+        default_factory=dict, description="Versions of the tools that wrote the artifact.")
+    runtime: RuntimeConfig | None = Field(
+        None, description="Backend and options chosen by `edgeinfer tune`.")
+    reports: dict[str, Any] = Field(
+        default_factory=dict, description="Measured reports by verb (import, optimize, "
+        "convert, tune): what was checked, on what data, with what result.")
 
 
 def file_sha256(path: str | Path) -> str:

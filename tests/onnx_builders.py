@@ -78,3 +78,52 @@ def slow_model(size: int = 384, layers: int = 12) -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, size])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                              ir_version=IR_VERSION)
+
+
+def softmax_classifier(input_dims: Sequence[int | str]) -> onnx.ModelProto:
+    """``conv_model`` ending in Softmax: its output already holds probabilities."""
+    model = conv_model(input_dims)
+    g = model.graph
+    g.node[-1].output[0] = "logits"
+    g.node.append(helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1))
+    return model
+
+
+def multi_output_detector(classes: int = 6) -> onnx.ModelProto:
+    """x[1,3,16,16] -> Conv 8 -> 4 branches at strides 1, 2, 4, 8, each with a box head
+    [1, S*S, 4] and a score head [1, S*S, C] (branch 0's score head has 4 channels, so two
+    outputs share a shape and only values tell them apart): 8 outputs, box0, score0, box1 ..."""
+    rng = np.random.default_rng(3)
+
+    def w(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
+                                       name)
+
+    inits = [w("tw", (8, 3, 3, 3)), w("tb", (8,))]
+    nodes = [helper.make_node("Conv", ["x", "tw", "tb"], ["t"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["t"], ["tr"])]
+    outputs = []
+    for k in range(4):
+        s = 16 >> k
+        src = "tr"
+        if k:
+            nodes.append(helper.make_node("AveragePool", ["tr"], [f"p{k}"],
+                                          kernel_shape=[1 << k] * 2, strides=[1 << k] * 2))
+            src = f"p{k}"
+        for head, ch in (("box", 4), ("score", 4 if k == 0 else classes)):
+            name = f"{head}{k}"
+            inits += [w(f"{name}_w", (ch, 8, 1, 1)), w(f"{name}_b", (ch,))]
+            inits.append(numpy_helper.from_array(np.array([1, s * s, ch], np.int64),
+                                                 f"{name}_shape"))
+            nodes += [
+                helper.make_node("Conv", [src, f"{name}_w", f"{name}_b"], [f"{name}_c"]),
+                helper.make_node("Transpose", [f"{name}_c"], [f"{name}_t"], perm=[0, 2, 3, 1]),
+                helper.make_node("Reshape", [f"{name}_t", f"{name}_shape"], [name]),
+            ]
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                         [1, s * s, ch]))
+    graph = helper.make_graph(
+        nodes, "eight_heads",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])], outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                             ir_version=IR_VERSION, producer_name="edgeinfer-tests")

@@ -189,8 +189,9 @@ def test_zoo_get_unknown(capsys, tmp_path: Path) -> None:
 def test_zoo_list(capsys) -> None:
     code, out, _ = cli(capsys, "zoo", "list")
     assert code == 0
-    assert len(zoo.ZOO) == 4
-    for name in ("efficientnet-lite0", "ppocrv4-det", "blazeface-short", "defect-detector"):
+    assert len(zoo.ZOO) == 5
+    for name in ("efficientnet-lite0", "ppocrv4-det", "ppocrv4-rec", "blazeface-short",
+                 "defect-detector"):
         assert name in zoo.ZOO
         assert name in out
     # the install hint is shown whole, rich markup does not eat '[zoo]'
@@ -246,9 +247,16 @@ def test_run_matches_onnxruntime(capsys, classifier: Path, images: Path) -> None
 
 
 def test_run_corrupt_image_in_directory(capsys, classifier: Path, images: Path) -> None:
+    """A folder: an unreadable image is skipped and counted (as optimize does), the others run;
+    a single unreadable file is still one clean line."""
     bad = images / "three.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    code, _, err = cli(capsys, "run", classifier, "--source", images, "--json")
+    code, out, err = cli(capsys, "run", classifier, "--source", images, "--json")
+    assert code == 0, err
+    summary = json.loads(out)["summary"]
+    assert summary["frames"] == 2 and summary["skipped"] == 1
+    assert summary["skipped_files"] == [str(bad)]
+    code, _, err = cli(capsys, "run", classifier, "--source", bad)
     assert code == 2
     assert_error_line(err, str(bad), "not a readable image")
 

@@ -18,7 +18,7 @@ LAYERS = [
     ["loading"],
     ["vision", "synthetic"],
     ["runtime"],
-    ["optimization", "conversion"],
+    ["optimization", "conversion", "importing"],
     ["pipeline"],
     ["training"],
     ["benchmark", "tuning"],

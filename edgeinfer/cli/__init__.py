@@ -1,5 +1,5 @@
-"""The ``edgeinfer`` command line: verbs that follow the flow (zoo, inspect, optimize, convert,
-bench, tune, run, demo, streams, serve, split, fl).
+"""The ``edgeinfer`` command line: verbs that follow the flow (import, zoo, inspect, optimize,
+convert, bench, tune, run, demo, streams, serve, split, fl).
 
 One module per verb family registers its commands on :data:`edgeinfer.cli.app.app`; all terminal
 rendering lives on this side. Every user error is one line on stderr naming the thing and the
@@ -16,7 +16,7 @@ from edgeinfer.cli.app import app, state
 from edgeinfer.errors import EdgeInferError
 
 #: the verb modules, in the order ``edgeinfer --help`` lists their verbs (the flow's order)
-VERB_MODULES = ("model", "measure", "run", "node", "split", "fl", "train_detector")
+VERB_MODULES = ("importing", "model", "measure", "run", "node", "split", "fl", "train_detector")
 for _name in VERB_MODULES:
     importlib.import_module(f"edgeinfer.cli.{_name}")
 

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.loading import resolve
+from edgeinfer.model.shapes import parse_input_shapes as parse_input_shapes  # re-exported
 
 console = Console()
 #: messages that must not mix with a ``--json`` document on stdout (warnings, live lines)
@@ -37,21 +38,6 @@ def print_json(document: object) -> None:
     """Write ``document`` as the one JSON document of a ``--json`` run on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
     sys.stdout.flush()
-
-
-def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] | None:
-    """``["x=1x3x224x224"]`` -> ``{"x": (1, 3, 224, 224)}``; None or empty -> None."""
-    from edgeinfer.model.onnx_graph import parse_shape
-
-    if not values:
-        return None
-    shapes = {}
-    for v in values:
-        name, sep, shape = v.rpartition("=")
-        if not sep or not name:
-            raise EdgeInferError(f"bad --input-shape '{v}': write it as NAME=1x3x640x640")
-        shapes[name] = parse_shape(shape)
-    return shapes
 
 
 def parse_drop(max_drop: str) -> float:

@@ -123,6 +123,15 @@ def optimize(
     fallback: Annotated[
         bool, typer.Option("--fallback/--no-fallback", help="Return sensitive layers to float.")
     ] = True,
+    reduce_range: Annotated[
+        str, typer.Option(help="7-bit INT8 weights: auto (the CPU check: on without VNNI), on "
+                               "or off.")
+    ] = "auto",
+    speed_check: Annotated[
+        bool, typer.Option("--speed-check/--no-speed-check",
+                           help="Time full INT8 against FP32 first; stop if not faster.")
+    ] = True,
+    input_shape: InputShapeOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -139,13 +148,18 @@ def optimize(
             "(images like the ones the model will see)"
         )
     drop = parse_drop(max_drop)
+    ranges = {"auto": None, "on": True, "off": False}
+    if reduce_range not in ranges:
+        raise EdgeInferError(f"bad --reduce-range '{reduce_range}': choose auto, on or off")
     config = OptimizeConfig(
         precision=precision,  # type: ignore[arg-type]
         calib_method=calib_method,
         per_channel=per_channel,
+        reduce_range=ranges[reduce_range],
         max_drop=drop,
         agree_confidence=agree_confidence,
         fallback=fallback,
+        speed_check=speed_check,
     )
     with progress_bars() as on_step:
         artifact = optimize_with_calibration(
@@ -158,6 +172,7 @@ def optimize(
             calib_limit=calib_limit,
             force=force,
             progress=on_step,
+            input_shapes=parse_input_shapes(input_shape),
         )
     report = artifact.manifest.reports["optimize"]
     if as_json:
@@ -186,6 +201,7 @@ def convert(
     int8: Annotated[bool, typer.Option("--int8", help="TFLite full integer, uint8 I/O.")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="OpenVINO FP16 weights.")] = False,
     calib_limit: Annotated[int, typer.Option(help="Most calibration samples to use.")] = 100,
+    input_shape: InputShapeOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -197,7 +213,8 @@ def convert(
     config = ConvertConfig(to=to, int8=int8, fp16=fp16)  # type: ignore[arg-type]
     with progress_bars() as on_step:
         result = run_convert(resolve_model(artifact), out, config, calib=calib,
-                             calib_limit=calib_limit, progress=on_step, force=force)
+                             calib_limit=calib_limit, progress=on_step, force=force,
+                             input_shapes=parse_input_shapes(input_shape))
     report = result.manifest.reports["convert"]
     if as_json:
         print_json({"artifact": str(out), "model": result.manifest.model.path, "report": report})

@@ -101,7 +101,8 @@ def render_inspect(report: dict[str, Any], console: Console, per_op: bool = Fals
 
 
 def render_optimize(report: dict[str, Any], console: Console) -> None:
-    """Print the optimize report: before/after table, kept layers, and any problem plainly."""
+    """Print the optimize report: before/after table, kept layers, the drop with its interval
+    and sample count, and any problem plainly."""
     fp32, res = report["fp32"], report["result"]
     table = Table(title=f"optimize: {report['precision_requested']} vs FP32 (this machine)")
     for col in ("", "FP32", report["precision_requested"], "ratio"):
@@ -120,46 +121,57 @@ def render_optimize(report: dict[str, Any], console: Console) -> None:
     )
     table.add_row("p90 latency", f"{fp32['p90_ms']:.2f} ms", f"{res['p90_ms']:.2f} ms", "")
     agree = res["agreement"]
-    label = "top-1 agreement" if agree["metric"] == "top1" else "output cosine"
-    table.add_row(label, "1.000", f"{agree['value']:.3f}", "")
-    for k, v in agree.get("by_confidence", {}).items():
-        table.add_row(f"  where FP32 confidence {k}", "1.000", f"{v:.3f}", "")
-    if "accuracy" in agree:
-        table.add_row(
-            "accuracy (labels)",
-            f"{agree['reference_accuracy']:.3f}",
-            f"{agree['accuracy']:.3f}",
-            "",
-        )
+    if agree is not None:
+        label = {"top1": "top-1 agreement", "det-ap50": "AP@0.5 vs FP32"}.get(
+            agree["metric"], "output cosine")
+        table.add_row(label, "1.000", f"{agree['value']:.3f}", "")
+        for k, v in agree.get("by_confidence", {}).items():
+            table.add_row(f"  where FP32 confidence {k}", "1.000", f"{v:.3f}", "")
+        if "accuracy" in agree:
+            table.add_row(
+                "accuracy (labels)",
+                f"{agree['reference_accuracy']:.3f}",
+                f"{agree['accuracy']:.3f}",
+                "",
+            )
     console.print(table)
     if "plain_int8" in report:
+        kept = report["kept_in_float"]
         console.print(
             f"plain INT8 agreement {report['plain_int8']['value']:.3f}; "
-            f"{len(report['kept_in_float'])} layers kept in float by the fallback"
-            + (
-                f": {', '.join(report['kept_in_float'][:8])}"
-                + (" ..." if len(report["kept_in_float"]) > 8 else "")
-                if report["kept_in_float"]
-                else ""
-            )
+            f"{len(kept)} layers kept in float by the fallback"
+            + (f": {', '.join(kept[:8])}" + (" ..." if len(kept) > 8 else "") if kept else "")
         )
+    q = report.get("quantization")
+    if q:
+        console.print(f"quantization: reduce_range {'on' if q['reduce_range'] else 'off'} "
+                      f"(from {q['reduce_range_from']})")
     console.print(
         f"data: {report['samples']['calibration']} calibration, "
         f"{report['samples']['evaluation']} evaluation samples ({report['samples']['origin']})"
     )
-    console.print(
-        f"drop measured as: {report['drop_metric']}: {report['result']['drop']:.2%} "
-        f"(max {report['max_drop']:.2%})"
-    )
+    interval = report.get("drop_interval")
+    if interval is not None:
+        status = "" if interval["established"] else (
+            f"; not established: fewer than {interval['min_samples']} samples")
+        console.print(
+            f"drop measured as: {report['drop_metric']}: {res['drop']:.2%} (95% interval "
+            f"{interval['low']:.2%} to {interval['high']:.2%} on {interval['samples']} "
+            f"samples{status}; max {report['max_drop']:.2%})"
+        )
+    else:
+        console.print(f"drop: {report['drop_metric']}")
     for n in report.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {n}")
     for p in report["problems"]:
         console.print(
             f"[bold red]warning:[/bold red] the {report['precision_requested']} model is "
             f"{p}; the artifact keeps FP32 as its recommended model"
+            if "stopped" not in report else f"[bold red]stopped:[/bold red] {p}; the artifact "
+            "keeps FP32"
         )
     if not report["problems"]:
-        console.print(f"[green]recommended:[/green] {report['recommended']}")
+        console.print(f"[green]recommended:[/green] {report.get('label', report['recommended'])}")
 
 
 def render_tune(report: dict[str, Any], console: Console) -> None:
@@ -179,9 +191,13 @@ def render_tune(report: dict[str, Any], console: Console) -> None:
         report["candidates"],
         key=lambda c: (c["status"] != "ok", c.get("p50_ms") or 1e9, c["screen_p50_ms"] or 1e9),
     )
+    reasons: list[str] = []
     for c in rows:
         label = c["label"] + (" *" if c["label"] == report["winner"] else "")
-        status = c["status"] if c["status"] == "ok" else f"{c['status']}: {c['reason'][:60]}"
+        status = c["status"]
+        if c["status"] != "ok":  # reasons in full below the table, never cut
+            reasons.append(f"[{len(reasons) + 1}] {c['label']}: {c['reason']}")
+            status = f"{c['status']} [{len(reasons)}]"
         table.add_row(
             label,
             status,
@@ -193,6 +209,8 @@ def render_tune(report: dict[str, Any], console: Console) -> None:
             human_bytes(c["bytes"]),
         )
     console.print(table)
+    for line in reasons:
+        console.print(line, overflow="fold")
     b = report["baseline"]
     console.print(
         f"winner: [bold]{report['winner']}[/bold] {report['winner_p50_ms']:.2f} ms p50; "
@@ -215,3 +233,8 @@ def render_convert(r: dict[str, Any], console: Console) -> None:
         f"{r['cosine_mean']:.5f}", f"{r['max_abs_error']:.3g}", top1, f"{r['seconds']:.1f}",
     )
     console.print(table)
+    if r.get("outputs_matched_by"):
+        console.print(f"{len(r['outputs'])} output(s) matched to ONNX's by "
+                      f"{r['outputs_matched_by']}")
+    for w in r.get("warnings", []):
+        console.print(f"[bold red]warning:[/bold red] {w}")

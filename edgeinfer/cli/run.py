@@ -10,11 +10,12 @@ import typer
 
 from edgeinfer.cli.app import app, state
 from edgeinfer.cli.common import (
+    InputShapeOption,
     JsonOption,
     console,
+    parse_input_shapes,
     print_json,
     quiet_capture_logs,
-    resolve_model,
 )
 from edgeinfer.errors import EdgeInferError
 
@@ -42,6 +43,7 @@ def run(
     backend: Annotated[
         str | None, typer.Option(help="Backend (default: the artifact's tuned one).")
     ] = None,
+    input_shape: InputShapeOption = None,
     top_k: Annotated[int, typer.Option(help="Classes to show (classification).")] = 5,
     as_json: Annotated[
         bool, typer.Option("--json", help="Images, folders, video files: one JSON document "
@@ -68,6 +70,7 @@ def run(
 ) -> None:
     """Run an artifact on images, video, a camera or a stream: preprocessing, inference and
     decoding from its manifest."""
+    from edgeinfer.loading import load, with_input_shapes
     from edgeinfer.pipeline.runner import make_predictor, run_source, run_stream
     from edgeinfer.pipeline.sources import ReconnectPolicy, source_kind
     from edgeinfer.runtime.engine import Engine
@@ -88,7 +91,7 @@ def run(
                                  max_backoff_s=max_backoff, initial_s=min(0.5, max_backoff))
         if not state["debug"]:
             quiet_capture_logs()
-    engine = Engine.open(resolve_model(artifact), backend)
+    engine = Engine(with_input_shapes(load(artifact), parse_input_shapes(input_shape)), backend)
     predictor = make_predictor(engine, tile, overlap, batch, full_frame)
     frames: list[dict] = []  # --json on a finite source: one document at the end
 
@@ -98,7 +101,7 @@ def run(
         if as_json:
             record = {
                 "source": pred.source,
-                "result": items,
+                "result": result.to_json() if hasattr(result, "to_json") else items,
                 "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()},
             }
             if streaming:
@@ -108,6 +111,8 @@ def run(
             return
         total = sum(pred.times_ms.values())
         console.print(f"[bold]{pred.source}[/bold]  ({total:.1f} ms, {len(items)} results)")
+        if hasattr(result, "describe"):
+            console.print(f"  {result.describe()}")
         for r in items[: max(top_k, 20)]:
             where = " ".join(f"{v:.0f}" for v in r["box"]) if "box" in r else ""
             console.print(f"  {r['class_id']:>5}  {r['label']:<24} {r['score']:.3f}  {where}")
@@ -133,6 +138,8 @@ def run(
         f"dropped {summary['dropped']}, reconnects {summary['reconnects']}; "
         f"mean ms per stage: {stages}"
         + (f"; saved {len(summary['saved'])} file(s) in {save}" if save else "")
+        + (f"; skipped {summary['skipped']} unreadable image(s)" if summary.get("skipped")
+           else "")
     )
 
 

@@ -4,11 +4,17 @@ The converted model runs on held-out inputs in its own runtime and the figures (
 error, top-1 agreement) go into the new manifest's ``reports.convert``. FP32 conversion needs no
 data: without ``calib`` it is verified on seeded random-pixel images run through the manifest's
 preprocessing, and the report says so. Full-integer TFLite needs calibration images.
+
+Outputs are matched to the source's by name, or by a permutation verified on shapes and values
+(:mod:`edgeinfer.conversion.match`), never by position; the new manifest's ``outputs`` lists the
+converted model's names in the source's order, so decoders read the same outputs. A worst
+cosine under :data:`COSINE_WARN` is flagged in the report (``warnings``) and by the CLI.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +22,27 @@ import numpy as np
 
 from edgeinfer.artifact import Artifact, InputSpec, write_artifact
 from edgeinfer.conversion.common import ConvertConfig, ConvertResult
+from edgeinfer.conversion.match import OutputMatch, match_outputs
 from edgeinfer.conversion.openvino import to_openvino
 from edgeinfer.conversion.tflite import to_tflite
 from edgeinfer.conversion.verify import compare_outputs, run_reference_onnx
 from edgeinfer.errors import EdgeInferError, ModelLoadError
-from edgeinfer.loading import load
+from edgeinfer.loading import check_manifest_inputs, load, with_input_shapes
 from edgeinfer.optimization.calibration import SampleSet, load_samples, split_samples
 from edgeinfer.progress import ProgressFn
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.runtime.feeds import random_pixel_inputs, static_shape
 
-__all__ = ["SYNTHETIC_SAMPLES", "convert"]
+__all__ = ["COSINE_WARN", "SYNTHETIC_SAMPLES", "convert", "low_cosine_warnings",
+           "match_converted"]
 
 #: seeded random-pixel images an FP32 conversion is verified on when no calibration data is given
 SYNTHETIC_SAMPLES = 8
+
+#: a converted output whose worst per-sample cosine with ONNX is below this is flagged: FP32
+#: conversions land above 0.9999; a full-integer model at 0.937 on a softmax output had its
+#: top classes reordered
+COSINE_WARN = 0.99
 
 
 def convert(
@@ -41,13 +54,16 @@ def convert(
     calib_limit: int = 100,
     progress: ProgressFn | None = None,
     force: bool = False,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Artifact:
     """Convert an ONNX artifact (or model, or zoo name) into a new artifact directory ``out``,
-    written all or nothing (an existing ``out`` only with ``force``)."""
-    src = load(artifact)
+    written all or nothing (an existing ``out`` only with ``force``); ``input_shapes`` fix
+    dynamic dims (``--input-shape``)."""
+    src = with_input_shapes(load(artifact), input_shapes)
     m = src.manifest
     if m.model.format != "onnx":
         raise ModelLoadError(f"{artifact} holds a {m.model.format} model: convert takes ONNX")
+    check_manifest_inputs(src)
     calib_set, check_set, origin = _inputs(src, config, calib, calib_limit, progress)
 
     def build(stage: Path) -> Artifact:
@@ -65,7 +81,7 @@ def convert(
             )
             converted_bytes = sum(f.stat().st_size for f in result.files)
         converted = _follow_input_names(converted)
-        figures = _verify(src, converted, check_set.inputs, config)
+        converted, figures = _verify(src, converted, check_set.inputs)
         report = {
             "to": config.to,
             "precision": config.precision,
@@ -133,21 +149,78 @@ def _follow_input_names(converted: Artifact) -> Artifact:
     return converted
 
 
-def _verify(
-    src: Artifact, converted: Artifact, inputs: np.ndarray, config: ConvertConfig
-) -> dict[str, Any]:
-    """The converted model against onnxruntime on the same inputs, sample by sample."""
+@dataclass(frozen=True)
+class Matched:
+    """A converted model run beside its ONNX source, outputs matched."""
+
+    artifact: Artifact  #: in memory, its manifest listing the outputs in the source's order
+    match: OutputMatch
+    reference: list[np.ndarray]  #: ONNX's outputs, stacked over the inputs, ONNX's order
+    candidate: list[np.ndarray]  #: the converted model's, in its own order
+    reference_names: list[str]
+    candidate_names: list[str]
+
+
+def match_converted(
+    onnx_path: Path, converted: Artifact, inputs: np.ndarray, order_names: tuple[str, ...] = (),
+) -> Matched:
+    """Run ``converted`` and the ONNX model on ``inputs`` (in the ONNX model's layout) and match
+    their outputs; the returned artifact's manifest lists the converted outputs in the order of
+    ``order_names`` (ONNX output names; default the ONNX model's order)."""
     feeds = inputs
-    if config.to == "tflite" and src.manifest.inputs[0].layout == "NCHW":
+    spec = converted.manifest.inputs[0]
+    if spec.layout == "NHWC" and inputs.ndim == 4 and spec.shape[-1] == inputs.shape[1]:
         feeds = feeds.transpose(0, 2, 3, 1)
-    with Engine(converted) as engine:
+    plain = Artifact(converted.path, converted.manifest.model_copy(update={"outputs": ()}))
+    with Engine(plain) as engine:
         name = engine.inputs[0].name
-        candidate = [engine.run({name: np.ascontiguousarray(x[None])}) for x in feeds]
-    stacked = [np.concatenate([c[i] for c in candidate]) for i in range(len(candidate[0]))]
-    reference = run_reference_onnx(src.model_path, inputs)
-    figures = compare_outputs(reference, stacked)
-    figures.pop("per_output", None)
-    return figures
+        names = [o.name for o in engine.outputs]
+        outs = [engine.run({name: np.ascontiguousarray(x[None])}) for x in feeds]
+    stacked = [np.concatenate([c[i] for c in outs]) for i in range(len(outs[0]))]
+    reference = run_reference_onnx(onnx_path, inputs)
+    ref_names = _onnx_output_names(onnx_path)  # run_reference_onnx's order
+    match = match_outputs(reference, ref_names, stacked, names)
+    by_source = dict(zip(ref_names, match.names(names), strict=True))
+    order = [by_source[n] for n in order_names if n in by_source] or list(by_source.values())
+    manifest = converted.manifest.model_copy(update={"outputs": tuple(order)})
+    return Matched(Artifact(converted.path, manifest), match, reference, stacked, ref_names,
+                   names)
+
+
+def _verify(src: Artifact, converted: Artifact, inputs: np.ndarray
+            ) -> tuple[Artifact, dict[str, Any]]:
+    """The converted model against onnxruntime on the same inputs, sample by sample, its
+    outputs matched to the source's (the manifest records the order)."""
+    m = match_converted(src.model_path, converted, inputs, src.manifest.outputs)
+    figures = compare_outputs(m.reference, [m.candidate[j] for j in m.match.order])
+    per_output = figures.pop("per_output")
+    figures["outputs_matched_by"] = m.match.by
+    figures["outputs"] = [
+        {"source": r, "converted": n, "cosine": p["cosine"]}
+        for r, n, p in zip(m.reference_names, m.match.names(m.candidate_names), per_output,
+                           strict=True)
+    ]
+    figures["cosine_warn"] = COSINE_WARN
+    figures["warnings"] = low_cosine_warnings(figures["outputs"])
+    m.artifact.save()
+    return m.artifact, figures
+
+
+def low_cosine_warnings(outputs: list[dict[str, Any]], threshold: float = COSINE_WARN
+                        ) -> list[str]:
+    """One warning per output whose worst per-sample cosine with ONNX is under ``threshold``."""
+    return [
+        f"output '{o['source']}' has worst cosine {o['cosine']:.4f} against ONNX (below "
+        f"{threshold}): check its answers before use (a full-integer model may need more "
+        "calibration data, or keep this output in float)"
+        for o in outputs if o["cosine"] < threshold
+    ]
+
+
+def _onnx_output_names(path: Path) -> list[str]:
+    from edgeinfer.model.formats import load_onnx
+
+    return [o.name for o in load_onnx(path).graph.output]
 
 
 def _run_converter(

@@ -18,6 +18,7 @@ from edgeinfer.errors import EdgeInferError, ModelLoadError
 from edgeinfer.model.formats import detect_format
 from edgeinfer.model.graph import GraphInfo
 from edgeinfer.model.memory import memory_report
+from edgeinfer.model.shapes import is_fixed
 
 Shape = tuple[int, ...]
 
@@ -51,11 +52,11 @@ def read_graph(path: str | Path, input_shapes: Mapping[str, Shape] | None = None
         from edgeinfer.artifact import load_artifact
 
         artifact = load_artifact(path)
-        shapes = {i.name: i.shape for i in artifact.manifest.inputs}
-        if artifact.manifest.model.format == "onnx":
-            shapes.update(input_shapes or {})
-            return read_graph(artifact.model_path, shapes)
-        return read_graph(artifact.model_path, input_shapes)
+        shapes = {i.name: i.shape for i in artifact.manifest.inputs
+                  if all(is_fixed(d) for d in i.shape)}
+        shapes.update(input_shapes or {})
+        onnx_model = artifact.manifest.model.format == "onnx"
+        return read_graph(artifact.model_path, shapes if onnx_model or input_shapes else None)
     fmt = detect_format(path)
     if fmt == "onnx":
         from edgeinfer.model.onnx_graph import read_onnx_graph
@@ -64,7 +65,7 @@ def read_graph(path: str | Path, input_shapes: Mapping[str, Shape] | None = None
     if fmt == "tflite":
         from edgeinfer.model.tflite_graph import read_tflite_graph
 
-        return read_tflite_graph(path)
+        return read_tflite_graph(path, input_shapes)
     if fmt == "torch":
         raise ModelLoadError(
             f"{path} is a PyTorch checkpoint, not a model graph: export it first "

@@ -24,6 +24,8 @@ from onnx import helper, numpy_helper, shape_inference
 from edgeinfer.errors import ShapeError
 from edgeinfer.model.formats import load_onnx, onnx_opset
 from edgeinfer.model.graph import GraphInfo, OpInfo, TensorInfo
+from edgeinfer.model.shapes import check_names, fix_shape
+from edgeinfer.model.shapes import parse_shape as parse_shape  # re-exported
 from edgeinfer.ort_session import numpy_dtype, open_session, with_outputs
 
 log = logging.getLogger(__name__)
@@ -85,18 +87,6 @@ def _matmul_macs(node: onnx.NodeProto, shape: Callable[[str], Shape]) -> int:
     return _prod(shape(node.output[0])) * (a[-1] if a else 1)
 
 
-def parse_shape(text: str) -> Shape:
-    """Parse ``1x3x640x640`` (or ``1,3,640,640``) into a tuple of ints."""
-    parts = text.replace(",", "x").lower().split("x")
-    try:
-        dims = tuple(int(p) for p in parts if p.strip())
-    except ValueError as exc:
-        raise ShapeError(f"bad shape '{text}': write it like 1x3x640x640") from exc
-    if not dims or any(d <= 0 for d in dims):
-        raise ShapeError(f"bad shape '{text}': every dimension must be a positive integer")
-    return dims
-
-
 def value_dims(vi: onnx.ValueInfoProto) -> list[int | str | None]:
     """Dimensions of a value: ints, symbolic names, or None where unknown."""
     if not vi.type.tensor_type.HasField("shape"):
@@ -119,42 +109,14 @@ def graph_input_names(model: onnx.ModelProto) -> list[str]:
 def resolve_input_shapes(
     model: onnx.ModelProto, overrides: Mapping[str, Shape] | None = None
 ) -> dict[str, Shape]:
-    """Static shape of every graph input: its own or from ``overrides``; error if still dynamic."""
+    """Static shape of every graph input: its own or from ``overrides``; error if still dynamic
+    (a -1 or symbolic dimension is dynamic: see :mod:`edgeinfer.model.shapes`)."""
     overrides = dict(overrides or {})
     inputs = {vi.name: vi for vi in model.graph.input}
     names = graph_input_names(model)
-    unknown = set(overrides) - set(names)
-    if unknown:
-        raise ShapeError(
-            f"--input-shape names {sorted(unknown)}, but the model's inputs are {names}: "
-            "use one of those names"
-        )
-    resolved: dict[str, Shape] = {}
-    for name in names:
-        dims = value_dims(inputs[name])
-        if name in overrides:
-            shape = tuple(overrides[name])
-            if len(shape) != len(dims) or any(
-                isinstance(d, int) and d != s for d, s in zip(dims, shape, strict=False)
-            ):
-                raise ShapeError(
-                    f"input '{name}' has shape {_fmt(dims)}, --input-shape gives {_fmt(shape)}: "
-                    "match the model's rank and fixed dimensions"
-                )
-            resolved[name] = shape
-        elif all(isinstance(d, int) for d in dims):
-            resolved[name] = tuple(int(d) for d in dims)  # type: ignore[arg-type]
-        else:
-            example = "x".join(str(d) if isinstance(d, int) else "N" for d in dims)
-            raise ShapeError(
-                f"input '{name}' has dynamic shape {_fmt(dims)}: "
-                f"pass --input-shape {name}={example} with N replaced by sizes"
-            )
-    return resolved
-
-
-def _fmt(dims: Sequence[object]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+    check_names(overrides, names)
+    return {name: fix_shape(name, value_dims(inputs[name]), overrides.get(name))
+            for name in names}
 
 
 def _with_static_inputs(model: onnx.ModelProto, shapes: Mapping[str, Shape]) -> onnx.ModelProto:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 from edgeinfer._deps import require
 from edgeinfer.errors import ModelLoadError
 from edgeinfer.model.graph import GraphInfo, OpInfo, TensorInfo, TensorKind
+from edgeinfer.model.shapes import check_names, fix_shape
 
 Shape = tuple[int, ...]
 #: ``(input shapes, output shapes) -> MACs``; an absent optional input has shape None.
@@ -155,8 +156,29 @@ def _model_meta(content: bytes) -> dict[str, str]:
     return meta
 
 
-def read_tflite_graph(path: str | Path) -> GraphInfo:
+def tflite_input_dims(interpreter: Any) -> dict[str, list[int]]:
+    """Each input's dims as the file declares them (``shape_signature``: -1 where dynamic)."""
+    return {d["name"]: [int(v) for v in d.get("shape_signature", d["shape"])]
+            for d in interpreter.get_input_details()}
+
+
+def _set_input_shapes(interpreter: Any, shapes: Mapping[str, Shape] | None) -> None:
+    dims = tflite_input_dims(interpreter)
+    check_names(shapes, list(dims))
+    for d in interpreter.get_input_details():
+        if shapes and d["name"] in shapes:
+            shape = fix_shape(d["name"], dims[d["name"]], shapes[d["name"]])
+            if list(shape) != [int(v) for v in d["shape"]]:
+                interpreter.resize_tensor_input(int(d["index"]), list(shape), strict=True)
+
+
+def read_tflite_graph(
+    path: str | Path, input_shapes: Mapping[str, Shape] | None = None
+) -> GraphInfo:
     """Build a GraphInfo of the ``.tflite`` model at ``path``.
+
+    ``input_shapes`` (``--input-shape``) are checked as for ONNX (input names, rank, fixed
+    dimensions) and set on the dynamic inputs before shapes are propagated.
 
     Tensors: names are made unique (an empty name becomes ``t{index}``; a repeated name gets
     ``#{index}``). Weights are the tensors that hold constant buffer data (not produced by any
@@ -202,6 +224,7 @@ def read_tflite_graph(path: str | Path) -> GraphInfo:
     model_tensors = {int(d["index"]) for d in details}
     # Constant data must be probed before allocation, when arena tensors still have none.
     constant = {i for i in model_tensors if _has_constant_data(interpreter, i)}
+    _set_input_shapes(interpreter, input_shapes)
     try:
         interpreter.allocate_tensors()  # propagates shapes through every kernel's Prepare
         # Kernels may add scratch tensors (im2col, ...) while preparing: not model tensors.
@@ -264,3 +287,27 @@ def read_tflite_graph(path: str | Path) -> GraphInfo:
         opset=None,
         meta=meta,
     )
+
+
+#: one quantized tensor of a model's interface: (name, dtype name, scale, zero point)
+QuantizedIO = tuple[str, str, float, int]
+
+
+def io_quantization(path: str | Path) -> tuple[list[QuantizedIO], list[QuantizedIO]]:
+    """The inputs' and outputs' dtype, scale and zero point as the ``.tflite`` file declares
+    them (scale 0: not quantized), in the file's order: what a runtime that does not
+    (de)quantize a full-integer model's interface itself needs to feed and read it."""
+    litert = require("ai_edge_litert.interpreter", "litert", "reading .tflite models")
+    try:
+        interp = litert.Interpreter(
+            model_path=str(path),
+            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"{path} is not a readable TFLite model ({exc}): {_FIX}") from exc
+
+    def rows(details: list[dict[str, Any]]) -> list[QuantizedIO]:
+        return [(d["name"], np.dtype(d["dtype"]).name, float(d["quantization"][0]),
+                 int(d["quantization"][1])) for d in details]
+
+    return rows(interp.get_input_details()), rows(interp.get_output_details())

@@ -28,6 +28,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from edgeinfer.artifact import InputSpec, Preprocess
 from edgeinfer.errors import EdgeInferError, ShapeError
+from edgeinfer.model.shapes import dynamic_message, is_fixed
 from edgeinfer.progress import ProgressFn, Tracker
 from edgeinfer.vision.preprocess import IMAGE_SUFFIXES, read_image, to_tensor
 
@@ -101,6 +102,8 @@ def load_samples(
     ``progress`` as the task ``calibration data``.
     """
     source = Path(source)
+    if not all(is_fixed(d) for d in spec.shape[1:]):
+        raise ShapeError(dynamic_message(spec.name, spec.shape))
     if limit is not None and limit < 1:
         raise EdgeInferError(f"calibration sample limit must be at least 1, got {limit}")
     if not source.exists():

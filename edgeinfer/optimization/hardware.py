@@ -70,7 +70,9 @@ def int8_advice(features: CpuFeatures | None = None) -> Int8Advice:
                 True,
                 True,
                 f"{simd} without VNNI: U8S8 with reduce_range (7-bit weights) against "
-                "VPMADDUBSW saturation; try U8U8 if accuracy still drops; modest speed-up",
+                "VPMADDUBSW saturation; try U8U8 if accuracy still drops; INT8 is often no "
+                "faster than FP32 here (no int8 dot-product instructions), so optimize times "
+                "it against FP32 first and keeps FP32 unless INT8 measures faster",
             )
         return Int8Advice(
             act,

@@ -1,20 +1,22 @@
 """``edgeinfer optimize``: graph passes, quantization, accuracy-aware fallback, honest report.
 
 The flow: graph-optimize the FP32 model (portable ONNX) -> read calibration and evaluation
-samples with the artifact's own preprocessing -> quantize as asked -> for static INT8, rank
-layers by sensitivity and return the most sensitive to float until the drop on the evaluation
-set is within ``max_drop`` -> measure size, latency and agreement against FP32 on this machine
--> write the artifact. If the result is slower or worse than FP32, the report says so and the
-artifact keeps FP32 as its recommended model.
+samples with the artifact's own preprocessing -> for static INT8, time full INT8 against FP32
+first and stop when it is not faster (:mod:`edgeinfer.optimization.int8`) -> quantize as asked
+-> for static INT8, rank layers by sensitivity and return the most sensitive to float until the
+drop on the evaluation set is within ``max_drop`` -> measure size, latency and the drop (with
+its interval and sample count, :mod:`edgeinfer.optimization.guard`) against FP32 on this
+machine -> write the artifact. If the result is slower, worse, or effectively float, the report
+says so and the artifact keeps FP32 as its recommended model.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +25,9 @@ import onnx
 
 from edgeinfer.artifact import Artifact, write_artifact
 from edgeinfer.errors import EdgeInferError
-from edgeinfer.loading import load
+from edgeinfer.loading import check_manifest_inputs, load, with_input_shapes
 from edgeinfer.optimization import quantize as q
-from edgeinfer.optimization.calibration import CalibrationReader, load_samples, split_samples
+from edgeinfer.optimization.calibration import load_samples, split_samples
 from edgeinfer.optimization.evaluate import (
     SINGLE_OUTPUT_DETECTORS,
     Agreement,
@@ -34,21 +36,41 @@ from edgeinfer.optimization.evaluate import (
     interleaved_latency,
     run_outputs,
 )
+from edgeinfer.optimization.guard import drop as _drop  # noqa: F401 (tune reads it here)
+from edgeinfer.optimization.guard import drop_metric as _drop_metric
+from edgeinfer.optimization.guard import estimate_drop
+from edgeinfer.optimization.int8 import (
+    ISOLATE_TOP,
+    SLOWER_MARGIN,
+    LatencyTimer,
+    Reference,
+    check_int8_speed,
+    float_share,
+    not_faster_message,
+    static_int8,
+)
 from edgeinfer.optimization.passes import optimize_graph
-from edgeinfer.optimization.sensitivity import IsolatedSensitivity, rank_isolated, rank_layers
 from edgeinfer.progress import ProgressFn, Tracker
 from edgeinfer.report_html import optimize_report_html
 
+__all__ = [
+    "ISOLATE_TOP",
+    "SLOWER_MARGIN",
+    "OptimizeConfig",
+    "Samples",
+    "build_samples",
+    "detection_decode",
+    "drop_metric",
+    "optimize",
+    "optimize_model",
+    "optimize_with_calibration",
+    "read_labels",
+]
+
 log = logging.getLogger(__name__)
 
-#: a candidate counts as slower than FP32 only beyond this p50 ratio: interleaved timings of
-#: two equal models on a busy 2-core machine differ by a few percent run to run.
-SLOWER_MARGIN = 1.05
-
-#: layers measured one at a time (a re-quantization and a model run each): the ones activation
-#: matching blames most. PP-OCRv4 det touches ~280 nodes, which took 15 minutes at 640x640; the
-#: rest follow in activation-matching order, marked as not measured (infinite output SQNR).
-ISOLATE_TOP = 48
+#: share of the quantizable layers kept in float from which an INT8 request is effectively float
+EFFECTIVELY_FLOAT = 0.9
 
 PrecisionName = Literal["fp32", "fp16", "int8", "int8-dynamic", "mixed"]
 
@@ -60,10 +82,12 @@ class OptimizeConfig:
     precision: PrecisionName = "int8"
     calib_method: str = "percentile"
     per_channel: bool = True
-    reduce_range: bool | None = None  # None: from the CPU check
+    reduce_range: bool | None = None  # None: from the CPU check (7-bit weights without VNNI)
     max_drop: float = 0.01  # fraction (0.01 = 1 point)
     agree_confidence: float = 0.5  # without labels: agreement counted where FP32 is this sure
     fallback: bool = True
+    #: static INT8: time full INT8 against FP32 first and stop when it is not faster
+    speed_check: bool = True
     latency_rounds: int = 7
     threads: int = 0
 
@@ -96,24 +120,9 @@ def detection_decode(artifact: Artifact) -> DetectionDecode | None:
     )
 
 
-def _drop(ref: Agreement, cand: Agreement, confidence: float) -> float:
-    """The drop the fallback keeps within max_drop: accuracy with labels; without, top-1
-    disagreement on the samples FP32 is confident about (flips where FP32 itself hesitates are
-    not accuracy lost); output cosine loss for non-classifiers."""
-    if cand.accuracy is not None and ref.reference_accuracy is not None:
-        return ref.reference_accuracy - cand.accuracy
-    return 1.0 - cand.by_confidence.get(f">={confidence}", cand.value)
-
-
 def drop_metric(config: OptimizeConfig, labels: bool, metric: str) -> str:
-    """Words for what ``_drop`` measured, for the report."""
-    if labels:
-        return "accuracy drop (labels)"
-    if metric == "det-ap50":
-        return "1 - AP@0.5 of the detections against FP32's detections"
-    if metric == "top1":
-        return f"top-1 disagreement with FP32 where FP32 confidence >= {config.agree_confidence}"
-    return "1 - output cosine vs FP32 (all samples as one vector)"
+    """Words for what the drop measured, for the report."""
+    return _drop_metric(config.agree_confidence, labels, metric)
 
 
 def _ms(value: float) -> str:
@@ -130,242 +139,198 @@ def optimize_model(
     samples: Samples,
     workdir: Path,
     progress: ProgressFn | None = None,
+    timer: LatencyTimer | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Optimize the ONNX model ``src`` inside ``workdir`` (the fallback search reports to
-    ``progress``).
+    ``progress``; ``timer`` times models interleaved, default onnxruntime on this machine).
 
     Returns the report (JSON-ready), the graph-optimized FP32 model and the candidate; the
     report's ``recommended`` says which of the two to ship.
     """
-    from edgeinfer.optimization.hardware import int8_advice
-
+    timer = timer or partial(interleaved_latency, rounds=config.latency_rounds,
+                             threads=config.threads)
     fp32 = optimize_graph(src, workdir / "fp32.onnx")
-    input_name = onnx.load(str(fp32)).graph.input[0].name
+    input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
     ref_out = run_outputs(fp32, samples.evaluation, input_name)
-    labels = samples.labels
-    ref = compare(ref_out, ref_out, labels, config.agree_confidence, samples.decode)
-    report: dict[str, Any] = {
+    ref = Reference(fp32, input_name, ref_out,
+                    compare(ref_out, ref_out, samples.labels, config.agree_confidence,
+                            samples.decode))
+    report = _base_report(config, samples)
+    settings = _settings(config, report)
+    candidate = workdir / "candidate.onnx"
+    if config.precision in ("int8", "mixed") and config.speed_check:
+        check, screened = check_int8_speed(fp32, samples.calib, samples.evaluation, settings,
+                                           workdir, timer)
+        report["int8_speed_check"] = check.to_dict()
+        if not check.faster:
+            return _stopped(report, check, fp32), fp32, screened
+    kept = _make_candidate(ref, candidate, samples, settings, config, workdir, report,
+                           Tracker(progress))
+    _measure(report, ref, candidate, kept, samples, config, workdir, timer)
+    return report, fp32, candidate
+
+
+def _base_report(config: OptimizeConfig, samples: Samples) -> dict[str, Any]:
+    return {
         "precision_requested": config.precision,
         "max_drop": config.max_drop,
         "samples": {
             "calibration": len(samples.calib),
             "evaluation": len(samples.evaluation),
             "origin": samples.origin,
-            "labels": labels is not None,
+            "labels": samples.labels is not None,
         },
     }
+
+
+def _settings(config: OptimizeConfig, report: dict[str, Any]) -> q.QuantSettings:
+    """Quantization settings from the CPU check, ``reduce_range`` as the config says."""
+    from edgeinfer.optimization.hardware import int8_advice
+
     advice = int8_advice()
-    settings = q.QuantSettings(
-        calib_method=config.calib_method,
-        per_channel=config.per_channel,
-        reduce_range=advice.reduce_range if config.reduce_range is None else config.reduce_range,
-        activation_type=advice.activation_type,
-        weight_type=advice.weight_type,
-    )
+    reduce_range = advice.reduce_range if config.reduce_range is None else config.reduce_range
     if config.precision in ("int8", "int8-dynamic", "mixed"):
         report["hardware"] = asdict(advice)
+        report["quantization"] = {
+            "reduce_range": reduce_range,
+            "reduce_range_from": "the CPU check" if config.reduce_range is None
+            else "--reduce-range",
+            "per_channel": config.per_channel, "calib_method": config.calib_method,
+        }
         if not advice.expect_speedup:
             log.warning("INT8 is unlikely to be faster on this CPU: %s", advice.reason)
+    return q.QuantSettings(
+        calib_method=config.calib_method, per_channel=config.per_channel,
+        reduce_range=reduce_range, activation_type=advice.activation_type,
+        weight_type=advice.weight_type,
+    )
 
-    candidate = workdir / "candidate.onnx"
+
+def _stopped(report: dict[str, Any], check: Any, fp32: Path) -> dict[str, Any]:
+    """The report of an INT8 request the speed check stopped: FP32 is recommended."""
+    message = not_faster_message(check)
+    report.update({
+        "stopped": message,
+        "kept_in_float": [], "sensitivity": [],
+        "fp32": {"bytes": fp32.stat().st_size, "p50_ms": check.fp32_p50_ms,
+                 "p90_ms": check.fp32_p90_ms},
+        "result": {"bytes": check.int8_bytes, "p50_ms": check.int8_p50_ms,
+                   "p90_ms": check.int8_p90_ms, "agreement": None, "drop": None},
+        "ratios": {"size": check.int8_bytes / fp32.stat().st_size, "p50": check.ratio},
+        "problems": [message], "notes": [],
+        "drop_metric": "not measured: stopped before calibration (INT8 not faster here)",
+        "recommended": "fp32", "label": "fp32",
+    })
+    return report
+
+
+def _make_candidate(ref: Reference, candidate: Path, samples: Samples,
+                    settings: q.QuantSettings, config: OptimizeConfig, workdir: Path,
+                    report: dict[str, Any], track: Tracker) -> list[str]:
+    """Write the requested precision's model to ``candidate``; the layers kept in float."""
     kept: list[str] = []
-    sensitivity: list[dict[str, Any]] = []
     if config.precision == "fp32":
-        shutil.copyfile(fp32, candidate)
+        shutil.copyfile(ref.fp32, candidate)
     elif config.precision == "fp16":
-        q.convert_fp16(fp32, candidate)
+        q.convert_fp16(ref.fp32, candidate)
     elif config.precision == "int8-dynamic":
-        q.quantize_int8_dynamic(fp32, candidate, config.per_channel)
+        q.quantize_int8_dynamic(ref.fp32, candidate, config.per_channel)
     else:
-        cache = workdir / "calib-cache.json"
-        reader = CalibrationReader(samples.calib, input_name)
-        plain = q.quantize_int8_static(
-            fp32, workdir / "int8.onnx", reader, settings, cache_path=cache
-        )
-        plain_agree = compare(
-            ref_out,
-            run_outputs(plain, samples.evaluation, input_name),
-            labels,
-            config.agree_confidence,
-            samples.decode,
-        )
-        report["plain_int8"] = _agreement_dict(plain_agree)
-        shutil.copyfile(plain, candidate)
-        drop = _drop(ref, plain_agree, config.agree_confidence)
-        if config.fallback and drop > config.max_drop:
-            probe = samples.calib[: min(16, len(samples.calib))]
-            matched = {s.name: s for s in rank_layers(fp32, plain, probe)}
-
-            def quantize_only(name: str, path: Path) -> Path:
-                reader.rewind()
-                return q.quantize_int8_static(
-                    fp32, path, reader, settings, only=[name], cache_path=cache
-                )
-
-            by_loss = list(matched.values())  # most dB lost first
-            ranked = rank_isolated(
-                fp32,
-                [(s.name, s.op_type) for s in by_loss[:ISOLATE_TOP]],
-                quantize_only,
-                probe,
-                workdir,
-            ) + [IsolatedSensitivity(s.name, s.op_type, math.inf) for s in by_loss[ISOLATE_TOP:]]
-            sensitivity = [
-                {
-                    "name": s.name,
-                    "op_type": s.op_type,
-                    "output_sqnr_db": s.output_sqnr,
-                    "loss_db": matched[s.name].loss_db,
-                }
-                for s in ranked
-            ]
-            kept, trials = _fallback_search(
-                fp32,
-                candidate,
-                ranked,
-                reader,
-                settings,
-                cache,
-                samples,
-                input_name,
-                ref_out,
-                ref,
-                config,
-                Tracker(progress),
-            )
-            report["fallback_trials"] = trials
+        fields, kept = static_int8(ref, candidate, samples, settings, config, workdir, track)
+        report.update(fields)
         if config.precision == "mixed" and kept:
             q.weight_only_int8(candidate, candidate, kept)
-    report["kept_in_float"] = kept
-    report["sensitivity"] = sensitivity[:20]
+    report.setdefault("kept_in_float", kept)
+    report.setdefault("sensitivity", [])
+    return kept
 
-    cand_agree = compare(
-        ref_out,
-        run_outputs(candidate, samples.evaluation, input_name),
-        labels,
-        config.agree_confidence,
-        samples.decode,
-    )
-    timed = [fp32, candidate] + ([workdir / "int8.onnx"] if kept else [])
-    lat_ref, lat_cand, *lat_plain = interleaved_latency(
-        timed, samples.evaluation[0], rounds=config.latency_rounds, threads=config.threads
-    )
+
+def _measure(report: dict[str, Any], ref: Reference, candidate: Path, kept: list[str],
+             samples: Samples, config: OptimizeConfig, workdir: Path,
+             timer: LatencyTimer) -> None:
+    """Size, latency and the drop (with its interval) of ``candidate`` against FP32; the
+    problems and notes that decide what ships."""
+    cand_out = run_outputs(candidate, samples.evaluation, ref.input_name)
+    cand_agree = compare(ref.outputs, cand_out, samples.labels, config.agree_confidence,
+                         samples.decode)
+    timed = [ref.fp32, candidate] + ([workdir / "int8.onnx"] if kept else [])
+    lat_ref, lat_cand, *lat_plain = timer(timed, samples.evaluation[0])
     if lat_plain:  # what keeping layers in float costs, against INT8 everywhere
-        report["fallback_latency"] = {
-            "plain_int8_p50_ms": lat_plain[0].p50,
-            "result_p50_ms": lat_cand.p50,
-            "ratio": lat_cand.p50 / lat_plain[0].p50,
-        }
-    drop = _drop(ref, cand_agree, config.agree_confidence)
+        report["fallback_latency"] = {"plain_int8_p50_ms": lat_plain[0].p50,
+                                      "result_p50_ms": lat_cand.p50,
+                                      "ratio": lat_cand.p50 / lat_plain[0].p50}
+    estimate = estimate_drop(ref.outputs, cand_out, cand_agree, ref.agreement, samples.labels,
+                             config.agree_confidence, samples.decode)
+    size, fp32_size = candidate.stat().st_size, ref.fp32.stat().st_size
     report["fp32"] = {
-        "bytes": fp32.stat().st_size,
-        "p50_ms": lat_ref.p50,
-        "p90_ms": lat_ref.p90,
-        **({"accuracy": ref.reference_accuracy} if labels is not None else {}),
+        "bytes": fp32_size, "p50_ms": lat_ref.p50, "p90_ms": lat_ref.p90,
+        **({"accuracy": ref.agreement.reference_accuracy} if samples.labels is not None else {}),
     }
-    report["result"] = {
-        "bytes": candidate.stat().st_size,
-        "p50_ms": lat_cand.p50,
-        "p90_ms": lat_cand.p90,
-        "agreement": _agreement_dict(cand_agree),
-        "drop": drop,
-    }
-    report["ratios"] = {
-        "size": candidate.stat().st_size / fp32.stat().st_size,
-        "p50": lat_cand.p50 / lat_ref.p50,
-    }
+    report["result"] = {"bytes": size, "p50_ms": lat_cand.p50, "p90_ms": lat_cand.p90,
+                        "agreement": _agreement_dict(cand_agree), "drop": estimate.value}
+    report["drop_interval"] = estimate.to_dict()
+    report["ratios"] = {"size": size / fp32_size, "p50": lat_cand.p50 / lat_ref.p50}
     problems, notes = [], []
     timing = f"({_ms(lat_cand.p50)} vs {_ms(lat_ref.p50)} p50)"
     if lat_cand.p50 > lat_ref.p50 * SLOWER_MARGIN:
         problems.append(f"slower than FP32 on this machine {timing}")
     elif lat_cand.p50 > lat_ref.p50:
         notes.append(f"no faster than FP32 on this machine, within timing noise {timing}")
-    if drop > config.max_drop:
-        problems.append(f"accuracy drop {drop:.2%} exceeds --max-drop {config.max_drop:.2%}")
+    if estimate.value > config.max_drop:
+        problems.append(f"accuracy drop {estimate.value:.2%} exceeds --max-drop "
+                        f"{config.max_drop:.2%}")
+    label = config.precision
+    if config.precision in ("int8", "mixed"):
+        label = _int8_label(ref.fp32, kept, report, problems)
     report["problems"] = problems
     report["notes"] = notes
-    report["drop_metric"] = drop_metric(config, labels is not None, cand_agree.metric)
+    report["drop_metric"] = drop_metric(config, samples.labels is not None, cand_agree.metric)
     report["recommended"] = "fp32" if problems else config.precision
-    return report, fp32, candidate
+    report["label"] = "fp32" if problems else label
 
 
-def _fallback_search(
-    fp32: Path,
-    candidate: Path,
-    ranked: list,
-    reader: CalibrationReader,
-    settings: q.QuantSettings,
-    cache: Path,
-    samples: Samples,
-    input_name: str,
-    ref_out: np.ndarray,
-    ref: Agreement,
-    config: OptimizeConfig,
-    track: Tracker,
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """Smallest k such that keeping the k most sensitive layers in float meets max_drop."""
-    names = [s.name for s in ranked]
-    trials: list[dict[str, Any]] = []
-
-    def trial(k: int) -> bool:
-        path = candidate.with_name(f"fallback-{k}.onnx")
-        reader.rewind()
-        q.quantize_int8_static(fp32, path, reader, settings, exclude=names[:k], cache_path=cache)
-        agree = compare(
-            ref_out,
-            run_outputs(path, samples.evaluation, input_name),
-            samples.labels,
-            config.agree_confidence,
-            samples.decode,
-        )
-        drop = _drop(ref, agree, config.agree_confidence)
-        trials.append({"kept": k, "drop": drop, "agreement": agree.value})
-        return drop <= config.max_drop
-
-    schedule = [k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256) if k < len(names)] + [len(names)]
-    lo, hi = 0, None
-    track.start("fallback search", total=len(schedule))
-    for k in schedule:
-        track.advance("fallback search", detail=f"{k} layers in float")
-        if trial(k):
-            hi = k
-            break
-        lo = k
-    track.finish("fallback search")
-    if hi is None:
-        return names, trials  # nothing meets the budget: everything in float
-    while hi - lo > 1:  # binary search between the last failure and the first success
-        mid = (lo + hi) // 2
-        if trial(mid):
-            hi = mid
-        else:
-            lo = mid
-    best = candidate.with_name(f"fallback-{hi}.onnx")
-    shutil.copyfile(best, candidate)
-    return names[:hi], trials
+def _int8_label(fp32: Path, kept: list[str], report: dict[str, Any],
+                problems: list[str]) -> str:
+    """What an INT8 result is: int8, mixed, or effectively FP32 (a problem: FP32 ships)."""
+    if not kept:
+        return "int8"
+    in_float, total = float_share(fp32, kept)
+    report["float_layers"] = {"kept": in_float, "quantizable": total}
+    if total and in_float / total >= EFFECTIVELY_FLOAT:
+        problems.append(
+            f"effectively FP32: the fallback kept {in_float} of {total} layers in float "
+            f"(size {report['ratios']['size']:.2f}x, p50 {report['ratios']['p50']:.2f}x of "
+            "FP32), which gains nothing over shipping FP32 itself")
+    return f"mixed ({in_float} of {total} conv/matmul layers in float)"
 
 
 def optimize(
-    source: str | Path,
+    source: str | Path | Artifact,
     out: str | Path,
     config: OptimizeConfig,
     samples: Samples,
     *,
     force: bool = False,
     progress: ProgressFn | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    timer: LatencyTimer | None = None,
 ) -> Artifact:
     """Optimize an artifact (or ONNX file, or zoo name) into a new artifact directory ``out``,
-    written all or nothing (an existing ``out`` only with ``force``)."""
-    art = load(source)
+    written all or nothing (an existing ``out`` only with ``force``); ``input_shapes`` fix
+    dynamic dims in the new manifest (``--input-shape``)."""
+    art = with_input_shapes(source if isinstance(source, Artifact) else load(source),
+                            input_shapes)
     if art.manifest.model.format != "onnx":
         raise EdgeInferError(
-            f"{source}: optimize takes ONNX models; this one is {art.manifest.model.format}"
+            f"{source}: optimize takes ONNX models; this one is {art.manifest.model.format}: "
+            "optimize the ONNX model it came from, or use `edgeinfer tune`"
         )
+    check_manifest_inputs(art)
 
     def build(stage: Path) -> Artifact:
         with tempfile.TemporaryDirectory(prefix="edgeinfer-opt-") as tmp:
             report, fp32, candidate = optimize_model(
-                art.model_path, config, samples, Path(tmp), progress
+                art.model_path, config, samples, Path(tmp), progress, timer
             )
             model_out, precision = _ship(art, config, report, fp32, candidate, stage)
         m = art.manifest
@@ -446,16 +411,20 @@ def optimize_with_calibration(
     calib_limit: int = 200,
     force: bool = False,
     progress: ProgressFn | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    timer: LatencyTimer | None = None,
 ) -> Artifact:
     """Quantize an ONNX model, artifact or zoo name into a new artifact, calibrated on ``calib``
     (an image folder, video or .npy) and checked on ``eval_source`` (default: a held-out part of
-    ``calib``); see ``edgeinfer optimize``."""
+    ``calib``); ``input_shapes`` fix dynamic dims; see ``edgeinfer optimize``."""
+    art = with_input_shapes(load(model), input_shapes)
+    check_manifest_inputs(art)
     samples = build_samples(
-        load(model), calib, eval_source=eval_source, labels_file=labels, limit=calib_limit,
+        art, calib, eval_source=eval_source, labels_file=labels, limit=calib_limit,
         progress=progress,
     )
-    return optimize(model, out, config or OptimizeConfig(), samples, force=force,
-                    progress=progress)
+    return optimize(art, out, config or OptimizeConfig(), samples, force=force,
+                    progress=progress, timer=timer)
 
 
 def build_samples(

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.runtime.engine import Engine
-from edgeinfer.vision.decoders import get_decoder
+from edgeinfer.vision.decoders import DECODERS, get_decoder
 from edgeinfer.vision.preprocess import IMAGE_SUFFIXES, read_image, to_tensor
 
 
@@ -32,7 +32,9 @@ class Predictor:
         manifest = engine.artifact.manifest
         if not manifest.decoder:
             raise EdgeInferError(
-                f"artifact '{manifest.name}' names no decoder: set 'decoder' in its edgeinfer.json"
+                f"'{manifest.name}' names no decoder: declare one with `edgeinfer import "
+                f"MODEL -o ARTIFACT --decoder NAME` (NAME: {', '.join(sorted(DECODERS))}; raw "
+                "gives the outputs as they are)"
             )
         self.engine = engine
         self.decoder = get_decoder(manifest.decoder)

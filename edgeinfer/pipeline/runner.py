@@ -48,6 +48,7 @@ class RunSummary:
     frames_in: int | None = None
     dropped: int = 0
     reconnects: int = 0
+    skipped: list[str] = field(default_factory=list)  #: unreadable images passed over
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -63,6 +64,8 @@ class RunSummary:
             "frames_in": self.frames if self.frames_in is None else self.frames_in,
             "dropped": self.dropped,
             "reconnects": self.reconnects,
+            "skipped": len(self.skipped),
+            "skipped_files": self.skipped,
         }
 
 
@@ -90,7 +93,9 @@ def run_source(
     on_frame: Callable[[Any], None] | None = None,
 ) -> RunSummary:
     """Run every frame of ``source`` through ``predictor``; annotated frames go to ``save``
-    (images as ``NAME.jpg``, a video as ``STEM.annotated.mp4``)."""
+    (images as ``NAME.jpg``, a video as ``STEM.annotated.mp4``). Unreadable images in a
+    folder are skipped and counted (``summary.skipped``); a folder with none readable is an
+    error."""
     summary = RunSummary()
     out_dir = Path(save) if save else None
     if out_dir:
@@ -98,7 +103,8 @@ def run_source(
     writer = None
     t0 = time.perf_counter()
     try:
-        for name, frame in iter_frames(source, limit):
+        for name, frame in iter_frames(source, limit,
+                                       on_skip=lambda path, _: summary.skipped.append(path)):
             f0 = time.perf_counter()
             pred = predictor.predict(frame, name)
             summary.latencies_ms.append((time.perf_counter() - f0) * 1e3)
@@ -129,6 +135,11 @@ def run_source(
         if writer is not None:
             writer.release()
         summary.seconds = time.perf_counter() - t0
+    if summary.skipped and not summary.frames:
+        raise EdgeInferError(
+            f"{source}: none of its {len(summary.skipped)} images could be read (first: "
+            f"{summary.skipped[0]}): use JPEG, PNG, BMP or TIFF files"
+        )
     return summary
 
 

@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -36,9 +36,14 @@ def is_video(source: str | Path) -> bool:
     return Path(source).suffix.lower() in VIDEO_SUFFIXES
 
 
-def iter_frames(source: str | Path, limit: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+def iter_frames(
+    source: str | Path, limit: int | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(name, BGR frame)`` from an image, a folder of images (sorted) or a video
-    (``name`` is ``clip.mp4#12`` for frame 12); at most ``limit`` frames."""
+    (``name`` is ``clip.mp4#12`` for frame 12); at most ``limit`` frames. In a folder, an
+    unreadable image is skipped and reported to ``on_skip(path, reason)`` (as optimize skips
+    and counts them); without ``on_skip`` it is an error."""
     source = Path(source)
     if not source.exists():
         raise EdgeInferError(f"{source}: no such file or folder: check --source")
@@ -50,8 +55,16 @@ def iter_frames(source: str | Path, limit: int | None = None) -> Iterator[tuple[
         for p in files:
             if limit is not None and count >= limit:
                 return
+            try:
+                image = read_image(p)
+            except EdgeInferError as exc:
+                if on_skip is None:
+                    raise
+                log.warning("skipped %s", exc)
+                on_skip(str(p), str(exc))
+                continue
             count += 1
-            yield str(p), read_image(p)
+            yield str(p), image
     elif is_video(source):
         cap = cv2.VideoCapture(str(source))
         if not cap.isOpened():

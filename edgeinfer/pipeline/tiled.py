@@ -22,7 +22,7 @@ from edgeinfer.errors import EdgeInferError
 from edgeinfer.machine import reset_peak_rss, status_bytes
 from edgeinfer.runtime.engine import Engine
 from edgeinfer.vision.boxes import Detections, box_area
-from edgeinfer.vision.decoders import get_decoder
+from edgeinfer.vision.decoders import DECODERS, get_decoder
 from edgeinfer.vision.preprocess import Transform, spatial_size, to_tensor
 from edgeinfer.vision.tiling import Tile, TileMerger, tile_grid
 
@@ -103,7 +103,9 @@ class TiledPredictor:
         manifest = engine.artifact.manifest
         if not manifest.decoder:
             raise EdgeInferError(
-                f"artifact '{manifest.name}' names no decoder: set 'decoder' in its edgeinfer.json"
+                f"'{manifest.name}' names no decoder: declare one with `edgeinfer import "
+                f"MODEL -o ARTIFACT --decoder NAME` (NAME: {', '.join(sorted(DECODERS))}; raw "
+                "gives the outputs as they are)"
             )
         if batch < 1:
             raise EdgeInferError(f"batch must be at least 1, got {batch}")

@@ -4,6 +4,12 @@ The backend and its options come from the caller, else from the artifact's ``run
 section (written by ``edgeinfer tune``), else from the model format's default. On load the
 Engine runs one warm-up inference (kernels are compiled, arenas planned, pages touched), so
 the first real request does not pay the cold start; ``warmup_s`` is what that cost.
+
+Outputs come back in the order the manifest's ``outputs`` names them (a converted model's
+outputs matched to its source's), so a decoder reads the same tensors on every backend. A
+full-integer model takes float feeds and gives float outputs on every backend: where the
+backend does not (de)quantize the interface itself (``Capabilities.quantizes_float_inputs``),
+the Engine does, with the scale and zero point the model file declares.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.artifact import Artifact
-from edgeinfer.errors import EdgeInferError, ShapeError
+from edgeinfer.errors import EdgeInferError, ModelLoadError, ShapeError
 from edgeinfer.loading import load
 from edgeinfer.machine import trim_heap
+from edgeinfer.quantized_io import dequantize, quantize_input
 from edgeinfer.runtime.backends import (
     DEFAULT_BACKEND,
     Backend,
@@ -35,6 +42,28 @@ def _dtype_or_none(name: str) -> np.dtype | None:
         return np.dtype(name)
     except TypeError:
         return None
+
+
+def _check_format(backend: str, fmt: str) -> None:
+    """A one-line error when ``backend`` does not read ``fmt`` files, naming those that do."""
+    from edgeinfer.runtime.backends import KNOWN_BACKENDS, PRODUCTION_BACKENDS
+
+    info = KNOWN_BACKENDS.get(backend)
+    if info is not None and fmt not in info.formats:
+        readers = [n for n in PRODUCTION_BACKENDS if fmt in KNOWN_BACKENDS[n].formats]
+        raise ModelLoadError(
+            f"backend '{backend}' does not read {fmt} models: use --backend "
+            f"{' or '.join(readers)}, or convert the model (`edgeinfer convert`)"
+        )
+
+
+def _output_order(wanted: tuple[str, ...], have: list[str]) -> list[int] | None:
+    """Indices that put the backend's outputs ``have`` in the manifest's order ``wanted``;
+    None (as they come) when the manifest names none or not exactly the same outputs."""
+    if not wanted or list(wanted) == have or len(set(have)) != len(have) or \
+            sorted(wanted) != sorted(have):
+        return None
+    return [have.index(n) for n in wanted]
 
 
 class Engine:
@@ -63,11 +92,14 @@ class Engine:
             options = BackendOptions(**fields)
             check_options(name, options)  # the manifest's runtime section names both
         self.options = options or BackendOptions()
+        _check_format(name, m.model.format)
         t0 = time.perf_counter()
         self.backend: Backend = create_backend(name, artifact.model_path, self.options)
         self.load_s = time.perf_counter() - t0
         self.capabilities = capabilities(name)
-        quantizes = self.capabilities.quantizes_float_inputs
+        self._in_q, self._out_q = self._interface_quantization()
+        quantizes = self.capabilities.quantizes_float_inputs or any(self._in_q)
+        self._order = _output_order(m.outputs, [o.name for o in self.backend.outputs])
         self._checks = [
             (
                 s.name,
@@ -92,8 +124,32 @@ class Engine:
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
-        """Output specs as the backend reports them."""
-        return self.backend.outputs
+        """Output specs in the manifest's order (dequantized ones as float32)."""
+        specs = [s if q is None else TensorSpec(s.name, s.shape, "float32")
+                 for s, q in zip(self.backend.outputs, self._out_q, strict=True)]
+        return tuple(specs if self._order is None else [specs[i] for i in self._order])
+
+    def _interface_quantization(self) -> tuple[list, list]:
+        """Per backend input and output: (scale, zero point, dtype) the Engine must apply, or
+        None (float, or the backend does it itself)."""
+        n_in, n_out = len(self.backend.inputs), len(self.backend.outputs)
+        m = self.artifact.manifest
+        if self.capabilities.quantizes_float_inputs or m.model.format != "tflite":
+            return [None] * n_in, [None] * n_out
+        from edgeinfer.model.tflite_graph import io_quantization
+
+        ins, outs = io_quantization(self.artifact.model_path)
+
+        def per_port(ports: tuple[TensorSpec, ...], declared: list) -> list:
+            by_name = {d[0]: d for d in declared}
+            rows = []
+            for i, port in enumerate(ports):
+                d = by_name.get(port.name) or (declared[i] if i < len(declared) else None)
+                quantized = d is not None and d[2] and np.dtype(d[1]).kind in "iu"
+                rows.append((d[2], d[3], np.dtype(d[1])) if quantized else None)
+            return rows
+
+        return per_port(self.backend.inputs, ins), per_port(self.backend.outputs, outs)
 
     def describe(self) -> dict[str, object]:
         """Backend, device and options, JSON-ready (for reports)."""
@@ -162,9 +218,19 @@ class Engine:
                     f"input '{name}' is {arr.dtype}, the model expects {dtype}: "
                     f"convert it with .astype(np.{dtype})"
                 )
+        if any(self._in_q):
+            feeds = dict(feeds)
+            for spec, q in zip(self.backend.inputs, self._in_q, strict=True):
+                if q is not None and feeds[spec.name].dtype.kind == "f":
+                    feeds[spec.name] = quantize_input(feeds[spec.name], q[0], q[1], q[2])
         if cancel is not None and self.cancellable:
-            return self.backend.run(feeds, cancel=cancel)  # type: ignore[call-arg]
-        return self.backend.run(feeds)
+            outs = self.backend.run(feeds, cancel=cancel)  # type: ignore[call-arg]
+        else:
+            outs = self.backend.run(feeds)
+        if any(self._out_q):
+            outs = [o if q is None else dequantize(o, q[0], q[1])
+                    for o, q in zip(outs, self._out_q, strict=True)]
+        return outs if self._order is None else [outs[i] for i in self._order]
 
     def close(self) -> None:
         """Release the backend and hand freed memory back to the OS; the Engine is unusable

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeinfer.artifact import Preprocess
 from edgeinfer.errors import ShapeError
+from edgeinfer.model.shapes import fix_shape
 
 __all__ = [
     "feeds_digest",
@@ -60,30 +61,12 @@ def static_shape(
     input and the ``--input-shape`` flag.
     """
     shapes = shapes or {}
-    dims = [None if d is None or d < 0 else int(d) for d in spec.shape]
     given = shapes.get(spec.name)
     if given is None and index is not None and len(shapes) > index and spec.name not in shapes:
-        keys = list(shapes)
-        candidate = shapes[keys[index]]
-        if len(candidate) == len(dims):
+        candidate = shapes[list(shapes)[index]]
+        if len(candidate) == len(spec.shape):
             given = candidate
-    if given is not None:
-        shape = tuple(int(d) for d in given)
-        if len(shape) != len(dims) or any(
-            d is not None and d != s for d, s in zip(dims, shape, strict=False)
-        ):
-            raise ShapeError(
-                f"input '{spec.name}' has shape {_fmt(dims)}, --input-shape gives {_fmt(shape)}: "
-                "match the model's rank and fixed dimensions"
-            )
-        return shape
-    if any(d is None for d in dims):
-        example = "x".join("N" if d is None else str(d) for d in dims)
-        raise ShapeError(
-            f"input '{spec.name}' has dynamic shape {_fmt(dims)}: "
-            f"pass --input-shape {spec.name}={example} with N replaced by sizes"
-        )
-    return tuple(int(d) for d in dims)  # type: ignore[arg-type]
+    return fix_shape(spec.name, list(spec.shape), given)
 
 
 def synthetic_feeds(
@@ -159,5 +142,3 @@ def _draw(
     raise ShapeError(f"cannot make synthetic data of dtype {dtype}: feed the model yourself")
 
 
-def _fmt(dims: Sequence[object]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"

@@ -189,6 +189,10 @@ def _build_variants(
     layout = m.inputs[0].layout
     if m.model.format != "onnx":
         precision = m.model.precision
+        if "int8" in config.precisions and precision != "int8":
+            notes.append(f"no INT8 variant: tune quantizes ONNX models only, and this source "
+                         f"is {m.model.format} {precision}; it runs as it is (convert or "
+                         "optimize the ONNX model it came from for INT8)")
         return [Variant(f"{precision}.{m.model.format}", src_path, m.model.format, precision,
                         layout)], None
     from edgeinfer.optimization.optimizer import optimize_model
@@ -206,6 +210,7 @@ def _build_variants(
             max_drop=config.max_drop,
             agree_confidence=config.agree_confidence,
             latency_rounds=3,
+            speed_check=False,  # INT8 may pay on another backend: tune times them all
         )
         (work / "opt").mkdir()
         opt_report, fp32, int8 = optimize_model(src_path, opt_cfg, samples, work / "opt")
@@ -342,6 +347,7 @@ def _prepare(
     input_shapes: dict[str, tuple[int, ...]] | None, track: Tracker,
 ) -> _Search:
     """Fix the input shapes, load the samples, build the variants and the FP32 reference."""
+    from edgeinfer.conversion.convert import match_converted
     from edgeinfer.optimization.optimizer import build_samples
 
     notes: list[str] = []
@@ -375,6 +381,10 @@ def _prepare(
     ref_agree = compare(reference, reference, samples.labels, config.agree_confidence,
                         samples.decode)
     artifacts = {v.label: _variant_artifact(work_art, v, inputs) for v in variants}
+    for v in variants:  # a converter may reorder outputs: match them to the source's
+        if v.format == "tflite" and fmt == "onnx":
+            artifacts[v.label] = match_converted(src_path, artifacts[v.label],
+                                                 samples.evaluation[:2], m.outputs).artifact
     return _Search(work_art, inputs, samples, variants, opt_report, configs, artifacts,
                    reference, (ref_variant or variants[0]).layout, ref_agree, threads, notes)
 

@@ -4,11 +4,17 @@ Each decoder takes the model's raw outputs (a list of arrays, in output order), 
 ``decoder_params``, the preprocessing transform and the labels. ``classification`` returns a
 list of dicts; the detection decoders (``yolo``, ``blazeface``, ``db``) return
 :class:`~edgeinfer.vision.boxes.Detections` in original-image pixels
-(``Detections.to_dicts()`` gives JSON-ready values).
+(``Detections.to_dicts()`` gives JSON-ready values); ``ctc``, ``landmarks`` and ``raw`` return
+the results of :mod:`edgeinfer.vision.results`.
+
+A decoder registered with a :class:`~edgeinfer.vision.layouts.OutputLayout` checks the outputs
+it is given against it first and refuses a mismatch in one line that names the decoder, the
+outputs it saw and the decoders whose layouts they fit (:func:`check_outputs`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
@@ -17,9 +23,12 @@ import cv2
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError, ShapeError
+from edgeinfer.vision import layouts as lay
 from edgeinfer.vision.boxes import Detections, box_area
+from edgeinfer.vision.layouts import DecoderMismatchError, Dims, OutputLayout
 from edgeinfer.vision.nms import nms
 from edgeinfer.vision.preprocess import Transform
+from edgeinfer.vision.results import LandmarksResult, RawResult, TextResult
 
 Decoder = Callable[[Sequence[np.ndarray], dict[str, Any], Transform, Sequence[str] | None], Any]
 #: the signature of the detection decoders: a Decoder whose result is Detections
@@ -27,16 +36,58 @@ DetectionDecoder = Callable[
     [Sequence[np.ndarray], dict[str, Any], Transform, Sequence[str] | None], Detections
 ]
 DECODERS: dict[str, Decoder] = {}
+#: decoder name -> the output layout it reads (decoders registered without one are unchecked)
+DECODER_LAYOUTS: dict[str, OutputLayout] = {}
 
 
-def register_decoder(name: str) -> Callable[[Decoder], Decoder]:
-    """Register a decoder under ``name``."""
+def register_decoder(name: str, layout: OutputLayout | None = None
+                     ) -> Callable[[Decoder], Decoder]:
+    """Register a decoder under ``name``; with ``layout``, the registered function checks its
+    outputs against it before decoding (:func:`check_outputs`)."""
 
     def deco(fn: Decoder) -> Decoder:
-        DECODERS[name] = fn
-        return fn
+        if layout is None:
+            DECODERS[name] = fn
+            return fn
+        DECODER_LAYOUTS[name] = layout
+
+        @functools.wraps(fn)
+        def checked(outputs: Sequence[np.ndarray], params: dict[str, Any],
+                    transform: Transform, labels: Sequence[str] | None = None) -> Any:
+            check_outputs(name, lay.shapes_of(outputs), params, labels)
+            return fn(outputs, params, transform, labels)
+
+        DECODERS[name] = checked
+        return checked
 
     return deco
+
+
+def fitting_decoders(shapes: Sequence[Dims], labels: Sequence[str] | None = None,
+                     input_shape: Dims | None = None) -> list[str]:
+    """The decoders whose declared layout ``shapes`` fit with default parameters (decoders
+    that need labels are tried with ``labels``)."""
+    return sorted(n for n, layout in DECODER_LAYOUTS.items()
+                  if layout.problem(shapes, {}, labels, input_shape) is None)
+
+
+def check_outputs(name: str, shapes: Sequence[Dims], params: dict[str, Any] | None = None,
+                  labels: Sequence[str] | None = None, input_shape: Dims | None = None) -> None:
+    """A one-line :class:`DecoderMismatchError` when outputs of ``shapes`` do not fit the
+    layout decoder ``name`` reads: the decoder, its layout, the outputs seen, the reason and
+    the decoders that would fit."""
+    layout = DECODER_LAYOUTS.get(name)
+    if layout is None:
+        return
+    problem = layout.problem(shapes, params, labels, input_shape)
+    if problem is None:
+        return
+    fits = [n for n in fitting_decoders(shapes, labels, input_shape) if n != name]
+    raise DecoderMismatchError(
+        f"decoder '{name}' reads {layout.text}; the model gives {len(shapes)} output(s) "
+        f"{lay.format_shapes(shapes)} ({problem}): decoders that fit: {', '.join(fits)} "
+        "(set it with `edgeinfer import MODEL -o ARTIFACT --decoder NAME`)"
+    )
 
 
 def get_decoder(name: str) -> Decoder:
@@ -56,16 +107,28 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-@register_decoder("classification")
+def is_probabilities(scores: np.ndarray, tol: float = 1e-3) -> bool:
+    """Whether ``scores`` already are a probability distribution (in 0..1, summing to 1):
+    the output of a model that ends in softmax."""
+    s = np.asarray(scores, np.float64)
+    return bool(s.size) and s.min() >= -tol and s.max() <= 1 + tol and abs(s.sum() - 1) <= tol
+
+
+@register_decoder("classification", OutputLayout(
+    "output 0 with one score per class ([1, C])", lay.class_vector))
 def decode_classification(
     outputs: Sequence[np.ndarray],
     params: dict[str, Any],
     transform: Transform,
     labels: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Top-k classes of output 0 (logits; probabilities if ``params['softmax']`` is False)."""
-    scores = np.asarray(outputs[0]).reshape(-1)
-    probs = softmax(scores) if params.get("softmax", True) else scores
+    """Top-k classes of output 0. ``softmax``: ``auto`` (default) applies softmax unless the
+    scores already are probabilities (in 0..1, summing to 1: a model ending in softmax);
+    True always (logits); False never (scores shown as the model gives them)."""
+    scores = np.asarray(outputs[0], np.float32).reshape(-1)
+    mode = params.get("softmax", "auto")
+    apply = not is_probabilities(scores) if mode == "auto" else bool(mode)
+    probs = softmax(scores) if apply else scores
     k = int(params.get("top_k", 5))
     top = np.argsort(-probs)[:k]
     return [
@@ -154,7 +217,8 @@ def _yolo_rows(out: np.ndarray, num_classes: int | None) -> np.ndarray:
     return a.T if a.shape[0] <= a.shape[1] else a
 
 
-@register_decoder("yolo")
+@register_decoder("yolo", OutputLayout(
+    "1 output [1, 4 + C, N] or [1, N, 4 + C] (v8-style head)", lay.yolo_head))
 def decode_yolo(
     outputs: Sequence[np.ndarray],
     params: dict[str, Any],
@@ -227,7 +291,17 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.result_type(x, np.float32))
 
 
-@register_decoder("blazeface")
+def _blazeface_anchor_count(params: dict[str, Any]) -> int:
+    variant = params.get("variant", "short_range")
+    if variant not in BLAZEFACE_VARIANTS:
+        raise EdgeInferError(f"unknown variant '{variant}'")
+    size, layers = BLAZEFACE_VARIANTS[variant]
+    return len(blazeface_anchors(size, layers))
+
+
+@register_decoder("blazeface", OutputLayout(
+    "2 outputs, expected regressors [1, A, 16] and scores [1, A, 1]",
+    lay.blazeface_pair(_blazeface_anchor_count)))
 def decode_blazeface(
     outputs: Sequence[np.ndarray],
     params: dict[str, Any],
@@ -306,14 +380,16 @@ def _box_score(prob: np.ndarray, poly: np.ndarray) -> float:
     return float(cv2.mean(prob[ymin : ymax + 1, xmin : xmax + 1], mask)[0])
 
 
-@register_decoder("db")
+@register_decoder("db", OutputLayout(
+    "a probability map [1, 1, H, W] (or [1, H, W, 1]) as output 0", lay.probability_map))
 def decode_db(
     outputs: Sequence[np.ndarray],
     params: dict[str, Any],
     transform: Transform,
     labels: Sequence[str] | None = None,
 ) -> Detections:
-    """PP-OCR DB text detection: probability map ``[1, 1, H, W]`` -> axis-aligned text boxes
+    """PP-OCR DB text detection: probability map ``[1, 1, H, W]`` (or ``[1, H, W, 1]``, channels
+    last as a TFLite conversion gives it) -> axis-aligned text boxes
     (class 0, ``text``) in reading order (top to bottom, then left to right).
 
     As PaddleOCR's ``DBPostProcess``: ``prob > thresh`` (0.3); each contour (at most
@@ -329,6 +405,8 @@ def decode_db(
     rotated) rectangle.
     """
     prob = np.asarray(outputs[0], np.float32)
+    if prob.ndim == 4 and prob.shape[1] != 1 and prob.shape[3] == 1:
+        prob = prob[..., 0]  # channels last, as a TFLite conversion gives it
     if prob.ndim < 2 or prob.size != prob.shape[-2] * prob.shape[-1]:
         raise ShapeError(
             f"db decoder: output 0 has shape {list(np.shape(outputs[0]))}, expected a "
@@ -372,3 +450,85 @@ def decode_db(
         params,
         transform,
     )
+
+
+# --- CTC text recognition (PP-OCR rec) -------------------------------------------------------
+
+
+@register_decoder("ctc", OutputLayout(
+    "output 0 [1, T, C]: per time step, blank + the charset's characters", lay.ctc_sequence))
+def decode_ctc(
+    outputs: Sequence[np.ndarray],
+    params: dict[str, Any],
+    transform: Transform,
+    labels: Sequence[str] | None = None,
+) -> TextResult:
+    """Greedy CTC: output 0 ``[1, T, C]`` (probabilities or logits) -> the best class per
+    step, repeats collapsed, blanks dropped. Class ``blank`` (0) is the CTC blank; class i
+    (1..K) is line i of the labels file (the charset, one character per line); with
+    ``append_space`` (True, as PaddleOCR's ``use_space_char``) class K + 1 is a space. The
+    score is the mean probability of the kept steps (softmax applied to logits)."""
+    if labels is None:
+        raise EdgeInferError(
+            "ctc decoder: no character set: give it as the labels file (`edgeinfer import "
+            "MODEL -o ARTIFACT --decoder ctc --labels CHARSET.txt`, one character per line)"
+        )
+    seq = np.asarray(outputs[0], np.float32).reshape(np.shape(outputs[0])[-2:])
+    probs = seq if is_probabilities(seq[0]) else softmax(seq, axis=-1)
+    chars = list(labels or ()) + ([" "] if params.get("append_space", True) else [])
+    blank = int(params.get("blank", 0))
+    best = probs.argmax(-1)
+    keep = (best != blank) & np.concatenate([[True], best[1:] != best[:-1]])
+    idx = best[keep]
+    # padding around a short line reads as spaces at its ends: not part of the text
+    text = "".join(chars[i - 1 if i > blank else i] for i in idx).strip()
+    score = float(probs[np.flatnonzero(keep), idx].mean()) if len(idx) else 0.0
+    return TextResult(text, score)
+
+
+# --- landmarks (face mesh, hand and pose landmarks) ------------------------------------------
+
+
+@register_decoder("landmarks", OutputLayout(
+    "output 0 with K points of D = 2 or 3 coordinates ([1, K, D], [1, 1, 1, K*D], or [1, K*D] "
+    "beside a presence score)", lay.point_set))
+def decode_landmarks(
+    outputs: Sequence[np.ndarray],
+    params: dict[str, Any],
+    transform: Transform,
+    labels: Sequence[str] | None = None,
+) -> LandmarksResult:
+    """Output 0 as K points of ``dims`` coordinates (3 when the size divides by 3, else 2;
+    MediaPipe's face mesh gives 468 x 3) in input-tensor pixels, or in 0..1 of the input with
+    ``normalized`` and ``input_size`` [w, h]; mapped back to original-image pixels. A further
+    output holding one value is the presence score (a logit unless it lies in 0..1)."""
+    flat = np.asarray(outputs[0], np.float32).reshape(-1)
+    dims = int(params.get("dims", 3 if flat.size % 3 == 0 else 2))
+    pts = flat.reshape(-1, dims).copy()
+    if params.get("normalized"):
+        w, h = params.get("input_size", (1, 1))
+        pts[:, 0] *= float(w)
+        pts[:, 1] *= float(h)
+    pts[:, 0] = (pts[:, 0] - transform.pad_x) / transform.scale_x
+    pts[:, 1] = (pts[:, 1] - transform.pad_y) / transform.scale_y
+    presence = None
+    single = [np.asarray(o).reshape(-1)[0] for o in outputs[1:] if np.asarray(o).size == 1]
+    if single:
+        v = float(single[0])
+        presence = v if 0.0 <= v <= 1.0 else float(sigmoid(np.float64(v)))
+    return LandmarksResult(pts, presence)
+
+
+# --- raw: any model ---------------------------------------------------------------------------
+
+
+@register_decoder("raw", OutputLayout("any outputs", lay.any_outputs))
+def decode_raw(
+    outputs: Sequence[np.ndarray],
+    params: dict[str, Any],
+    transform: Transform,
+    labels: Sequence[str] | None = None,
+) -> RawResult:
+    """The outputs as they are, named by ``output_names`` (``edgeinfer import`` writes the
+    model's), so any model runs and its answer goes out as JSON."""
+    return RawResult.of(outputs, params.get("output_names"))

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgeinfer.artifact import InputSpec, Preprocess
 from edgeinfer.errors import EdgeInferError, ShapeError
+from edgeinfer.model.shapes import dynamic_message
 
 _INTERP = {
     "area": cv2.INTER_AREA,
@@ -70,10 +71,7 @@ def spatial_size(spec: InputSpec) -> tuple[int, int]:
         )
     h, w = (spec.shape[1], spec.shape[2]) if spec.layout == "NHWC" else spec.shape[2:4]
     if h <= 0 or w <= 0:
-        raise ShapeError(
-            f"input '{spec.name}' has a dynamic size {list(spec.shape)}: make an "
-            "artifact that fixes it (Artifact.create(..., inputs=...))"
-        )
+        raise ShapeError(dynamic_message(spec.name, spec.shape))
     return h, w
 
 

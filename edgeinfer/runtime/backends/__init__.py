@@ -91,7 +91,9 @@ class Capabilities:
     spinning: bool = False  #: worker-thread spinning can be set (``BackendOptions.spinning``)
     #: ``BackendOptions.compute_precision`` values it takes (the CPU may support fewer)
     compute_precisions: tuple[str, ...] = ("f32",)
-    #: integer (full-integer) inputs take float feeds, quantized with the tensor's parameters
+    #: the backend itself quantizes float feeds to a full-integer model's integer inputs and
+    #: dequantizes its integer outputs (LiteRT); elsewhere the Engine does it with the
+    #: parameters the model file declares, so such a model behaves the same on every backend
     quantizes_float_inputs: bool = False
     #: the :class:`BackendOptions` fields it reads; others must stay at their defaults
     options: tuple[str, ...] = ("threads", "device")
