@@ -59,7 +59,11 @@ def outputs_to_json(outputs: list[np.ndarray], names: tuple[str, ...]) -> dict[s
 
 
 def result_to_json(result: Any) -> Any:
-    """A decoder's result as JSON-ready values (``Detections`` have ``to_dicts``)."""
+    """A decoder's result as JSON-ready values, as ``edgeinfer run --json`` writes them: its
+    ``to_json()`` where it has one (text, landmarks, raw outputs, anomaly maps), else its
+    ``to_dicts()`` (classes, boxes)."""
+    if hasattr(result, "to_json"):
+        return result.to_json()
     if hasattr(result, "to_dicts"):
         return result.to_dicts()
     return result
