@@ -50,8 +50,9 @@ def example_fix(name: str, dims: Sequence[object]) -> str:
 def dynamic_message(name: str, dims: Sequence[object]) -> str:
     """The one-line error for an input whose dynamic dims nothing resolves."""
     return (
-        f"input '{name}' has dynamic shape {format_dims(dims)}: pass --input-shape "
-        f"{example_fix(name, dims)} (the sizes to run it at; {EXAMPLE_SIZE} is an example)"
+        f"input '{name}' has dynamic shape {format_dims(dims)}: fix each dynamic size with "
+        f"--input-shape {example_fix(name, dims)} (the sizes to run it at; {EXAMPLE_SIZE} is "
+        "an example)"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -135,6 +136,8 @@ def test_background_server_connections_have_nagle_off(tmp_path) -> None:
 
 
 def test_token_from_a_file_never_on_the_command_line(tmp_path, monkeypatch, caplog) -> None:
+    # other tests' libraries may have raised the root level: capture this logger's warnings
+    caplog.set_level(logging.WARNING, logger="edgeinfer.serve.config")
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     secret = tmp_path / "token"
     secret.write_text("token-from-a-file-123\n")
