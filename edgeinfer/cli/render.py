@@ -47,6 +47,14 @@ def render_inspect(report: dict[str, Any], console: Console, per_op: bool = Fals
     )
     if m["not_counted"]:
         summary.add_row("not counted", ", ".join(f"{k}×{v}" for k, v in m["not_counted"].items()))
+    bank = {k.rsplit(".", 1)[-1]: v for k, v in report.get("meta", {}).items()
+            if k.startswith("edgeinfer.anomaly.")}
+    if "bank_size" in bank:
+        summary.add_row(
+            "memory bank", f"{bank['bank_size']} x {bank.get('feature_dim', '?')} patch "
+            f"features ({bank.get('backbone', '')} {bank.get('layers', '')}, stride "
+            f"{bank.get('stride', '?')})"
+        )
     hist = report["ops"]["histogram"]
     summary.add_row(
         "ops", f"{report['ops']['count']}: " + ", ".join(f"{k}×{v}" for k, v in hist.items())

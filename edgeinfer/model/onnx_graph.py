@@ -229,6 +229,7 @@ def read_onnx_graph(
     meta = {
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "ir_version": str(model.ir_version),
+        **{p.key: p.value for p in model.metadata_props},
     }
     return GraphInfo(
         format="onnx",

@@ -83,8 +83,11 @@ def slug(name: str) -> str:
 
 
 def result_items(result: Any) -> Any:
-    """A decoded result in JSON-ready form: ``Detections`` as dicts, lists as they are, numpy
+    """A decoded result in JSON-ready form: its ``to_json()`` where it has one (an anomaly
+    result: score, verdict, regions), ``Detections`` as dicts, lists as they are, numpy
     arrays as lists, anything else as its ``repr``."""
+    if hasattr(result, "to_json"):
+        return result.to_json()
     if hasattr(result, "to_dicts"):
         return result.to_dicts()
     if isinstance(result, np.ndarray):

@@ -4,15 +4,18 @@
 and streams them through the artifact: each tile is a view of the frame (nothing of the frame
 is copied), preprocessed with the artifact's own preprocessing, batched into one
 ``[B, 3, tile, tile]`` tensor when the model's batch dimension is dynamic, decoded by the
-artifact's detection decoder, shifted into frame coordinates and folded at once into a
-:class:`~edgeinfer.vision.tiling.TileMerger`. Only the merged detections outlive a batch, so
-the memory the call needs is that of one batch, whatever the frame size.
+artifact's decoder and folded at once into the merge strategy registered for that decoder
+(:func:`~edgeinfer.vision.tiling.tile_merge`): detections are shifted into frame coordinates
+and merged by a :class:`~edgeinfer.vision.tiling.TileMerger`, anomaly maps are placed into
+one frame map. Only the merged result outlives a batch, so the memory the call needs is that
+of one batch (plus the merged result), whatever the frame size.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,7 +27,7 @@ from edgeinfer.runtime.engine import Engine
 from edgeinfer.vision.boxes import Detections, box_area
 from edgeinfer.vision.decoders import DECODERS, get_decoder
 from edgeinfer.vision.preprocess import Transform, spatial_size, to_tensor
-from edgeinfer.vision.tiling import Tile, TileMerger, tile_grid
+from edgeinfer.vision.tiling import Tile, TileMergeOptions, tile_grid, tile_merge
 
 __all__ = ["STAGES", "TiledPrediction", "TiledPredictor"]
 
@@ -33,7 +36,8 @@ STAGES = ("slice", "preprocess", "infer", "decode", "merge")
 
 @dataclass(frozen=True)
 class TiledPrediction:
-    """Detections of one frame (frame coordinates) and what producing them cost.
+    """The merged result of one frame (frame coordinates: ``Detections`` for a detection
+    decoder, an ``AnomalyResult`` for an anomaly model) and what producing it cost.
 
     ``times_ms``: milliseconds per stage (``slice``, ``preprocess``, ``infer``, ``decode``,
     ``merge``; ``full_frame`` when that pass ran, ``total`` for the call). ``tiles``: tiles
@@ -43,7 +47,7 @@ class TiledPrediction:
     """
 
     source: str
-    detections: Detections
+    result: Any
     times_ms: dict[str, float]
     tiles: int
     batches: int
@@ -52,9 +56,9 @@ class TiledPrediction:
     rss_before_bytes: int | None = None
 
     @property
-    def result(self) -> Detections:
-        """The detections (the name :class:`~edgeinfer.pipeline.predict.Prediction` uses)."""
-        return self.detections
+    def detections(self) -> Any:
+        """The result under the name detection callers use."""
+        return self.result
 
     @property
     def rss_growth_bytes(self) -> int | None:
@@ -126,6 +130,12 @@ class TiledPredictor:
         if iou_threshold is None:
             iou_threshold = float(self.params.get("iou_threshold", self.params.get("iou", 0.45)))
         self.iou_threshold = iou_threshold
+        self.merge_options = TileMergeOptions(
+            iou_threshold=iou_threshold, border_merge=border_merge, edge_tol=float(edge_tol),
+            contain_threshold=contain_threshold,
+            labels=tuple(self.labels) if self.labels is not None else None,
+            decoder=manifest.decoder, decoder_params=self.params,
+        )
 
         declared = manifest.inputs[0]
         self.input_name = engine.inputs[0].name
@@ -216,16 +226,8 @@ class TiledPredictor:
             np.divide(out, self._std, out=out)
         return Transform(1.0, 1.0, 0.0, 0.0, self.tile, self.tile)
 
-    def _decode(self, outputs: list[np.ndarray], i: int, transform: Transform) -> Detections:
-        dets = self.decoder(
-            [o[i : i + 1] for o in outputs], self.params, transform, self.labels
-        )
-        if not isinstance(dets, Detections):
-            raise EdgeInferError(
-                f"decoder '{self.engine.artifact.manifest.decoder}' does not return Detections: "
-                "tiled inference needs a detection decoder (e.g. 'yolo')"
-            )
-        return dets
+    def _decode(self, outputs: list[np.ndarray], i: int, transform: Transform) -> Any:
+        return self.decoder([o[i : i + 1] for o in outputs], self.params, transform, self.labels)
 
     def predict(self, image_bgr: np.ndarray, source: str = "") -> TiledPrediction:
         """Detect on one BGR frame (H, W, 3 uint8); detections in frame coordinates."""
@@ -240,15 +242,7 @@ class TiledPredictor:
         times = dict.fromkeys(STAGES, 0.0)
         height, width = image_bgr.shape[:2]
         tiles = self.tiles(height, width)
-        merger = TileMerger(
-            width,
-            height,
-            self.iou_threshold,
-            border_merge=self.border_merge,
-            edge_tol=self.edge_tol,
-            contain_threshold=self.contain_threshold,
-            labels=self.labels,
-        )
+        merger = tile_merge(width, height, self.merge_options)
         batches = 0
         clock = time.perf_counter
         for start in range(0, len(tiles), self.batch):
@@ -269,15 +263,9 @@ class TiledPredictor:
             batches += 1
             for i, tile in enumerate(group):
                 t0 = clock()
-                dets = self._decode(outputs, i, transforms[i])
-                b = dets.boxes  # keep boxes inside the tile (its padding is no frame)
-                if len(b) and (b.min() < 0 or b[:, 0::2].max() > tile.width
-                               or b[:, 1::2].max() > tile.height):
-                    dets = dets.clipped(tile.width, tile.height)
-                    dets = dets.select(box_area(dets.boxes) > 0)
-                dets = dets.shifted(tile.x0, tile.y0)
+                decoded = self._decode(outputs, i, transforms[i])
                 t1 = clock()
-                merger.add(dets, tile)
+                merger.add(decoded, tile)
                 times["merge"] += clock() - t1
                 times["decode"] += t1 - t0
             del outputs, x
@@ -286,13 +274,13 @@ class TiledPredictor:
             merger.add(self._full_frame(image_bgr), None)
             times["full_frame"] = clock() - t0
         t0 = clock()
-        detections = merger.result()
+        merged = merger.result()
         times["merge"] += clock() - t0
         times["total"] = clock() - t_start
         peak = status_bytes("VmHWM") if memory else None
         return TiledPrediction(
             source=source,
-            detections=detections,
+            result=merged,
             times_ms={k: v * 1e3 for k, v in times.items()},
             tiles=len(tiles),
             batches=batches,
@@ -313,6 +301,12 @@ class TiledPredictor:
             x = buf
         outputs = self.engine.run({self.input_name: x})
         height, width = image_bgr.shape[:2]
-        dets = self._decode(outputs, 0, tr).clipped(width, height)
+        dets = self._decode(outputs, 0, tr)
+        if not isinstance(dets, Detections):
+            raise EdgeInferError(
+                f"--full-frame needs a detection decoder; '{self.engine.artifact.manifest.decoder}'"
+                " merges tiles only: run without --full-frame"
+            )
+        dets = dets.clipped(width, height)
         return dets.select(box_area(dets.boxes) > 0)
 

@@ -340,7 +340,9 @@ class Node:
         if self.uplink is None:
             return
         result = prediction.result
-        items = result.to_dicts() if hasattr(result, "to_dicts") else list(result or [])
+        from edgeinfer.pipeline.sinks import result_items
+
+        items = result_items(result)
         self.uplink.publish(stream, "results",
                             {"results": items, "times_ms": prediction.times_ms},
                             raw_bytes=int(getattr(frame, "nbytes", 0)) or None)

@@ -5,7 +5,8 @@ Each decoder takes the model's raw outputs (a list of arrays, in output order), 
 list of dicts; the detection decoders (``yolo``, ``blazeface``, ``db``) return
 :class:`~edgeinfer.vision.boxes.Detections` in original-image pixels
 (``Detections.to_dicts()`` gives JSON-ready values); ``ctc``, ``landmarks`` and ``raw`` return
-the results of :mod:`edgeinfer.vision.results`.
+the results of :mod:`edgeinfer.vision.results`; ``anomaly`` returns an
+:class:`~edgeinfer.vision.anomaly.AnomalyResult` (image score, verdict, regions).
 
 A decoder registered with a :class:`~edgeinfer.vision.layouts.OutputLayout` checks the outputs
 it is given against it first and refuses a mismatch in one line that names the decoder, the
@@ -24,6 +25,7 @@ import numpy as np
 
 from edgeinfer.errors import EdgeInferError, ShapeError
 from edgeinfer.vision import layouts as lay
+from edgeinfer.vision.anomaly import AnomalyResult, decode_anomaly_map
 from edgeinfer.vision.boxes import Detections, box_area
 from edgeinfer.vision.layouts import DecoderMismatchError, Dims, OutputLayout
 from edgeinfer.vision.nms import nms
@@ -532,3 +534,20 @@ def decode_raw(
     """The outputs as they are, named by ``output_names`` (``edgeinfer import`` writes the
     model's), so any model runs and its answer goes out as JSON."""
     return RawResult.of(outputs, params.get("output_names"))
+
+
+# --- anomaly maps ----------------------------------------------------------------------------
+
+
+@register_decoder("anomaly")
+def decode_anomaly(
+    outputs: Sequence[np.ndarray],
+    params: dict[str, Any],
+    transform: Transform,
+    labels: Sequence[str] | None = None,
+) -> AnomalyResult:
+    """An anomaly model's map ``[1, 1, h, w]`` -> image score (the map's maximum), verdict
+    (score above ``threshold``, calibrated at training for a false-alarm rate) and regions
+    (connected components above it, at least ``min_area`` image pixels); see
+    :mod:`edgeinfer.vision.anomaly`. ``input_size`` ([width, height]) is the model input's."""
+    return decode_anomaly_map(list(outputs), params, transform)

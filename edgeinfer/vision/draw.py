@@ -1,4 +1,5 @@
-"""Annotated copies of frames: detection boxes with labels, or the top classes."""
+"""Annotated copies of frames: detection boxes with labels, the top classes, or an anomaly
+heat map with its regions."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from edgeinfer.vision.anomaly import AnomalyResult
 
 #: BGR colours cycled by class id
 PALETTE = (
@@ -17,7 +20,7 @@ PALETTE = (
 def annotate(image: np.ndarray, result: Any) -> np.ndarray:
     """A copy of ``image`` with ``result`` drawn on it: boxes (``Detections`` or a list of
     dicts with ``box``) or classification lines (dicts with ``label`` and ``score``)."""
-    out = image.copy()
+    out = heat_map(image, result) if isinstance(result, AnomalyResult) else image.copy()
     scale = max(out.shape[:2]) / 1000
     thick = max(1, round(2 * scale))
     items = result.to_dicts() if hasattr(result, "to_dicts") else list(result or [])
@@ -34,4 +37,30 @@ def annotate(image: np.ndarray, result: Any) -> np.ndarray:
             cv2.putText(out, label, (10, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * max(scale, 0.6),
                         colour, thick, cv2.LINE_AA)
             y += round(34 * max(scale, 0.6))
+    return out
+
+
+def heat_map(image: np.ndarray, result: AnomalyResult, alpha: float = 0.45) -> np.ndarray:
+    """``image`` with the anomaly map blended over it (JET colours: blue at 0, red at twice the
+    threshold and above; cells below half the threshold left uncoloured) and the score."""
+    h, w = image.shape[:2]
+    amap = result.map.astype(np.float32)
+    if not amap.size:
+        return image.copy()
+    cells = cv2.resize(amap, (round(amap.shape[1] * result.cell_w),
+                              round(amap.shape[0] * result.cell_h)),
+                       interpolation=cv2.INTER_LINEAR)[:h, :w]
+    if cells.shape != (h, w):
+        cells = cv2.copyMakeBorder(cells, 0, h - cells.shape[0], 0, w - cells.shape[1],
+                                   cv2.BORDER_REPLICATE)
+    level = np.clip(cells / (2 * max(result.threshold, 1e-6)), 0, 1)
+    colour = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    weight = (alpha * np.clip((level - 0.25) * 4, 0, 1))[..., None]
+    out = (image.astype(np.float32) * (1 - weight) + colour.astype(np.float32) * weight)
+    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    scale = max(h, w) / 1000
+    text = f"anomaly {result.score:.3g} / {result.threshold:.3g}"
+    cv2.putText(out, text, (10, round(30 * max(scale, 0.6))), cv2.FONT_HERSHEY_SIMPLEX,
+                0.8 * max(scale, 0.6), (0, 0, 255) if result.anomalous else (0, 200, 0),
+                max(1, round(2 * scale)), cv2.LINE_AA)
     return out

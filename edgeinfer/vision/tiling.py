@@ -48,6 +48,12 @@ detections the new tile can touch:
 Only boxes near the new tile (within ``edge_tol`` of it) take part in a step; the rest are
 settled. The merged set is all that is kept: memory is O(detections), not O(tiles).
 
+**Merge strategies** are a registry keyed by decoder name (:func:`register_tile_merge`,
+:func:`tile_merge`): a strategy takes each tile's decoded result with its tile and gives the
+frame's result. :class:`DetectionTileMerge` (the default, for every detection decoder) clips
+each tile's boxes to the tile, shifts them into the frame and folds them into a
+:class:`TileMerger`; ``edgeinfer.vision.anomaly`` registers the merge of anomaly maps.
+
 **Against SAHI** (``GREEDYNMM`` default, ``NMM``; ``match_metric="IOS"``,
 ``match_threshold=0.5``): SAHI fuses *any* two same-class boxes whose intersection over the
 smaller box's area is at least 0.5, wherever they are in the frame, into their union; GREEDYNMM
@@ -65,20 +71,27 @@ each tile is merged as it arrives, with the same result whatever the batching.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
-from edgeinfer.vision.boxes import Detections
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.vision.boxes import Detections, box_area
 from edgeinfer.vision.nms import nms
 
 __all__ = [
+    "DetectionTileMerge",
     "Tile",
+    "TileMerge",
+    "TileMergeOptions",
     "TileMerger",
     "axis_starts",
     "merge_detections",
+    "register_tile_merge",
     "tile_grid",
+    "tile_merge",
     "tile_stride",
 ]
 
@@ -398,3 +411,84 @@ def merge_detections(
     for i, part in enumerate(parts):
         merger.add(part, tiles[i] if tiles is not None else None)
     return merger.result()
+
+
+# --- merge strategies --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TileMergeOptions:
+    """What a merge strategy may need: the box merge's settings and the decoder's params."""
+
+    iou_threshold: float = 0.45
+    border_merge: bool = True
+    edge_tol: float = 2.0
+    contain_threshold: float | None = None
+    labels: tuple[str, ...] | None = None
+    decoder: str | None = None
+    decoder_params: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TileMerge(Protocol):
+    """Folds decoded tile results into the result of the frame."""
+
+    def add(self, result: Any, tile: Tile | None) -> None:
+        """One tile's decoded result, in the tile's own coordinates (``tile=None``: a result
+        of the whole frame, in frame coordinates)."""
+
+    def result(self) -> Any:
+        """The frame's result."""
+
+
+TileMergeFactory = Callable[[int, int, TileMergeOptions], TileMerge]
+TILE_MERGES: dict[str, TileMergeFactory] = {}
+
+
+def register_tile_merge(decoder: str) -> Callable[[TileMergeFactory], TileMergeFactory]:
+    """Register the merge strategy for results of decoder ``decoder``."""
+
+    def deco(factory: TileMergeFactory) -> TileMergeFactory:
+        TILE_MERGES[decoder] = factory
+        return factory
+
+    return deco
+
+
+def tile_merge(width: int, height: int, options: TileMergeOptions) -> TileMerge:
+    """A fresh merge for one ``width`` x ``height`` frame: the strategy registered for
+    ``options.decoder``, else :class:`DetectionTileMerge`."""
+    factory = TILE_MERGES.get(options.decoder or "", DetectionTileMerge)
+    return factory(width, height, options)
+
+
+class DetectionTileMerge:
+    """The merge of detections: boxes clipped to their tile (its padding is no frame), shifted
+    into the frame and folded into a :class:`TileMerger`."""
+
+    def __init__(self, width: int, height: int, options: TileMergeOptions) -> None:
+        self.decoder = options.decoder
+        self.merger = TileMerger(
+            width, height, options.iou_threshold, border_merge=options.border_merge,
+            edge_tol=options.edge_tol, contain_threshold=options.contain_threshold,
+            labels=options.labels,
+        )
+
+    def add(self, result: Any, tile: Tile | None) -> None:
+        """Fold one tile's detections (tile coordinates; frame coordinates for ``None``)."""
+        if not isinstance(result, Detections):
+            raise EdgeInferError(
+                f"decoder '{self.decoder}' does not return Detections: tiled inference needs "
+                "a detection decoder (e.g. 'yolo') or one with a registered tile merge"
+            )
+        if tile is not None:
+            b = result.boxes
+            if len(b) and (b.min() < 0 or b[:, 0::2].max() > tile.width
+                           or b[:, 1::2].max() > tile.height):
+                result = result.clipped(tile.width, tile.height)
+                result = result.select(box_area(result.boxes) > 0)
+            result = result.shifted(tile.x0, tile.y0)
+        self.merger.add(result, tile)
+
+    def result(self) -> Detections:
+        """The merged detections, score-descending."""
+        return self.merger.result()
