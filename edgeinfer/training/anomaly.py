@@ -58,6 +58,8 @@ __all__ = ["AnomalyConfig", "append_nn_head", "calibrate_threshold", "train_anom
 
 #: fewest usable good images (some are held out for the threshold when --val is not given)
 MIN_IMAGES = 10
+#: cells along a tile's edges sampled EDGE_WEIGHT times as often into the coreset's pool
+EDGE_RING, EDGE_WEIGHT = 2, 8.0
 #: bank columns per MatMul of the nearest-neighbour head
 BANK_CHUNK = 512
 INPUT, FEATURES, OUTPUT = "image", "features", "anomaly_map"
@@ -158,17 +160,31 @@ def _patches(session: Any, tiles: list[np.ndarray], spec: InputSpec, pre: Any,
     parts, total = [], 0
     track.start("features", total=len(tiles))
     per_tile = None
+    weights = None
     for out in _batches(session, tiles, spec, pre, config.batch, track, "features"):
         b, d, h, w = out.shape
         flat = out.transpose(0, 2, 3, 1).reshape(b, h * w, d)
         if per_tile is None:
             per_tile = max(1, min(h * w, math.ceil(config.max_patches / len(tiles))))
+            weights = _edge_weights(h, w)
         for f in flat:
             total += len(f)
-            pick = f if per_tile >= len(f) else f[rng.choice(len(f), per_tile, replace=False)]
+            pick = f if per_tile >= len(f) else f[rng.choice(len(f), per_tile, replace=False,
+                                                              p=weights)]
             parts.append(np.ascontiguousarray(pick, np.float32))
     track.finish("features")
     return np.concatenate(parts), total
+
+
+def _edge_weights(h: int, w: int, ring: int = EDGE_RING, weight: float = EDGE_WEIGHT
+                  ) -> np.ndarray:
+    """Sampling probabilities of a tile's cells: the ``ring`` cells along its edges ``weight``
+    times as likely as the others (edge cells see their surroundings only on one side: rarer
+    contexts, which a uniform sample covers too thinly)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    edge = np.minimum(np.minimum(yy, h - 1 - yy), np.minimum(xx, w - 1 - xx)) < ring
+    p = np.where(edge, weight, 1.0).ravel()
+    return p / p.sum()
 
 
 def _initializer(name: str, array: np.ndarray) -> TensorProto:
