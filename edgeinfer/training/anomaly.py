@@ -69,7 +69,8 @@ INPUT, FEATURES, OUTPUT = "image", "features", "anomaly_map"
 class AnomalyConfig:
     """How ``train_anomaly`` builds the model (defaults chosen by measurement)."""
 
-    tile: int = 640
+    tile: int = 640  #: tile side in image pixels (images are cut into tiles of this size)
+    scale: float = 1.0  #: the model sees each tile resized by this (0.5: a 320 px input)
     fpr: float = 0.01  #: false-alarm rate the threshold is calibrated for
     backbone: str = "efficientnet-lite0"
     layers: tuple[str, ...] = DEFAULT_LAYERS
@@ -83,10 +84,18 @@ class AnomalyConfig:
     threads: int = 0  #: ONNX Runtime threads (0: its default, all cores)
     seed: int = 0
 
+    @property
+    def input_size(self) -> int:
+        """The model input's side: ``tile * scale`` rounded to a multiple of 32."""
+        return int(round(self.tile * self.scale / 32) * 32)
+
     def check(self) -> None:
         """One-line errors for values that cannot work."""
         if self.tile < 64 or self.tile % 32:
             raise EdgeInferError(f"bad --tile {self.tile}: give a multiple of 32, at least 64")
+        if not 0 < self.scale <= 1 or self.input_size < 64:
+            raise EdgeInferError(f"bad --scale {self.scale}: give a factor in (0, 1] that "
+                                 f"leaves the {self.tile} px tile at least 64 px")
         if not 0 < self.fpr < 1:
             raise EdgeInferError(f"bad --fpr {self.fpr}: give a false-alarm rate in (0, 1), "
                                  "e.g. 0.01")
@@ -308,16 +317,17 @@ def train_anomaly(
     backbone = get_backbone(config.backbone)
     layers = check_layers(backbone, config.layers)
     data = _read(Path(good), Path(val) if val is not None else None, config, progress)
-    spec = InputSpec(name=INPUT, shape=(1, 3, config.tile, config.tile))
+    size = config.input_size
+    spec = InputSpec(name=INPUT, shape=(1, 3, size, size))
     pre = backbone.preprocess
     track = Tracker(progress)
     with tempfile.TemporaryDirectory(prefix="edgeinfer-anomaly-") as tmp:
-        feat_path = export_features(backbone, layers, config.tile, Path(tmp) / "features.onnx")
+        feat_path = export_features(backbone, layers, size, Path(tmp) / "features.onnx")
         session = open_session(feat_path, threads=config.threads)
         patches, total = _patches(session, data.train, spec, pre, config, track)
         t_features = time.perf_counter() - started
-        size = min(config.bank_size, len(patches))
-        chosen = greedy_coreset(patches, size, project_dim=config.project_dim,
+        chosen = greedy_coreset(patches, min(config.bank_size, len(patches)),
+                                project_dim=config.project_dim,
                                 seed=config.seed, progress=progress)
         bank = patches[chosen]
         del patches
@@ -361,7 +371,8 @@ def train_anomaly(
             inputs=(spec,), outputs=(OUTPUT,), preprocess=pre,
             labels=["anomaly"], decoder="anomaly",
             decoder_params={"threshold": threshold, "min_area": config.min_area,
-                            "input_size": [config.tile, config.tile], "fpr": config.fpr},
+                            "input_size": [size, size], "tile": config.tile,
+                            "fpr": config.fpr},
             source=SourceInfo(
                 name=f"anomaly model ({backbone.name} {'+'.join(layers)} patch features, "
                      f"PatchCore memory bank of {len(bank)})",
