@@ -26,7 +26,8 @@ from pathlib import Path
 from rich.console import Console
 
 from edgeinfer import zoo
-from edgeinfer.demo import DemoSize, inspect_frames, make_int8, render_frames
+from edgeinfer.cli.demo_view import render_frames
+from edgeinfer.demo import DemoSize, inspect_frames, make_int8
 from edgeinfer.machine import machine_info, machine_line
 from edgeinfer.runtime.engine import Engine
 

@@ -153,11 +153,16 @@ def demo(
     ] = False,
 ) -> None:
     """The main job on embedded defaults: the defect detector through zoo get -> inspect ->
-    optimize INT8 -> bench FP32 vs INT8 -> tiled inspection of generated 5 MP frames, with a
-    summary table and an HTML report."""
+    optimize INT8 -> bench FP32 vs INT8 -> tiled inspection of generated 5 MP frames; then an
+    anomaly model trained on good images of a real surface the detector never saw, both
+    inspecting 5 MP frames of it; a summary table and an HTML report."""
+    from edgeinfer.cli.demo_view import render_summary, stage_printer
+    from edgeinfer.cli.progress import progress_bars
     from edgeinfer.demo import run_demo
 
-    run_demo(out, console, quick=quick)
+    with progress_bars() as on_step:
+        summary = run_demo(out, quick=quick, on_stage=stage_printer(console), progress=on_step)
+    render_summary(summary, out, console)
 
 
 @app.command()
