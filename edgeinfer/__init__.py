@@ -13,6 +13,7 @@ Public API::
     edgeinfer.bench(["model.onnx"], backends="all", threads=[1, 2])  # every backend, timed
     edgeinfer.tune("model.onnx", "art-tuned", calib="img/")  # fastest config within 1% drop
     edgeinfer.train_detector("data.yaml", "art-det")         # fine-tune the defect detector
+    edgeinfer.train_anomaly("good/", "art-anomaly")          # anomaly model from good images
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from edgeinfer.importing import ImportSpec, import_model
     from edgeinfer.optimization.optimizer import OptimizeConfig
     from edgeinfer.runtime.engine import Engine
+    from edgeinfer.training.anomaly import train_anomaly
     from edgeinfer.training.detect_train import TrainConfig as DetectorTrainConfig
     from edgeinfer.training.detector import train_detector
     from edgeinfer.tuning import TuneConfig, tune
@@ -65,6 +67,7 @@ __all__ = [
     "inspect",
     "load",
     "optimize",
+    "train_anomaly",
     "train_detector",
     "tune",
     "zoo_get",
@@ -88,6 +91,7 @@ _LAZY = {
     "TuneConfig": ("edgeinfer.tuning", "TuneConfig"),
     "train_detector": ("edgeinfer.training.detector", "train_detector"),
     "DetectorTrainConfig": ("edgeinfer.training.detect_train", "TrainConfig"),
+    "train_anomaly": ("edgeinfer.training.anomaly", "train_anomaly"),
 }
 
 

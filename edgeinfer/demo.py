@@ -74,8 +74,8 @@ class DemoSize:
     holdout_tiles: int = 32
     bench_runs: int = 100
     surface_tiles: int = 40  #: good tiles the anomaly model trains on (1/5 held out)
-    surface_frames: int = 3  #: 5 MP frames of the surface with defects
-    surface_good_frames: int = 2  #: and without
+    surface_frames: int = 2  #: 5 MP frames of the surface with defects
+    surface_good_frames: int = 1  #: and without
 
     @classmethod
     def quick(cls) -> DemoSize:

@@ -1,4 +1,4 @@
-"""``edgeinfer demo --quick``: the main job end to end, as CI runs it (about half a minute)."""
+"""``edgeinfer demo --quick``: the main job end to end, as CI runs it (about a minute)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,15 @@ def test_demo_quick_runs_the_inspection_case(tmp_path: Path) -> None:
     assert tiled["recall"] >= 0.85 > whole["recall"]
     assert rows["INT8 tiled"]["recall"] >= 0.85
     assert tiled["class_accuracy"] >= 0.9
+    # a REAL surface the detector never saw: the anomaly model trained on its good tiles
+    surface = summary["surface"]
+    assert surface["data"].startswith("REAL") and surface["training"]["train_tiles"] >= 8
+    det, ano = surface["rows"]
+    assert det["name"].startswith("defect-detector") and ano["name"].startswith("anomaly")
+    assert det["defects"] == ano["defects"] > 0
+    assert ano["recall"] >= 0.5  # generous: the quick form trains on 8 tiles
     report = (out / "report.html").read_text()
     images = sorted(p.name for p in (out / "frames").glob("*.jpg"))
-    assert len(images) == 4 and all(name in report for name in images)
-    assert "SYNTHETIC" in report and "<svg" in report
+    assert len(images) == 6 and all(name in report for name in images)
+    assert "SYNTHETIC" in report and "<svg" in report and "REAL photograph" in report
 

@@ -311,7 +311,7 @@ def train_anomaly(
 
     config = config or AnomalyConfig()
     config.check()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     out = Path(out)
     _prepare_out(out, force)
     backbone = get_backbone(config.backbone)
@@ -362,7 +362,8 @@ def train_anomaly(
             "val_flagged": int((val_scores > threshold).sum()),
             "val_score_quantiles": {q: float(np.quantile(val_scores, float(q)))
                                     for q in ("0.5", "0.9", "0.99", "1.0")},
-            "seconds": {"features": t_features, "coreset": t_bank, "total": seconds},
+            "seconds": {"features": t_features, "coreset": t_bank, "total": seconds,
+                        "cpu": time.process_time() - cpu_started},
             "config": asdict(config),
         }
         artifact = Artifact.create(

@@ -41,8 +41,9 @@ def annotate(image: np.ndarray, result: Any) -> np.ndarray:
 
 
 def heat_map(image: np.ndarray, result: AnomalyResult, alpha: float = 0.45) -> np.ndarray:
-    """``image`` with the anomaly map blended over it (JET colours: blue at 0, red at twice the
-    threshold and above; cells below half the threshold left uncoloured) and the score."""
+    """``image`` with the anomaly map blended over it and the score written on it. Colours
+    run (JET) from the map's median (a typical good cell) to red at the threshold and above;
+    cells less than halfway from the median to the threshold are left uncoloured."""
     h, w = image.shape[:2]
     amap = result.map.astype(np.float32)
     if not amap.size:
@@ -53,9 +54,10 @@ def heat_map(image: np.ndarray, result: AnomalyResult, alpha: float = 0.45) -> n
     if cells.shape != (h, w):
         cells = cv2.copyMakeBorder(cells, 0, h - cells.shape[0], 0, w - cells.shape[1],
                                    cv2.BORDER_REPLICATE)
-    level = np.clip(cells / (2 * max(result.threshold, 1e-6)), 0, 1)
+    floor = float(np.median(amap))
+    level = np.clip((cells - floor) / max(result.threshold - floor, 1e-6), 0, 1)
     colour = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    weight = (alpha * np.clip((level - 0.25) * 4, 0, 1))[..., None]
+    weight = (alpha * np.clip((level - 0.5) * 4, 0, 1))[..., None]
     out = (image.astype(np.float32) * (1 - weight) + colour.astype(np.float32) * weight)
     out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
     scale = max(h, w) / 1000
