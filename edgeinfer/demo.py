@@ -380,7 +380,6 @@ def _int8_stage(d: DemoRun) -> dict[str, Any]:
 
 def _bench_stage(d: DemoRun) -> dict[str, Any]:
     from edgeinfer.benchmark.suite import bench
-    from edgeinfer.machine import machine_info, machine_line
 
     fp32, int8 = d.artifacts["fp32"].path, d.artifacts["int8"].path
     report = bench([fp32, int8], backends="ort", runs=d.size.bench_runs)

@@ -206,5 +206,5 @@ def test_cli_trains_prints_time_and_json(good_dir: Path, tmp_path: Path,
     image = tmp_path / "part.png"
     cv2.imwrite(str(image), blot(texture(70)))
     assert main(["run", str(out), "--source", str(image), "--json"]) == 0
-    frame = json.loads(capsys.readouterr().out.splitlines()[0])
+    frame = json.loads(capsys.readouterr().out)["frames"][0]
     assert {"score", "threshold", "anomalous", "regions"} <= set(frame["result"])
