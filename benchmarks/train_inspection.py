@@ -450,14 +450,18 @@ def frames_part(art_path: str, s: SurfaceSet, work: Path, quick: bool) -> dict[s
         with Engine(art) as engine:
             pred = TiledPredictor(engine, tile=640, overlap=0.2, batch=4)
             pred.predict(frames[0])
-            times = []
+            times, flagged = [], 0
             for f in frames:
                 t0 = time.perf_counter()
                 r = pred.predict(f)
                 times.append(time.perf_counter() - t0)
+                flagged += int(r.result.anomalous)
+            name = engine.name
         out[label] = {"s_per_frame_p50": float(np.median(times)), "fps": 1 / np.median(times),
-                      "tiles": r.tiles, "engine": engine.name,
-                      "flagged_good_frames": 0}
+                      "tiles": r.tiles, "engine": name, "good_frames": len(frames),
+                      "flagged_good_frames": flagged,
+                      "bank_size": art.manifest.reports.get("train_anomaly", {}).get(
+                          "bank_size")}
     mem = work / "tiling.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "tiling.py"), "--model", art_path,
            "--json", str(mem)] + (["--quick"] if quick else [])
@@ -514,8 +518,20 @@ def main() -> None:
                         help="with --sweep: the surfaces the sweep runs on")
     parser.add_argument("--frames", action="store_true")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--frames-only", metavar="ARTIFACT",
+                        help="only the --frames part, on this anomaly artifact of the first "
+                             "--surfaces surface")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.frames_only:
+        name = args.surfaces.split(",")[0]
+        s = make_set(name, 1, 16, 1, 640)
+        with tempfile.TemporaryDirectory(prefix="train-inspection-") as tmp:
+            doc = frames_part(args.frames_only, s, Path(tmp), args.quick)
+        print(json.dumps(doc, indent=1, default=str))
+        if args.json:
+            args.json.write_text(json.dumps(doc, indent=1, default=str))
+        return
     if args.quick:
         args.train, args.good, args.defect = 20, 10, 10
     config = AnomalyConfig(bank_size=args.bank)

@@ -231,7 +231,8 @@ def append_nn_head(model: onnx.ModelProto, bank: np.ndarray, smooth: float = 0.0
     for k, start in enumerate(range(0, m, chunk)):
         part = bank[start: start + chunk]
         inits += [_initializer(f"memory_bank_{k}", -2.0 * part.T),
-                  _initializer(f"memory_bank_sq_{k}", (part * part).sum(1)[None, :])]
+                  # 1-D: a [1, M] bias trips ORT's quantizer once MatMul + Add become Gemm
+                  _initializer(f"memory_bank_sq_{k}", (part * part).sum(1))]
         nodes += [
             helper.make_node("MatMul", ["nn_flat", f"memory_bank_{k}"], [f"nn_cross_{k}"]),
             helper.make_node("Add", [f"nn_cross_{k}", f"memory_bank_sq_{k}"], [f"nn_part_{k}"]),

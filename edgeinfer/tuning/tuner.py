@@ -213,7 +213,12 @@ def _build_variants(
             speed_check=False,  # INT8 may pay on another backend: tune times them all
         )
         (work / "opt").mkdir()
-        opt_report, fp32, int8 = optimize_model(src_path, opt_cfg, samples, work / "opt")
+        try:
+            opt_report, fp32, int8 = optimize_model(src_path, opt_cfg, samples, work / "opt")
+        except EdgeInferError as exc:  # the quantizer cannot handle this graph: FP32 only
+            notes.append(f"INT8 not built, FP32 variants only: {exc}")
+            want_int8 = False
+    if want_int8 and opt_report is not None:
         kind = "mixed" if opt_report["kept_in_float"] else "int8"
         variants.append(Variant("fp32.onnx", fp32, "onnx", "fp32", layout))
         variants.append(Variant(f"{kind}.onnx", int8, "onnx", kind, layout))
