@@ -286,8 +286,10 @@ def _adaptive_avg_1d(x: np.ndarray, out: int) -> np.ndarray:
     return (csum[..., ends] - csum[..., starts]) / (ends - starts)
 
 
-def patchcore_embed(taps: list[np.ndarray], dim: int = 1024) -> tuple[np.ndarray, tuple]:
-    """PatchCore's embedding of one image's taps: [h*w, dim] at the first tap's grid."""
+def patchcore_embed(taps: list[np.ndarray], dim: int = 1024, pre_dim: int = 1024
+                    ) -> tuple[np.ndarray, tuple]:
+    """PatchCore's embedding of one image's taps: [h*w, dim] at the first tap's grid
+    (``pre_dim``: PatchCore's pretrain_embed_dimension, ``dim``: target_embed_dimension)."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
@@ -304,7 +306,7 @@ def patchcore_embed(taps: list[np.ndarray], dim: int = 1024) -> tuple[np.ndarray
             flat = F.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False)
             patches = flat.reshape(1, c, 9, h, w)
         feats = patches.permute(0, 3, 4, 1, 2).reshape(h * w, c * 9)
-        per_layer.append(F.adaptive_avg_pool1d(feats[:, None, :], dim)[:, 0].numpy())
+        per_layer.append(F.adaptive_avg_pool1d(feats[:, None, :], pre_dim)[:, 0].numpy())
     stacked = np.stack(per_layer, 1).reshape(h * w, 1, -1)
     emb = _adaptive_avg_1d(stacked, dim)[:, 0]
     return emb.astype(np.float32), (h, w)

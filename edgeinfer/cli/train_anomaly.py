@@ -35,6 +35,11 @@ def train_anomaly(
     layers: Annotated[
         str, typer.Option(help="Backbone stages to take features from, e.g. s8,s16.")
     ] = "s8,s16",
+    embed: Annotated[
+        str, typer.Option(help="Patch embedding: mean (3x3 average of each stage) or "
+                               "patchcore (PatchCore's, --dim values).")
+    ] = "mean",
+    dim: Annotated[int, typer.Option(help="Feature dimension of --embed patchcore.")] = 0,
     bank_size: Annotated[
         int, typer.Option(help="Memory bank rows after coreset subsampling (bounds run time).")
     ] = 4096,
@@ -52,7 +57,8 @@ def train_anomaly(
     from edgeinfer.training.anomaly import train_anomaly as train
 
     config = AnomalyConfig(tile=tile, scale=scale, fpr=fpr, backbone=backbone,
-                           layers=csv_list(layers), bank_size=bank_size, min_area=min_area)
+                           layers=csv_list(layers), embed=embed, dim=dim,
+                           bank_size=bank_size, min_area=min_area)
     with progress_bars() as on_step:
         artifact = train(good, out, config, val=val, force=force, progress=on_step)
     report = artifact.manifest.reports["train_anomaly"]

@@ -74,6 +74,8 @@ class AnomalyConfig:
     fpr: float = 0.01  #: false-alarm rate the threshold is calibrated for
     backbone: str = "efficientnet-lite0"
     layers: tuple[str, ...] = DEFAULT_LAYERS
+    embed: str = "mean"  #: patch embedding: mean (3x3 average) or patchcore (see features.py)
+    dim: int = 0  #: feature dimension of the patchcore embedding
     bank_size: int = 4096  #: memory bank rows after the coreset (bounds run time and size)
     max_patches: int = 200_000  #: patch features the coreset chooses from
     project_dim: int = 128  #: random projection of the coreset's distances
@@ -323,7 +325,8 @@ def train_anomaly(
     pre = backbone.preprocess
     track = Tracker(progress)
     with tempfile.TemporaryDirectory(prefix="edgeinfer-anomaly-") as tmp:
-        feat_path = export_features(backbone, layers, size, Path(tmp) / "features.onnx")
+        feat_path = export_features(backbone, layers, size, Path(tmp) / "features.onnx",
+                                    embed=config.embed, dim=config.dim)
         session = open_session(feat_path, threads=config.threads)
         patches, total = _patches(session, data.train, spec, pre, config, track)
         t_features = time.perf_counter() - started
@@ -339,6 +342,7 @@ def train_anomaly(
                 "edgeinfer.anomaly.feature_dim": str(bank.shape[1]),
                 "edgeinfer.anomaly.backbone": backbone.name,
                 "edgeinfer.anomaly.layers": ",".join(layers),
+                "edgeinfer.anomaly.embed": config.embed,
                 "edgeinfer.anomaly.stride": str(stride)}
         onnx.helper.set_model_props(model, meta)
         model_path = Path(tmp) / "anomaly.onnx"
@@ -357,6 +361,7 @@ def train_anomaly(
             "bank_size": len(bank),
             "feature_dim": int(bank.shape[1]),
             "layers": list(layers),
+            "embed": config.embed,
             "stride": stride,
             "threshold": threshold,
             "fpr_target": config.fpr,

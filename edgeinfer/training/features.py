@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeinfer.artifact import Preprocess
 from edgeinfer.errors import EdgeInferError, MissingDependencyError
 
@@ -58,6 +60,9 @@ BACKBONES: dict[str, Backbone] = {
 #: edges and corners the most "anomalous" of every good tile (measured: the maximum of 30 of
 #: 30 good gravel tiles sat on the border, image AUROC 0.66; docs/benchmarks/training.md)
 BORDER = 32
+
+#: how tap outputs become patch features (see build_module)
+EMBEDDINGS = ("mean", "patchcore")
 
 #: the taps chosen by measurement (docs/benchmarks/training.md): stride 8 and the end of the
 #: stride-16 stage
@@ -113,11 +118,48 @@ def _efficientnet_lite0() -> Any:
     return net.eval()
 
 
-def build_module(backbone: Backbone, layers: Sequence[str], *, raw: bool = False) -> Any:
+def pool_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``torch.nn.functional.adaptive_avg_pool1d`` from ``n_in`` to ``n_out`` values as a
+    ``[n_out, n_in]`` matrix."""
+    m = np.zeros((n_out, n_in), np.float64)
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def patchcore_kernels(channels: Sequence[int], dim: int, pre_dim: int = 1024
+                      ) -> list[np.ndarray]:
+    """PatchCore's patch embedding as one fixed 3 x 3 convolution per layer.
+
+    PatchCore unfolds each layer's 3 x 3 neighbourhoods (``C x 9`` values per cell), averages
+    them down to ``pre_dim`` (adaptive average pooling), stacks the layers and averages again to
+    ``dim``. Every step is linear, so per layer it is ``W_l = Q_l P_l`` applied to the unfolded
+    neighbourhood: a convolution with weights ``W_l`` reshaped to ``[dim, C, 3, 3]`` (unfold
+    orders values channel first, as convolution weights are), zero padding 1; the coarser
+    layers' outputs are resized bilinearly to the finest grid and summed (PatchCore resizes the
+    unfolded grid: the same, both being linear)."""
+    q = pool_matrix(len(channels) * pre_dim, dim)
+    out = []
+    for k, c in enumerate(channels):
+        w = q[:, k * pre_dim:(k + 1) * pre_dim] @ pool_matrix(9 * c, pre_dim)
+        out.append(w.reshape(dim, c, 3, 3).astype(np.float32))
+    return out
+
+
+def build_module(backbone: Backbone, layers: Sequence[str], *, raw: bool = False,
+                 embed: str = "mean", dim: int = 0) -> Any:
     """The torch module ``[B, 3, H, W] -> [B, D, H/s, W/s]`` (see the module docstring);
-    ``raw``: it returns the list of the taps' outputs as they are instead (for studies)."""
+    ``raw``: it returns the list of the taps' outputs as they are instead (for studies).
+    ``embed``: ``mean`` (each tap averaged over 3 x 3 cells, concatenated: D = the taps'
+    channels) or ``patchcore`` (:func:`patchcore_kernels`, D = ``dim``)."""
     import torch
     import torch.nn.functional as F  # noqa: N812
+
+    if embed not in EMBEDDINGS:
+        raise EdgeInferError(f"unknown embedding '{embed}': choose one of {list(EMBEDDINGS)}")
+    if embed == "patchcore" and dim < 1:
+        raise EdgeInferError("the patchcore embedding needs a dimension, e.g. --dim 512")
 
     if backbone.name != "efficientnet-lite0":
         raise EdgeInferError(f"backbone '{backbone.name}' has no builder")
@@ -127,11 +169,16 @@ def build_module(backbone: Backbone, layers: Sequence[str], *, raw: bool = False
     pad = 0 if raw else BORDER
     crop = pad // feature_stride(backbone, layers)
 
+    kernels = (patchcore_kernels([backbone.taps[x][2] for x in layers], dim)
+               if embed == "patchcore" and not raw else None)
+
     class PatchFeatures(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.stem = torch.nn.Sequential(net._conv_stem, net._bn0, net._swish)
             self.blocks = torch.nn.ModuleList(net._blocks[: last + 1])
+            for k, w in enumerate(kernels or ()):
+                self.register_buffer(f"embed_{k}", torch.from_numpy(w))
 
         def forward(self, x: Any) -> Any:
             if pad:
@@ -141,10 +188,19 @@ def build_module(backbone: Backbone, layers: Sequence[str], *, raw: bool = False
             for i, block in enumerate(self.blocks):
                 x = block(x)
                 if i in taps:
-                    outs.append(x if raw else F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+                    outs.append(x if raw or kernels else
+                                F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
             if raw:
                 return outs
             size = outs[0].shape[-2:]
+            if kernels:
+                out = 0
+                for k, o in enumerate(outs):
+                    e = F.conv2d(o, getattr(self, f"embed_{k}"), padding=1)
+                    if e.shape[-2:] != size:
+                        e = F.interpolate(e, size=size, mode="bilinear", align_corners=False)
+                    out = out + e
+                return out[..., crop:-crop, crop:-crop] if crop else out
             outs = [outs[0]] + [F.interpolate(o, size=size, mode="bilinear",
                                               align_corners=False) for o in outs[1:]]
             out = torch.cat(outs, 1)
@@ -153,13 +209,14 @@ def build_module(backbone: Backbone, layers: Sequence[str], *, raw: bool = False
     return PatchFeatures().eval()
 
 
-def export_features(backbone: Backbone, layers: Sequence[str], tile: int, path: Path) -> Path:
+def export_features(backbone: Backbone, layers: Sequence[str], tile: int, path: Path, *,
+                    embed: str = "mean", dim: int = 0) -> Path:
     """Export the patch-feature graph for ``tile`` x ``tile`` inputs (dynamic batch) to
     ``path``; input ``image``, output ``features``."""
     import torch
 
     from edgeinfer.model.export import export
 
-    module = build_module(backbone, layers)
+    module = build_module(backbone, layers, embed=embed, dim=dim)
     return export(module, torch.zeros(1, 3, tile, tile), path, input_names=("image",),
                   output_names=("features",), dynamic_batch=True)
