@@ -208,3 +208,31 @@ def test_cli_trains_prints_time_and_json(good_dir: Path, tmp_path: Path,
     assert main(["run", str(out), "--source", str(image), "--json"]) == 0
     frame = json.loads(capsys.readouterr().out)["frames"][0]
     assert {"score", "threshold", "anomalous", "regions"} <= set(frame["result"])
+
+
+def test_patchcore_kernels_equal_unfold_and_adaptive_pooling() -> None:
+    """The patchcore embedding's fixed convolutions against PatchCore's own steps in torch:
+    unfold 3 x 3, adaptive average pooling per layer, bilinear resize, stack, pooling again."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from edgeinfer.training.features import patchcore_kernels
+
+    rng = np.random.default_rng(0)
+    taps = [torch.from_numpy(rng.standard_normal((1, c, s, s)).astype(np.float32))
+            for c, s in ((5, 8), (7, 4))]
+    dim, pre = 24, 32
+    kernels = patchcore_kernels([5, 7], dim, pre_dim=pre)
+    got = sum(F.interpolate(F.conv2d(t, torch.from_numpy(k), padding=1), size=(8, 8),
+                            mode="bilinear", align_corners=False)
+              for t, k in zip(taps, kernels, strict=True))
+    per_layer = []
+    for t in taps:
+        c, s = t.shape[1], t.shape[-1]
+        u = F.unfold(t, 3, padding=1).reshape(1, c * 9, s, s)
+        u = F.interpolate(u, size=(8, 8), mode="bilinear", align_corners=False)
+        flat = u.permute(0, 2, 3, 1).reshape(64, 1, c * 9)
+        per_layer.append(F.adaptive_avg_pool1d(flat, pre)[:, 0])
+    want = F.adaptive_avg_pool1d(torch.stack(per_layer, 1).reshape(64, 1, -1), dim)[:, 0]
+    want = want.reshape(8, 8, dim).permute(2, 0, 1)[None]
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
