@@ -16,8 +16,8 @@ images alone. Everything is packaged, nothing is downloaded:
    accuracy of the found defects, frames per second;
 6. train an anomaly model (``edgeinfer.train_anomaly``) on good tiles of a REAL surface the
    detector never saw (a photograph of a brick wall, ``edgeinfer/synthetic/surfaces.py``);
-7. inspect 5 MP frames of that surface (the photograph's held-out half, mirrored out to the
-   frame; defects drawn by the evaluation-only renderer ``edgeinfer/synthetic/eval_defects.py``,
+7. inspect 5 MP frames of that surface (a held-out quarter of the photograph, mirrored out to
+   the frame; defects drawn by the evaluation-only renderer ``edgeinfer/synthetic/eval_defects.py``,
    and frames without defects) tiled, with the shipped detector and the anomaly model;
 8. write ``report.html`` (annotated frames, latency and accuracy charts) and ``summary.json``
    under the output directory.
@@ -251,17 +251,21 @@ SURFACE_DEFECTS = 8
 def train_surface_model(out: Path, size: DemoSize, progress: ProgressFn | None = None
                         ) -> Artifact:
     """An anomaly model trained on ``size.surface_tiles`` good 640 px tiles of the surface's
-    training region (mirrored at its edges, as the frames are)."""
+    training region, its threshold set on a quarter as many good tiles of another region of
+    the photograph (tiles of one region overlap one another: held out of the same region they
+    would be near-copies of training tiles and set the threshold too low). Tiles may cross the
+    regions' mirrored edges, as the frames do."""
     from edgeinfer.synthetic.surfaces import surface_tiles
     from edgeinfer.training.anomaly import AnomalyConfig, train_anomaly
 
-    good = out / f"{DEMO_SURFACE}-good"
-    good.mkdir(parents=True, exist_ok=True)
-    for i, tile in enumerate(surface_tiles(DEMO_SURFACE, "train", size.surface_tiles, seed=0,
-                                           mirror=True)):
-        cv2.imwrite(str(good / f"{i:03d}.png"), tile)
-    return train_anomaly(good, out / f"anomaly-{DEMO_SURFACE}", AnomalyConfig(), force=True,
-                         progress=progress)
+    folders = {}
+    for split, n in (("train", size.surface_tiles), ("good", max(4, size.surface_tiles // 4))):
+        folder = folders[split] = out / f"{DEMO_SURFACE}-{split}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, tile in enumerate(surface_tiles(DEMO_SURFACE, split, n, seed=0, mirror=True)):
+            cv2.imwrite(str(folder / f"{i:03d}.png"), tile)
+    return train_anomaly(folders["train"], out / f"anomaly-{DEMO_SURFACE}", AnomalyConfig(),
+                         val=folders["good"], force=True, progress=progress)
 
 
 def _touches(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -273,14 +277,15 @@ def _touches(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def surface_frames(size: DemoSize) -> list[tuple[np.ndarray, np.ndarray]]:
-    """5 MP frames of the surface's held-out half (mirrored out): ``surface_frames`` with
-    defects, then ``surface_good_frames`` without; each with its defect boxes."""
+    """5 MP frames of the surface's ``defect`` region (mirrored out; neither trained on nor
+    calibrated on): ``surface_frames`` with defects, then ``surface_good_frames`` without;
+    each with its defect boxes."""
     from edgeinfer.synthetic.eval_defects import render_defects
     from edgeinfer.synthetic.surfaces import surface_frame
 
     out = []
     for k in range(size.surface_frames + size.surface_good_frames):
-        frame = surface_frame(DEMO_SURFACE, seed=k)
+        frame = surface_frame(DEMO_SURFACE, ("defect",), seed=k)
         boxes = np.zeros((0, 4), np.float32)
         if k < size.surface_frames:
             frame, boxes, _, _ = render_defects(frame, np.random.default_rng([11, k]),
@@ -414,7 +419,7 @@ def _surface_frames_stage(d: DemoRun) -> dict[str, Any]:
               f"anomaly model ({DEMO_SURFACE}, trained here)": d.artifacts["anomaly"]}
     rows = inspect_surface(models, d.size, d.out / "frames", d.progress)
     note = (f"{d.size.surface_frames} frames with {SURFACE_DEFECTS} defects each and "
-            f"{d.size.surface_good_frames} without, 2592x1944, cut from the held-out half of "
+            f"{d.size.surface_good_frames} without, 2592x1944, cut from a held-out quarter of "
             f"the {DEMO_SURFACE} photograph (mirrored out to the frame size); a defect counts "
             "as found when a box shares area with it, whatever its class")
     return {"surface": DEMO_SURFACE, "rows": rows, "note": note}
