@@ -429,8 +429,9 @@ def sweep_rows(s: SurfaceSet, all_taps: dict[str, list], bank_sizes: tuple[int, 
 
 
 def frames_part(art_path: str, s: SurfaceSet, work: Path, quick: bool) -> dict[str, Any]:
-    """tune on the artifact, then tiled runs on 5 MP frames of the surface (held-out regions)
-    with the tuned and the untuned model; benchmarks/tiling.py for memory at 1 to 20 MP."""
+    """tune on the artifact, then tiled runs on 5 MP good frames of the surface (held-out
+    regions) with the tuned and the untuned model, both models' accuracy on the test tiles;
+    benchmarks/tiling.py for memory at 1 to 20 MP."""
     from edgeinfer.loading import load
     from edgeinfer.pipeline.tiled import TiledPredictor
     from edgeinfer.runtime.engine import Engine
@@ -464,6 +465,19 @@ def frames_part(art_path: str, s: SurfaceSet, work: Path, quick: bool) -> dict[s
                       "flagged_good_frames": flagged,
                       "bank_size": art.manifest.reports.get("train_anomaly", {}).get(
                           "bank_size")}
+    if len(s.defect) > 1:  # the tuned model's accuracy at the threshold calibrated in FP32
+        from edgeinfer.pipeline.predict import Predictor
+
+        for label, art in (("trained", load(art_path)), ("tuned", tuned)):
+            with Engine(art) as engine:
+                predictor = Predictor(engine)
+                res = [predictor.predict(t).result for t in s.test]
+            scores = np.array([r.score for r in res])
+            out[label].update(image_auroc=auroc(s.labels, scores),
+                              flagged_good_tiles=float(np.mean([r.anomalous for r in
+                                                                res[:len(s.good)]])),
+                              recall_own=float(np.mean([r.anomalous for r in
+                                                        res[len(s.good):]])))
     mem = work / "tiling.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "tiling.py"), "--model", art_path,
            "--json", str(mem)] + (["--quick"] if quick else [])
