@@ -295,7 +295,10 @@ def _prepare_out(out: Path, force: bool) -> None:
         if not force:
             raise EdgeInferError(f"{out} exists and is not empty: choose another -o or use "
                                  "--force")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
 
 
 def train_anomaly(
