@@ -40,6 +40,11 @@ def train_anomaly(
                                "patchcore (PatchCore's, --dim values).")
     ] = "mean",
     dim: Annotated[int, typer.Option(help="Feature dimension of --embed patchcore.")] = 0,
+    scorer: Annotated[
+        str, typer.Option(help="patchcore (nearest of a memory bank), gaussian (Mahalanobis "
+                               "distance to one Gaussian of the good patches) or whitened "
+                               "(patchcore after the Gaussian's whitening).")
+    ] = "patchcore",
     bank_size: Annotated[
         int, typer.Option(help="Memory bank rows after coreset subsampling (bounds run time).")
     ] = 4096,
@@ -57,7 +62,7 @@ def train_anomaly(
     from edgeinfer.training.anomaly import train_anomaly as train
 
     config = AnomalyConfig(tile=tile, scale=scale, fpr=fpr, backbone=backbone,
-                           layers=csv_list(layers), embed=embed, dim=dim,
+                           layers=csv_list(layers), embed=embed, dim=dim, scorer=scorer,
                            bank_size=bank_size, min_area=min_area)
     with progress_bars() as on_step:
         artifact = train(good, out, config, val=val, force=force, progress=on_step)

@@ -60,6 +60,11 @@ __all__ = ["AnomalyConfig", "append_nn_head", "calibrate_threshold", "train_anom
 MIN_IMAGES = 10
 #: cells along a tile's edges sampled EDGE_WEIGHT times as often into the coreset's pool
 EDGE_RING, EDGE_WEIGHT = 2, 8.0
+#: ridge added to the covariance of the whitening, as a fraction of its mean eigenvalue
+SHRINK = 0.01
+#: scorers: patchcore (nearest bank row), gaussian (Mahalanobis distance to one Gaussian of
+#: all patches), whitened (patchcore in the Gaussian's whitened space)
+SCORERS = ("patchcore", "gaussian", "whitened")
 #: bank columns per MatMul of the nearest-neighbour head
 BANK_CHUNK = 512
 INPUT, FEATURES, OUTPUT = "image", "features", "anomaly_map"
@@ -76,6 +81,7 @@ class AnomalyConfig:
     layers: tuple[str, ...] = DEFAULT_LAYERS
     embed: str = "mean"  #: patch embedding: mean (3x3 average) or patchcore (see features.py)
     dim: int = 0  #: feature dimension of the patchcore embedding
+    scorer: str = "patchcore"  #: see SCORERS
     bank_size: int = 4096  #: memory bank rows after the coreset (bounds run time and size)
     max_patches: int = 200_000  #: patch features the coreset chooses from
     project_dim: int = 128  #: random projection of the coreset's distances
@@ -101,6 +107,9 @@ class AnomalyConfig:
         if not 0 < self.fpr < 1:
             raise EdgeInferError(f"bad --fpr {self.fpr}: give a false-alarm rate in (0, 1), "
                                  "e.g. 0.01")
+        if self.scorer not in SCORERS:
+            raise EdgeInferError(f"unknown scorer '{self.scorer}': choose one of "
+                                 f"{list(SCORERS)}")
         if self.bank_size < 1:
             raise EdgeInferError(f"bad --bank-size {self.bank_size}: give at least 1")
 
@@ -210,11 +219,26 @@ def _gauss_kernel(sigma: float) -> np.ndarray:
     return (k2 / k2.sum()).astype(np.float32)[None, None]
 
 
+def whitening(patches: np.ndarray, shrink: float = SHRINK) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, W)`` with ``W = (cov + shrink * mean eigenvalue * I)^(-1/2)`` of ``patches``
+    ([N, D]): ``|(f - mean) W|`` is the Mahalanobis distance under one Gaussian."""
+    x = np.asarray(patches, np.float64)
+    mean = x.mean(0)
+    cov = np.cov(x - mean, rowvar=False)
+    vals, vecs = np.linalg.eigh(cov)
+    vals = np.maximum(vals, 0) + shrink * max(float(vals.mean()), 1e-12)
+    w = (vecs / np.sqrt(vals)) @ vecs.T
+    return mean.astype(np.float32), w.astype(np.float32)
+
+
 def append_nn_head(model: onnx.ModelProto, bank: np.ndarray, smooth: float = 0.0,
-                   chunk: int = BANK_CHUNK) -> onnx.ModelProto:
+                   chunk: int = BANK_CHUNK,
+                   whiten: tuple[np.ndarray, np.ndarray] | None = None) -> onnx.ModelProto:
     """``model`` (output ``features`` ``[B, D, h, w]``) extended to output ``anomaly_map``
     ``[B, 1, h, w]``: each patch's Euclidean distance to its nearest row of ``bank`` ([M, D]),
     smoothed by a Gaussian of sigma ``smooth`` cells (reflected borders; 0: none).
+    ``whiten=(mean, W)``: patches become ``(f - mean) W`` first (the bank is in that space;
+    a bank of one zero row makes the map the Mahalanobis distance under one Gaussian).
 
     ``|f - m|^2 = |f|^2 + min_m(|m|^2 - 2 f.m)``: the bank enters as ``-2 bank^T`` and
     ``|m|^2`` initializers, one MatMul + Add + ReduceMin per ``chunk`` rows of the bank."""
@@ -225,10 +249,16 @@ def append_nn_head(model: onnx.ModelProto, bank: np.ndarray, smooth: float = 0.0
     m, d = bank.shape
     nodes = [
         helper.make_node("Transpose", [FEATURES], ["nn_nhwc"], perm=[0, 2, 3, 1]),
-        helper.make_node("Reshape", ["nn_nhwc", "nn_flat_shape"], ["nn_flat"]),
-        helper.make_node("ReduceSumSquare", ["nn_flat"], ["nn_fsq"], axes=[1], keepdims=1),
+        helper.make_node("Reshape", ["nn_nhwc", "nn_flat_shape"],
+                         ["nn_raw" if whiten is not None else "nn_flat"]),
     ]
     inits = [_initializer("nn_flat_shape", np.array([-1, d], np.int64))]
+    if whiten is not None:
+        inits += [_initializer("whiten_mean", whiten[0]), _initializer("whiten_w", whiten[1])]
+        nodes += [helper.make_node("Sub", ["nn_raw", "whiten_mean"], ["nn_centred"]),
+                  helper.make_node("MatMul", ["nn_centred", "whiten_w"], ["nn_flat"])]
+    nodes.append(helper.make_node("ReduceSumSquare", ["nn_flat"], ["nn_fsq"], axes=[1],
+                                  keepdims=1))
     mins = []
     for k, start in enumerate(range(0, m, chunk)):
         part = bank[start: start + chunk]
@@ -333,19 +363,26 @@ def train_anomaly(
         session = open_session(feat_path, threads=config.threads)
         patches, total = _patches(session, data.train, spec, pre, config, track)
         t_features = time.perf_counter() - started
-        chosen = greedy_coreset(patches, min(config.bank_size, len(patches)),
-                                project_dim=config.project_dim,
-                                seed=config.seed, progress=progress)
-        bank = patches[chosen]
+        whiten = whitening(patches) if config.scorer != "patchcore" else None
+        if config.scorer == "gaussian":
+            bank = np.zeros((1, patches.shape[1]), np.float32)
+        else:
+            if whiten is not None:
+                patches = (patches - whiten[0]) @ whiten[1]
+            chosen = greedy_coreset(patches, min(config.bank_size, len(patches)),
+                                    project_dim=config.project_dim,
+                                    seed=config.seed, progress=progress)
+            bank = patches[chosen]
         del patches
         t_bank = time.perf_counter() - started - t_features
-        model = append_nn_head(onnx.load(str(feat_path)), bank, config.smooth)
+        model = append_nn_head(onnx.load(str(feat_path)), bank, config.smooth, whiten=whiten)
         stride = feature_stride(backbone, layers)
         meta = {"edgeinfer.anomaly.bank_size": str(len(bank)),
                 "edgeinfer.anomaly.feature_dim": str(bank.shape[1]),
                 "edgeinfer.anomaly.backbone": backbone.name,
                 "edgeinfer.anomaly.layers": ",".join(layers),
                 "edgeinfer.anomaly.embed": config.embed,
+                "edgeinfer.anomaly.scorer": config.scorer,
                 "edgeinfer.anomaly.stride": str(stride)}
         onnx.helper.set_model_props(model, meta)
         model_path = Path(tmp) / "anomaly.onnx"
@@ -365,6 +402,7 @@ def train_anomaly(
             "feature_dim": int(bank.shape[1]),
             "layers": list(layers),
             "embed": config.embed,
+            "scorer": config.scorer,
             "stride": stride,
             "threshold": threshold,
             "fpr_target": config.fpr,

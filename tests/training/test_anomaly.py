@@ -142,6 +142,26 @@ def test_exported_graph_equals_torch_features_and_numpy_scoring(trained: tuple,
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(want.max()))
 
 
+def test_gaussian_scorer_is_the_mahalanobis_distance() -> None:
+    import onnxruntime as ort
+
+    from edgeinfer.training.anomaly import whitening
+
+    rng = np.random.default_rng(2)
+    mix = rng.standard_normal((6, 6))
+    patches = rng.standard_normal((5000, 6)) @ mix + 3.0
+    mean, w = whitening(patches, shrink=0.0)
+    model = append_nn_head(_features_model(6, 3, 4), np.zeros((1, 6), np.float32),
+                           whiten=(mean, w))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feats = (rng.standard_normal((1, 3, 4, 6)) @ mix + 3.0).transpose(0, 3, 1, 2)
+    got = sess.run(None, {"x": feats.astype(np.float32)})[0][0, 0]
+    inv = np.linalg.inv(np.cov(patches, rowvar=False))
+    diff = feats[0].transpose(1, 2, 0) - patches.mean(0)
+    want = np.sqrt(np.einsum("hwi,ij,hwj->hw", diff, inv, diff))
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
 def test_threshold_rule() -> None:
     scores = np.arange(1, 21, dtype=float)  # 20 held-out good scores
     assert calibrate_threshold(scores, 0.01) == 20  # floor(0.2) = 0 may be flagged
