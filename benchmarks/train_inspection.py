@@ -10,8 +10,9 @@ which no training anywhere in the project uses. The three regions share no pixel
 
 Rows, side by side on the same tiles:
 
-- ``anomaly model``: ``edgeinfer.train_anomaly`` (PatchCore on EfficientNet-Lite0 stride 8 +
-  16 features), run through its artifact (Engine + decoder), one model per surface;
+- ``anomaly model``: ``edgeinfer.train_anomaly`` (EfficientNet-Lite0 stride 8 + 16 patch
+  features; ``--scorer``: one Gaussian by default, or a PatchCore memory bank), run through its
+  artifact (Engine + decoder), one model per surface;
 - ``PatchCore reference (numpy)``: PatchCore's own scoring written out in numpy after the
   reference implementation (3x3 patch unfolding, adaptive average pooling to 1024 dimensions
   per layer and after stacking, approximate greedy coreset on a 128-d projection, 1-NN
@@ -529,6 +530,8 @@ def main() -> None:
     parser.add_argument("--good", type=int, default=30)
     parser.add_argument("--defect", type=int, default=30)
     parser.add_argument("--bank", type=int, default=AnomalyConfig().bank_size)
+    parser.add_argument("--scorer", default=AnomalyConfig().scorer,
+                        help="the anomaly model's scorer: gaussian, patchcore or whitened")
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--sweep-surfaces", default="gravel",
                         help="with --sweep: the surfaces the sweep runs on")
@@ -550,7 +553,7 @@ def main() -> None:
         return
     if args.quick:
         args.train, args.good, args.defect = 20, 10, 10
-    config = AnomalyConfig(bank_size=args.bank)
+    config = AnomalyConfig(bank_size=args.bank, scorer=args.scorer)
     rows: list[Row] = []
     extra: dict[str, Any] = {}
     started = time.perf_counter()
@@ -561,7 +564,7 @@ def main() -> None:
         names = ("s4", "s8", "s16a", "s16", "s32") if args.sweep else ("s8", "s16")
         taps = None if args.no_reference and not args.sweep else Taps(names)
         for s in sets:
-            rows.append(anomaly_row(s, work, config))
+            rows.append(anomaly_row(s, work, config, f"anomaly model ({config.scorer})"))
             print(f"{s.name}: anomaly model trained in {rows[-1].train_s:.1f} s", flush=True)
             rows.append(detector_row(s))
             if taps is None:
@@ -579,7 +582,7 @@ def main() -> None:
             print_table(rows)
         rows += finetuned_detector_rows(sets, work)
         if args.frames:
-            first = next(r for r in rows if r.method == "anomaly model")
+            first = next(r for r in rows if r.method.startswith("anomaly model"))
             extra["frames"] = frames_part(first.extra["artifact"], sets[0], work, args.quick)
     print_table(rows)
     methods = list(dict.fromkeys(r.method for r in rows))

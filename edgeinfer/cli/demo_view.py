@@ -64,9 +64,10 @@ def _train(f: dict[str, Any], console: Console) -> None:
     r = f["report"]
     console.print(
         f"anomaly model {f['path']}: {r['train_tiles']} good 640x640 tiles of the "
-        f"{f['surface']} photograph (no defect shown to it), memory bank {r['bank_size']} x "
-        f"{r['feature_dim']}, threshold {r['threshold']:.4g} set on {r['val_tiles']} good tiles "
-        f"of another part of the photograph; training time {r['seconds']['total']:.1f} s"
+        f"{f['surface']} photograph (no defect shown to it), scorer {r['scorer']} on "
+        f"{r['feature_dim']}-d patch features, threshold {r['threshold']:.4g} set on "
+        f"{r['val_tiles']} good tiles of another part of the photograph; training time "
+        f"{r['seconds']['total']:.1f} s"
     )
 
 

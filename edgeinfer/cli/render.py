@@ -53,7 +53,7 @@ def render_inspect(report: dict[str, Any], console: Console, per_op: bool = Fals
         summary.add_row(
             "memory bank", f"{bank['bank_size']} x {bank.get('feature_dim', '?')} patch "
             f"features ({bank.get('backbone', '')} {bank.get('layers', '')}, stride "
-            f"{bank.get('stride', '?')})"
+            f"{bank.get('stride', '?')}; scorer {bank.get('scorer', 'patchcore')})"
         )
     hist = report["ops"]["histogram"]
     summary.add_row(

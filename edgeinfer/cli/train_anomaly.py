@@ -44,7 +44,7 @@ def train_anomaly(
         str, typer.Option(help="patchcore (nearest of a memory bank), gaussian (Mahalanobis "
                                "distance to one Gaussian of the good patches) or whitened "
                                "(patchcore after the Gaussian's whitening).")
-    ] = "patchcore",
+    ] = "gaussian",
     bank_size: Annotated[
         int, typer.Option(help="Memory bank rows after coreset subsampling (bounds run time).")
     ] = 4096,
@@ -56,8 +56,9 @@ def train_anomaly(
         bool, typer.Option("--json", help="Print the training report as one JSON document.")
     ] = False,
 ) -> None:
-    """Train an anomaly model (PatchCore on pretrained EfficientNet-Lite0 features) from good
-    images only; the artifact runs in run, bench, tune, optimize, serve and streams."""
+    """Train an anomaly model (a Gaussian of pretrained EfficientNet-Lite0 patch features, or a
+    PatchCore memory bank) from good images only; the artifact runs in run, bench, tune,
+    optimize, serve and streams."""
     from edgeinfer.training.anomaly import AnomalyConfig
     from edgeinfer.training.anomaly import train_anomaly as train
 
@@ -75,10 +76,12 @@ def train_anomaly(
         f"[green]wrote[/green] {out}: trained on {report['train_tiles']} tiles of "
         f"{report['train_images']} good images"
         + (f" ({skipped} unreadable skipped)" if skipped else "")
-        + f"; memory bank {report['bank_size']} x {report['feature_dim']} "
-        f"({'+'.join(report['layers'])}); threshold {report['threshold']:.4g} for a "
-        f"false-alarm rate of {report['fpr_target']:g} ({report['val_flagged']} of "
-        f"{report['val_tiles']} held-out good tiles above it)"
+        + (f"; one Gaussian of {report['feature_dim']} patch features"
+           if report["scorer"] == "gaussian" else
+           f"; memory bank {report['bank_size']} x {report['feature_dim']}")
+        + f" ({'+'.join(report['layers'])}, scorer {report['scorer']}); threshold "
+        f"{report['threshold']:.4g} for a false-alarm rate of {report['fpr_target']:g} "
+        f"({report['val_flagged']} of {report['val_tiles']} held-out good tiles above it)"
     )
     console.print(f"training time {report['seconds']['total']:.1f} s (features "
               f"{report['seconds']['features']:.1f} s, coreset {report['seconds']['coreset']:.1f}"

@@ -64,7 +64,8 @@ def good_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained(good_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     out = tmp_path_factory.mktemp("art") / "model"
     steps: list[Step] = []
-    art = train_anomaly(good_dir, out, AnomalyConfig(tile=TILE, bank_size=96, fpr=0.1),
+    art = train_anomaly(good_dir, out, AnomalyConfig(tile=TILE, bank_size=96, fpr=0.1,
+                                                     scorer="patchcore"),
                         progress=steps.append)
     return art, steps
 
@@ -214,7 +215,7 @@ def test_cli_trains_prints_time_and_json(good_dir: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli-model"
     args = ["train", "anomaly", "--good", str(good_dir), "-o", str(out), "--tile", str(TILE),
-            "--bank-size", "32"]
+            "--bank-size", "32", "--scorer", "patchcore"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "training time" in text and "memory bank 32 x 152" in text
@@ -223,11 +224,19 @@ def test_cli_trains_prints_time_and_json(good_dir: Path, tmp_path: Path,
     assert main([*args, "--force", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["bank_size"] == 32 and doc["seconds"]["total"] > 0
+    default = tmp_path / "gaussian"
+    assert main(["train", "anomaly", "--good", str(good_dir), "-o", str(default),
+                 "--tile", str(TILE)]) == 0
+    assert "one Gaussian of 152 patch features" in capsys.readouterr().out
     image = tmp_path / "part.png"
     cv2.imwrite(str(image), blot(texture(70)))
     assert main(["run", str(out), "--source", str(image), "--json"]) == 0
     frame = json.loads(capsys.readouterr().out)["frames"][0]
     assert {"score", "threshold", "anomalous", "regions"} <= set(frame["result"])
+    # the default (gaussian) model flags the blot too: generous, it is far off the texture
+    assert main(["run", str(default), "--source", str(image), "--json"]) == 0
+    frame = json.loads(capsys.readouterr().out)["frames"][0]
+    assert frame["result"]["anomalous"] and frame["result"]["regions"]
 
 
 def test_patchcore_kernels_equal_unfold_and_adaptive_pooling() -> None:
