@@ -84,5 +84,5 @@ def train_anomaly(
         f"({report['val_flagged']} of {report['val_tiles']} held-out good tiles above it)"
     )
     console.print(f"training time {report['seconds']['total']:.1f} s (features "
-              f"{report['seconds']['features']:.1f} s, coreset {report['seconds']['coreset']:.1f}"
+              f"{report['seconds']['features']:.1f} s, model {report['seconds']['model']:.1f}"
               " s)")

@@ -416,7 +416,7 @@ def train_anomaly(
             "val_flagged": int((val_scores > threshold).sum()),
             "val_score_quantiles": {q: float(np.quantile(val_scores, float(q)))
                                     for q in ("0.5", "0.9", "0.99", "1.0")},
-            "seconds": {"features": t_features, "coreset": t_bank, "total": seconds,
+            "seconds": {"features": t_features, "model": t_bank, "total": seconds,
                         "cpu": time.process_time() - cpu_started},
             "config": asdict(config),
         }
