@@ -22,10 +22,11 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -89,14 +90,22 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 # ------------------------------------------------------------------------ the app
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What the routes share: the node, its metrics, cached predictors, the JSON parser."""
+
+    node: Node
+    metrics: NodeMetrics
+    predictors: dict[str, Any]
+    json_parser: JsonParser
+
+
 def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
     """The node's FastAPI app; refuses (EdgeInferError) when the access policy forbids the
     configuration. The node starts with the app's lifespan and closes with it."""
     policy = policy_for(config)
     node = node or Node(config)
-    metrics = NodeMetrics(node)
-    predictors: dict[str, Any] = {}
-    json_parser = JsonParser()
+    ctx = _Context(node, NodeMetrics(node), {}, JsonParser())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -105,58 +114,83 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
             yield
         finally:
             await asyncio.to_thread(node.close)
-            json_parser.close()
+            ctx.json_parser.close()
             if app.state.offload is not None:
                 app.state.offload.close()
 
     app = FastAPI(title="edgeinfer node", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     app.state.node = node
-    app.state.metrics = metrics
-    app.state.json_parser = json_parser
+    app.state.metrics = ctx.metrics
+    app.state.json_parser = ctx.json_parser
     app.add_middleware(Guard, policy=policy, limits=config.body_limits(),
-                       on_refused=metrics.refused_request, on_disconnect=metrics.client_went_away,
+                       on_refused=ctx.metrics.refused_request,
+                       on_disconnect=ctx.metrics.client_went_away,
                        body_limit=lambda path, headers: _json_bound(node, path, headers))
     _install_errors(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.offload = _mount_offload(app, node)
+    for router in (_health_routes(ctx), _model_routes(ctx), _infer_routes(ctx),
+                   _status_routes(ctx)):
+        app.include_router(router)
+    return app
 
-    @app.get("/healthz", responses=_responses(503))
+
+def _health_routes(ctx: _Context) -> APIRouter:
+    """``/healthz`` and ``/readyz``."""
+    router = APIRouter()
+
+    @router.get("/healthz", responses=_responses(503))
     async def healthz() -> dict[str, Any]:
         """Alive: the process answers."""
         return {"status": "alive"}
 
-    @app.get("/readyz", responses=_responses(503))
+    @router.get("/readyz", responses=_responses(503))
     async def readyz() -> Any:
         """Ready: start-up loads done and at least one model ready."""
-        if not node.ready():
+        if not ctx.node.ready():
             return _error(503, "not ready: models are loading, none is loaded, or the node is "
                                "shutting down")
         return {"status": "ready"}
 
-    @app.get("/v1/models")
+    return router
+
+
+def _model_routes(ctx: _Context) -> APIRouter:
+    """The model repository: list, describe, load, unload."""
+    router = APIRouter()
+    node = ctx.node
+
+    @router.get("/v1/models")
     def list_models() -> dict[str, Any]:
         """Every model of the repository with its state (failed ones with their reason)."""
         return {"models": [node.describe(n) for n in node.model_names()]}
 
-    @app.get("/v1/models/{name}", responses=_responses(400, 404))
+    @router.get("/v1/models/{name}", responses=_responses(400, 404))
     def get_model(name: str) -> dict[str, Any]:
         """One model: state, inputs, decoder, counters."""
         return node.describe(name)
 
-    @app.post("/v1/models/{name}/load", responses=_responses(400, 404))
+    @router.post("/v1/models/{name}/load", responses=_responses(400, 404))
     async def load_model(name: str) -> dict[str, Any]:
         """Load a model now (a repaired or newly added artifact is re-read first)."""
-        predictors.pop(name, None)
+        ctx.predictors.pop(name, None)
         return await asyncio.to_thread(node.load, name)
 
-    @app.post("/v1/models/{name}/unload", responses=_responses(400, 404))
+    @router.post("/v1/models/{name}/unload", responses=_responses(400, 404))
     async def unload_model(name: str) -> dict[str, Any]:
         """Unload a model; its requests get 503 until it is loaded again."""
         return await asyncio.to_thread(node.unload, name)
 
-    @app.post("/v1/models/{name}/infer", openapi_extra=_INFER_BODY,
-              responses=_responses(400, 404, 413, 415, 429, 503))
+    return router
+
+
+def _infer_routes(ctx: _Context) -> APIRouter:
+    """``/v1/models/{name}/infer``: images and tensors, with priorities and deadlines."""
+    router = APIRouter()
+
+    @router.post("/v1/models/{name}/infer", openapi_extra=_INFER_BODY,
+                 responses=_responses(400, 404, 413, 415, 429, 503))
     async def infer(
         name: str,
         request: Request,
@@ -172,24 +206,32 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
         t0 = time.perf_counter()
         prio = priority if priority is not None else (x_priority or 0)
         deadline = deadline_ms if deadline_ms is not None else x_deadline_ms
-        label = name if name in node.model_names() else "_unknown"  # bounded label values
+        label = name if name in ctx.node.model_names() else "_unknown"  # bounded labels
         try:
-            out = await _infer(node, predictors, metrics, json_parser, name, request, prio,
-                               deadline)
+            out = await _infer(ctx.node, ctx.predictors, ctx.metrics, ctx.json_parser, name,
+                               request, prio, deadline)
         except Exception as exc:
-            metrics.observe(label, *_classify(exc))
+            ctx.metrics.observe(label, *_classify(exc))
             raise
-        metrics.latency.labels(label).observe(time.perf_counter() - t0)
-        metrics.observe(label, 200)
+        ctx.metrics.latency.labels(label).observe(time.perf_counter() - t0)
+        ctx.metrics.observe(label, 200)
         return out
 
-    @app.get("/v1/status")
+    return router
+
+
+def _status_routes(ctx: _Context) -> APIRouter:
+    """What the dashboard and monitoring read: status, stream frames, metrics, the page."""
+    router = APIRouter()
+    node = ctx.node
+
+    @router.get("/v1/status")
     def status() -> dict[str, Any]:
         """Node, models (state, counters), streams (fps, latency, drops), uplink: the
         dashboard's data."""
         return node.status()
 
-    @app.get("/v1/streams/{name}/frame.jpg", responses={
+    @router.get("/v1/streams/{name}/frame.jpg", responses={
         200: {"content": {"image/jpeg": {}}, "description": "the latest annotated frame"},
         **_responses(404)})
     def frame(name: str) -> Response:
@@ -200,19 +242,19 @@ def create_app(config: NodeConfig, node: Node | None = None) -> FastAPI:
                            "no_frame")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
-    @app.get("/metrics", responses={200: {"content": {CONTENT_TYPE: {}},
-                                          "description": "Prometheus text"}})
+    @router.get("/metrics", responses={200: {"content": {CONTENT_TYPE: {}},
+                                             "description": "Prometheus text"}})
     def prometheus() -> Response:
         """Prometheus metrics (this node's own registry)."""
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/", include_in_schema=False)
-    @app.get("/dashboard", include_in_schema=False)
+    @router.get("/", include_in_schema=False)
+    @router.get("/dashboard", include_in_schema=False)
     def dashboard() -> FileResponse:
         """The dashboard page (static; its script polls /v1/status)."""
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
-    return app
+    return router
 
 
 async def _infer(node: Node, predictors: dict[str, Any], metrics: NodeMetrics,
