@@ -17,6 +17,7 @@ from edgeinfer.cli.common import (
     print_json,
     quiet_capture_logs,
 )
+from edgeinfer.cli.run_view import FrameView
 from edgeinfer.errors import EdgeInferError
 
 
@@ -75,14 +76,7 @@ def run(
     from edgeinfer.pipeline.sources import ReconnectPolicy, source_kind
     from edgeinfer.runtime.engine import Engine
 
-    if tile is not None and tile < 32:
-        raise EdgeInferError(f"bad --tile {tile}: give the tile size in pixels, e.g. 640")
-    if not 0 <= overlap < 0.9:
-        raise EdgeInferError(f"bad --overlap {overlap}: give a fraction in [0, 0.9)")
-    if queue < 1:
-        raise EdgeInferError(f"bad --queue {queue}: give at least 1 frame")
-    if retries < 0:
-        raise EdgeInferError(f"bad --retries {retries}: give 0 (forever) or more")
+    _check_run_options(tile, overlap, queue, retries)
     kind = source_kind(source)
     streaming = live or kind != "file"
     policy = None
@@ -93,54 +87,26 @@ def run(
             quiet_capture_logs()
     engine = Engine(with_input_shapes(load(artifact), parse_input_shapes(input_shape)), backend)
     predictor = make_predictor(engine, tile, overlap, batch, full_frame)
-    frames: list[dict] = []  # --json on a finite source: one document at the end
-
-    def show(pred) -> None:
-        result = pred.result
-        items = result.to_dicts() if hasattr(result, "to_dicts") else list(result)[:top_k]
-        if as_json:
-            record = {
-                "source": pred.source,
-                "result": result.to_json() if hasattr(result, "to_json") else items,
-                "times_ms": {k: round(v, 3) for k, v in pred.times_ms.items()},
-            }
-            if streaming:
-                print(json.dumps(record), flush=True)
-            else:
-                frames.append(record)
-            return
-        total = sum(pred.times_ms.values())
-        console.print(f"[bold]{pred.source}[/bold]  ({total:.1f} ms, {len(items)} results)")
-        if hasattr(result, "describe"):
-            console.print(f"  {result.describe()}")
-        for r in items[: max(top_k, 20)]:
-            where = " ".join(f"{v:.0f}" for v in r["box"]) if "box" in r else ""
-            console.print(f"  {r['class_id']:>5}  {r['label']:<24} {r['score']:.3f}  {where}")
-
+    view = FrameView(as_json, streaming, top_k)
     if streaming:
-        summary = run_stream(predictor, source, save=save, limit=limit, on_frame=show,
+        summary = run_stream(predictor, source, save=save, limit=limit, on_frame=view.show,
                              live=live, fps=fps, policy=policy, queue_size=queue).to_dict()
     else:
         summary = run_source(predictor, Path(source), save=save, limit=limit,
-                             on_frame=show).to_dict()
-    if as_json:
-        if streaming:
-            print(json.dumps({"summary": summary}))
-        else:
-            print_json({"frames": frames, "summary": summary})
-        return
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in summary["stages_ms"].items())
-    fps_text = f"{summary['fps']:.1f}" if summary["fps"] else "-"
-    lat = (f"latency p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms"
-           if summary["p50_ms"] is not None else "no latency")
-    console.print(
-        f"{summary['frames']} frames in {summary['seconds']:.2f} s ({fps_text} fps); {lat}; "
-        f"dropped {summary['dropped']}, reconnects {summary['reconnects']}; "
-        f"mean ms per stage: {stages}"
-        + (f"; saved {len(summary['saved'])} file(s) in {save}" if save else "")
-        + (f"; skipped {summary['skipped']} unreadable image(s)" if summary.get("skipped")
-           else "")
-    )
+                             on_frame=view.show).to_dict()
+    view.finish(summary, save)
+
+
+def _check_run_options(tile: int | None, overlap: float, queue: int, retries: int) -> None:
+    """One-line errors for option values ``run`` cannot use."""
+    if tile is not None and tile < 32:
+        raise EdgeInferError(f"bad --tile {tile}: give the tile size in pixels, e.g. 640")
+    if not 0 <= overlap < 0.9:
+        raise EdgeInferError(f"bad --overlap {overlap}: give a fraction in [0, 0.9)")
+    if queue < 1:
+        raise EdgeInferError(f"bad --queue {queue}: give at least 1 frame")
+    if retries < 0:
+        raise EdgeInferError(f"bad --retries {retries}: give 0 (forever) or more")
 
 
 @app.command()
