@@ -30,7 +30,9 @@ def inspect(
         str, typer.Argument(help="Model file (.onnx, .tflite), artifact dir or zoo name.")
     ],
     input_shape: InputShapeOption = None,
-    budget: Annotated[str | None, typer.Option(help="Memory budget, e.g. 512KiB, 64MiB.")] = None,
+    budget: Annotated[str | None, typer.Option(
+        help="Memory budget in binary units (64MB = 64 MiB = 64 x 2^20 bytes), e.g. 512KiB.")
+    ] = None,
     as_json: JsonOption = False,
     per_op: Annotated[bool, typer.Option("--per-op", help="Show MACs per op.")] = False,
 ) -> None:

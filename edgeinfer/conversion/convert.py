@@ -74,7 +74,7 @@ def convert(
                 result.path,
                 origin=f"converted from {m.model.path}",
                 format=config.to,
-                precision=config.precision,
+                precision=_precision(src, config),
                 companions=tuple(f for f in result.files if f != result.path),
                 inputs=_converted_inputs(m.inputs, config),
                 outputs=(),
@@ -84,7 +84,7 @@ def convert(
         converted, figures = _verify(src, converted, check_set.inputs)
         report = {
             "to": config.to,
-            "precision": config.precision,
+            "precision": _precision(src, config),
             "seconds": result.seconds,
             "bytes": converted_bytes,
             "onnx_bytes": src.model_path.stat().st_size,
@@ -227,8 +227,10 @@ def _run_converter(
     src: Artifact, config: ConvertConfig, calib: np.ndarray, workdir: Path,
     progress: ProgressFn | None,
 ) -> ConvertResult:
+    stem = _converted_stem(src.model_path.stem, _precision(src, config))
     if config.to == "openvino":
-        return to_openvino(src.model_path, workdir, fp16=config.fp16, progress=progress)
+        return to_openvino(src.model_path, workdir, fp16=config.fp16, progress=progress,
+                           stem=stem)
     layout = src.manifest.inputs[0].layout
     return to_tflite(
         src.model_path,
@@ -237,4 +239,25 @@ def _run_converter(
         int8=config.int8,
         input_layout="NHWC" if layout == "NHWC" else "NCHW",
         progress=progress,
+        stem=stem,
     )
+
+
+def _converted_stem(stem: str, precision: str) -> str:
+    """The converted file's name says what it holds: ``net.fp32`` -> ``net.fp16`` for FP16
+    weights, ``net`` -> ``net.int8`` for full integer; an FP32 conversion keeps the name."""
+    base, dot, tag = stem.rpartition(".")
+    if dot and tag in ("fp32", "fp16", "int8", "mixed"):
+        return f"{base}.{precision}"
+    return stem if precision == "fp32" else f"{stem}.{precision}"
+
+
+def _precision(src: Artifact, config: ConvertConfig) -> str:
+    """What the converted model holds: full-integer TFLite is int8; OpenVINO keeps the source's
+    precision (an INT8 ONNX model stays INT8), with FP16 weights where asked of an FP32 one."""
+    if config.int8:
+        return "int8"
+    if config.to == "openvino":
+        source = src.manifest.model.precision
+        return "fp16" if config.fp16 and source == "fp32" else source
+    return "fp32"

@@ -28,14 +28,16 @@ def to_openvino(
     *,
     fp16: bool = False,
     progress: ProgressFn | None = None,
+    stem: str | None = None,
 ) -> ConvertResult:
-    """Convert ``onnx_path`` to OpenVINO IR ``out_dir/<stem>.xml`` + ``.bin``."""
+    """Convert ``onnx_path`` to OpenVINO IR ``out_dir/<stem>.xml`` + ``.bin`` (``stem``: the
+    ONNX file's by default)."""
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir)
     load_onnx(onnx_path)  # one-line ModelLoadError for a missing, corrupt or non-ONNX file
     ov = require("openvino", "openvino", "converting ONNX to OpenVINO IR")
     out_dir.mkdir(parents=True, exist_ok=True)
-    xml = out_dir / f"{onnx_path.stem}.xml"
+    xml = out_dir / f"{stem or onnx_path.stem}.xml"
     bin_ = xml.with_suffix(".bin")
     precision = "fp16" if fp16 else "fp32"
     start = time.perf_counter()

@@ -86,8 +86,10 @@ def to_tflite(
     int8: bool = False,
     input_layout: Literal["NCHW", "NHWC"] = "NCHW",
     progress: ProgressFn | None = None,
+    stem: str | None = None,
 ) -> ConvertResult:
-    """Convert ``onnx_path`` to ``out_dir/<stem>.tflite`` (FP32) or ``<stem>_int8.tflite``.
+    """Convert ``onnx_path`` to ``out_dir/<stem>.tflite`` (FP32) or ``<stem>_int8.tflite``
+    (``stem``: the ONNX file's by default; a given ``stem`` is used as it is).
 
     ``calib`` is a float32 batch ``[N, ...]`` of preprocessed model inputs in the ONNX model's
     layout (``input_layout``). The TFLite model takes NHWC input either way. With ``int8=True``
@@ -124,7 +126,8 @@ def to_tflite(
     nhwc = samples.transpose(0, 2, 3, 1) if input_layout == "NCHW" else samples
     nhwc = np.ascontiguousarray(nhwc, dtype=np.float32)
     precision = "int8" if int8 else "fp32"
-    target = out_dir / (f"{onnx_path.stem}_int8.tflite" if int8 else f"{onnx_path.stem}.tflite")
+    file_stem = stem or (f"{onnx_path.stem}_int8" if int8 else onnx_path.stem)
+    target = out_dir / f"{file_stem}.tflite"
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines
     track = Tracker(progress)

@@ -104,3 +104,13 @@ def test_fp32_conversion_needs_no_calibration_data(onnx_artifact, tmp_path, caps
     err = capsys.readouterr().err
     assert "exists" in err and "--force" in err and err.count("\n") == 1
     assert main(["convert", str(art.path), "--to", "openvino", "-o", str(out), "--force"]) == 0
+
+
+def test_converted_file_names_say_what_they_hold(onnx_artifact, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    art, _ = onnx_artifact
+    out = tmp_path / "ov16"
+    assert main(["convert", str(art.path), "--to", "openvino", "--fp16", "-o", str(out)]) == 0
+    m = load(out).manifest
+    assert m.model.precision == "fp16" and m.model.path == "net.fp16.xml"
+    assert m.model.companions == ("net.fp16.bin",)
