@@ -343,23 +343,25 @@ class Collector:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         """Store, then acknowledge (manual PUBACK): an acknowledged message is on disk. A store
-        failure leaves it unacknowledged, and the broker delivers it again after a reconnect."""
+        failure leaves it unacknowledged, and the broker delivers it again after a reconnect.
+        "received" is counted last, so a reader that sees it has also seen the outcome."""
         try:
             self._handle(msg)
         except Exception as exc:  # the store failed (disk full, database gone): do not ack
             with self._lock:
                 self.counts["store_errors"] += 1
+                self.counts["received"] += 1
             log.error("collect: cannot store a message from %s (%s); left unacknowledged, the "
                       "broker resends it when collect reconnects: fix the store and restart "
                       "collect", msg.topic, exc)
             return
+        with self._lock:
+            self.counts["received"] += 1
         client.ack(msg.mid, msg.qos)
 
     def _handle(self, msg: Any) -> None:
         received = time.time()
         parts = parse_topic(msg.topic)
-        with self._lock:
-            self.counts["received"] += 1
         if parts is None:
             return self._reject(msg.topic, "not an edgeinfer topic")
         if parts["kind"] == "status":
