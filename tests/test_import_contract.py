@@ -21,6 +21,7 @@ LAYERS = [
     ["optimization", "conversion", "importing"],
     ["pipeline"],
     ["training"],
+    ["compression"],
     ["benchmark", "tuning"],
     ["demo"],
     ["collab"],

@@ -16,8 +16,8 @@ from edgeinfer.cli.app import app, state
 from edgeinfer.errors import EdgeInferError
 
 #: the verb modules, in the order ``edgeinfer --help`` lists their verbs (the flow's order)
-VERB_MODULES = ("importing", "model", "train_anomaly", "measure", "run", "node", "split", "fl",
-                "train_detector")
+VERB_MODULES = ("importing", "model", "compress", "train_anomaly", "measure", "run", "node",
+                "split", "fl", "train_detector")
 for _name in VERB_MODULES:
     importlib.import_module(f"edgeinfer.cli.{_name}")
 

@@ -50,6 +50,26 @@ class Bottleneck(nn.Module):
         return x + self.b(self.a(x))
 
 
+class SplitConv(nn.Module):
+    """A CSP's split as two convolutions, one per half: the same function as the one
+    ``ConvBN`` whose output is chunked, in a form structured pruning can follow (the halves of
+    a chunk cannot lose channels independently). See :func:`make_prunable`."""
+
+    def __init__(self, conv: ConvBN) -> None:
+        super().__init__()
+        cin, half = conv.conv.in_channels, conv.conv.out_channels // 2
+        self.a, self.b = ConvBN(cin, half, 1), ConvBN(cin, half, 1)
+        with torch.no_grad():
+            for part, rows in ((self.a, slice(0, half)), (self.b, slice(half, 2 * half))):
+                part.conv.weight.copy_(conv.conv.weight[rows])
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(part.bn, name).copy_(getattr(conv.bn, name)[rows])
+        self.train(conv.training)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a(x), self.b(x)
+
+
 class CSP(nn.Module):
     """Cross-stage partial block (YOLOv8's C2f, simplified): split, ``n`` bottlenecks on one
     half keeping every intermediate, concatenate, fuse with a 1x1 convolution."""
@@ -62,7 +82,8 @@ class CSP(nn.Module):
         self.fuse = ConvBN((2 + n) * h, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = list(self.split(x).chunk(2, 1))
+        y = self.split(x)
+        parts = list(y) if isinstance(y, tuple) else list(y.chunk(2, 1))
         for block in self.blocks:
             parts.append(block(parts[-1]))
         return self.fuse(torch.cat(parts, 1))
@@ -315,6 +336,15 @@ def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn
         bn.weight.copy_(old_scale * new_std)
         bn.bias.copy_(old_shift + old_scale * m)
     model.train(was_training)
+    return model
+
+
+def make_prunable(model: nn.Module) -> nn.Module:
+    """Give every CSP of ``model`` a :class:`SplitConv` in place of its chunked split (the
+    same outputs, to float rounding); returns ``model``. Structured pruning needs it."""
+    for module in model.modules():
+        if isinstance(module, CSP) and isinstance(module.split, ConvBN):
+            module.split = SplitConv(module.split)
     return model
 
 

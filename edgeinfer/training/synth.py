@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
 from edgeinfer.synthetic.defects import CLASSES, draw_defects
-from edgeinfer.training.datasets import LabelledImage
+from edgeinfer.training.datasets import DetectionDataset, LabelledImage
 from edgeinfer.training.detect_batches import content_box, letterbox, padding_boxes
 
-__all__ = ["SYNTH_CLASSES", "DefectSynthesizer", "synth_val"]
+__all__ = ["SYNTH_CLASSES", "DefectSynthesizer", "generated_defects", "synth_val"]
 
 #: the classes ``--synth`` draws (the generator's, in its order)
 SYNTH_CLASSES: tuple[str, ...] = CLASSES
@@ -89,3 +90,30 @@ def synth_val(
                                              min_contrast=synth.min_contrast)
         out.append(LabelledImage(drawn, imgsz, imgsz, boxes, classes, f"{item.name} +synth"))
     return out
+
+
+def generated_defects(train: int = 1600, val: int = 160, tile: int = 256, seed: int = 0
+                      ) -> DetectionDataset:
+    """A SYNTHETIC detection dataset from :func:`edgeinfer.synthetic.defects.make_tiles`, the
+    generator the shipped ``defect-detector`` was trained on: ``train`` crops of ``tile``
+    pixels (frames of ``seed``, 20 crops per frame, 85% around a defect, 16-28 defects per
+    frame, as ``examples/inspection/train.py`` draws them) and ``val`` 640x640 tiles of the
+    held-out test frames (seed 9999, as ``examples/inspection/evaluate.py``). A ``--data``
+    entry point for ``edgeinfer compress`` (``edgeinfer.training.synth:generated_defects``)."""
+    from edgeinfer.synthetic.defects import make_tiles
+
+    def items(frames: Any, prefix: str) -> tuple[LabelledImage, ...]:
+        return tuple(LabelledImage(img, img.shape[1], img.shape[0],
+                                   np.asarray(boxes, np.float32).reshape(-1, 4),
+                                   np.asarray(classes, np.int64), f"{prefix}{i}")
+                     for i, (img, boxes, classes) in enumerate(frames))
+
+    cv2.setNumThreads(1)
+    return DetectionDataset(
+        names=SYNTH_CLASSES,
+        train=items(make_tiles(seed, train, tile, per_frame=20, p_defect=0.85,
+                               frame_defects=(16, 28)), "train"),
+        val=items(make_tiles(9999, val, 640), "val"), layout="images",
+        origin=f"SYNTHETIC defects (edgeinfer.synthetic.defects, seed {seed}; val seed 9999)",
+        split="generated: train and val frames never overlap",
+    )

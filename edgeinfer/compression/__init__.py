@@ -1,0 +1,1 @@
+"""Structured compression of PyTorch models: pruning, distillation, the report (``compress``)."""
