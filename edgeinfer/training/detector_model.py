@@ -240,8 +240,9 @@ def _onnx_convs(path: str | Path) -> list[tuple[str, torch.Tensor, torch.Tensor]
 
 def detector_from_onnx(path: str | Path) -> DefectDetector:
     """A :class:`DefectDetector` rebuilt from its exported ONNX file (the shipped
-    ``defect-detector.onnx`` or one written by ``train detector``): its sizes read from the
-    convolutions' shapes, its weights from the initializers (see :func:`load_onnx_weights`)."""
+    ``defect-detector.onnx``, one written by ``train detector`` or a pruned one written by
+    ``compress``): its layer widths read from the convolutions' shapes, its weights from the
+    initializers (see :func:`load_onnx_weights`)."""
     shapes = {name: w.shape for name, w, _ in _onnx_convs(path)}
     try:
         width = shapes["stem.0.conv"][0]
@@ -252,7 +253,28 @@ def detector_from_onnx(path: str | Path) -> DefectDetector:
             f"{path} is not a DefectDetector export (no stem/head convolutions by name): start "
             "from 'defect-detector', an artifact made by `edgeinfer train detector`, or scratch"
         ) from None
-    return load_onnx_weights(DefectDetector(classes, width, head), path)
+    model = DefectDetector(classes, width, head)
+    if any(".split.a." in name for name in shapes):
+        make_prunable(model)
+    _match_widths(model, shapes)
+    return load_onnx_weights(model, path)
+
+
+def _match_widths(model: nn.Module, shapes: dict[str, torch.Size]) -> None:
+    """Give every convolution named in ``shapes`` that shape (and its ConvBN's BatchNorm the
+    width): a pruned network is the same architecture with fewer channels."""
+    modules = dict(model.named_modules())
+    for name, shape in shapes.items():
+        conv = modules.get(name)
+        if not isinstance(conv, nn.Conv2d) or conv.weight.shape == shape:
+            continue
+        new = nn.Conv2d(shape[1] * conv.groups, shape[0], conv.kernel_size, conv.stride,
+                        conv.padding, groups=conv.groups, bias=conv.bias is not None)
+        parent_name, _, child = name.rpartition(".")
+        parent = modules[parent_name]
+        setattr(parent, child, new)
+        if isinstance(parent, ConvBN):
+            parent.bn = nn.BatchNorm2d(shape[0])
 
 
 def load_onnx_weights(model: DefectDetector, path: str | Path) -> DefectDetector:

@@ -3,6 +3,8 @@ is untouched, and the detector's chunked CSP split is made prunable without chan
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from compress_nets import classifier
 
@@ -43,3 +45,16 @@ def test_make_prunable_keeps_the_detector_function_and_lets_it_be_pruned() -> No
     result = prune_to_macs(det, x, macs0 // 3, ignored=heads, round_to=4)
     assert result.macs <= macs0 // 3
     assert result.model(x).shape == ref.shape  # same boxes + classes layout, same cells
+
+
+def test_a_pruned_detector_is_rebuilt_exactly_from_its_onnx(tmp_path: Path) -> None:
+    from edgeinfer.training.detector_model import detector_from_onnx, export_detector
+
+    torch.manual_seed(0)
+    det = make_prunable(DefectDetector(num_classes=4, width=8, head=16)).eval()
+    x = torch.rand(1, 3, 64, 64)
+    macs0, _ = count_macs(det, x)
+    heads = lambda m: [layer for h in m.heads for layer in (h.box[-1], h.cls[-1])]  # noqa: E731
+    pruned = prune_to_macs(det, x, macs0 // 2, ignored=heads, round_to=4).model
+    rebuilt = detector_from_onnx(export_detector(pruned, tmp_path / "p.onnx", 64))
+    assert torch.allclose(rebuilt(x), pruned(x), atol=1e-4)
