@@ -324,7 +324,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cascade-backends", default="ort,openvino",
                     help="backends the cascade runs on (FP32 and INT8 on the same one)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="the detector ONNX the ladder runs (default: the packaged one; the "
+                         "background load always runs the packaged one)")
     args = ap.parse_args(argv)
+    global MODEL  # one switch for every part of this script
+    MODEL = args.model or MODEL
     parts = args.parts.split(",")
     tiles = list(make_tiles(SEED, args.tiles, 640))
     print(f"SYNTHETIC data: {len(tiles)} tiles 640x640, {sum(len(t[1]) for t in tiles)} defects")

@@ -3,7 +3,7 @@ pruning + distillation from the unpruned detector + fine-tuning), trained multi-
 SYNTHETIC data: every point of the curve and the chosen one, latency side by side.
 
     .venv/bin/python benchmarks/compress_detector.py [--macs 0.3] [--steps 3] [--epochs 6]
-        [--steps-per-epoch 50] [--scales 0.5,1.0] [--train 1600] [--val 160]
+        [--steps-per-epoch 50] [--lr 2e-3] [--scales 0.5,1.0] [--train 1600] [--val 160]
         [-o out/compressed-detector] [--json report.json]
 
 Data: ``edgeinfer.training.synth.generated_defects`` (``--train`` 256x256 crops of training
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=1600)
     ap.add_argument("--val", type=int, default=160)
     ap.add_argument("--max-drop", type=float, default=0.01)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("-o", "--out", default="out/compressed-detector")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -62,7 +63,7 @@ def main() -> None:
     config = CompressConfig(macs=args.macs, steps=args.steps, max_drop=args.max_drop,
                             backends=("ort", "openvino"),
                             tune=FineTune(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                                          scales=scales))
+                                          scales=scales, lr=args.lr))
     art = compress("defect-detector", args.out, data=data, config=config, force=True,
                    progress=_log)
     report = art.manifest.reports["compress"]

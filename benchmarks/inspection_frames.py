@@ -28,6 +28,7 @@ from rich.console import Console
 from edgeinfer import zoo
 from edgeinfer.cli.demo_view import render_frames
 from edgeinfer.demo import DemoSize, inspect_frames, make_int8
+from edgeinfer.loading import load
 from edgeinfer.machine import machine_info, machine_line
 from edgeinfer.runtime.engine import Engine
 
@@ -37,19 +38,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=60)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--compressed", type=Path, default=None,
+                    help="an artifact of `edgeinfer compress` (benchmarks/compress_detector.py) "
+                         "to run tiled beside FP32 and INT8")
     args = ap.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="edgeinfer-frames-") as tmp:
         fp32 = zoo.get("defect-detector", Path(tmp) / "fp32")
         int8 = make_int8(fp32, Path(tmp) / "int8", DemoSize())
-        with Engine(fp32) as e32, Engine(int8) as e8:
-            rows = inspect_frames({"FP32": e32, "INT8": e8}, args.frames)
+        engines = {"FP32": Engine(fp32), "INT8": Engine(int8)}
+        if args.compressed is not None:
+            engines["pruned FP32"] = Engine(load(args.compressed))
+        try:
+            rows = inspect_frames(engines, args.frames)
+        finally:
+            for engine in engines.values():
+                engine.close()
     machine = machine_line(machine_info())
     render_frames(rows, console)
     by = {r["name"]: r for r in rows}
     console.print(
         f"INT8 / FP32 tiled seconds per frame: "
         f"{by['INT8 tiled']['s_per_frame_p50'] / by['FP32 tiled']['s_per_frame_p50']:.2f}; "
+        + (f"pruned / FP32: {by['pruned FP32 tiled']['s_per_frame_p50'] / by['FP32 tiled']['s_per_frame_p50']:.2f}; "  # noqa: E501
+           if "pruned FP32 tiled" in by else "") +
         f"machine: {machine}"
     )
     if args.json:

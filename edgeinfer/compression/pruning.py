@@ -12,8 +12,10 @@ ratio), then applied once.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -42,15 +44,18 @@ class PruneResult:
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
-    """Multiply-accumulates of one forward pass on ``example`` and the parameter count
-    (Torch-Pruning's counter: convolutions, linear layers, norms and pooling)."""
-    tp = require("torch_pruning", "compress", "structured pruning")
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model, example)
-    model.train(was_training)
-    return int(macs), int(params)
+    """Multiply-accumulates of one forward pass on ``example`` and the parameter count.
+
+    MACs are those ``edgeinfer inspect`` counts on the model exported to ONNX (one definition
+    for every verb; counters that hook module types miss subclasses such as EfficientNet's
+    ``Conv2dStaticSamePadding``)."""
+    from edgeinfer.model.export import export
+    from edgeinfer.model.inspect import read_graph
+
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-macs-") as tmp:
+        path = export(model, example, Path(tmp) / "m.onnx", simplify=False)
+        macs = sum(op.macs or 0 for op in read_graph(path).ops)
+    return int(macs), int(sum(p.numel() for p in model.parameters()))
 
 
 def _importance(kind: Importance) -> object:
