@@ -378,6 +378,42 @@ DEFECT_DETECTOR = ZooFamily(
 )
 
 
+def _packaged_detector(out: Path, name: str, conf: float, origin: str) -> Artifact:
+    """The artifact of ``edgeinfer/data/defects/NAME.onnx`` (and its ``labels.txt``)."""
+    data = importlib.resources.files("edgeinfer").joinpath("data/defects")
+    with (
+        importlib.resources.as_file(data.joinpath(f"{name}.onnx")) as src,
+        importlib.resources.as_file(data.joinpath("labels.txt")) as labels_path,
+    ):
+        if not src.exists() or not labels_path.exists():
+            raise ZooError(
+                f"zoo model '{name}': {src.parent} lacks {name}.onnx or labels.txt: reinstall "
+                "edgeinfer (edgeinfer/data/defects/README.md says how each file was made)"
+            )
+        labels = labels_path.read_text(encoding="utf-8").splitlines()
+        return Artifact.create(
+            out,
+            src,
+            name=name,
+            task="detection",
+            inputs=(InputSpec(name="images", shape=(1, 3, 640, 640), layout="NCHW"),),
+            outputs=("output0",),
+            # Trained on native-resolution 640x640 tiles: feed it tiles of a large frame, not
+            # the whole frame scaled down (defects of 10 px would shrink below a pixel or two).
+            preprocess=DEFECT_DETECTOR.preprocess,
+            labels=labels,
+            decoder="yolo",
+            decoder_params={"conf_threshold": conf, "iou_threshold": 0.5,
+                            "num_classes": len(labels)},
+            source=SourceInfo(
+                name=f"edgeinfer/data/defects/{name}.onnx",
+                sha256=file_sha256(src),
+                license="Apache-2.0",
+                origin=origin + " (see edgeinfer/data/defects/README.md)",
+            ),
+        )
+
+
 @register(
     "defect-detector",
     family=DEFECT_DETECTOR,
@@ -390,49 +426,12 @@ DEFECT_DETECTOR = ZooFamily(
     license="Apache-2.0",
 )
 def _defect_detector(out: Path) -> Artifact:
-    data = importlib.resources.files("edgeinfer").joinpath("data/defects")
-    with (
-        importlib.resources.as_file(data.joinpath("defect-detector.onnx")) as src,
-        importlib.resources.as_file(data.joinpath("labels.txt")) as labels_path,
-    ):
-        if not src.exists() or not labels_path.exists():
-            raise ZooError(
-                f"zoo model 'defect-detector': {src.parent} lacks defect-detector.onnx or "
-                "labels.txt: reinstall edgeinfer, or retrain it with "
-                "`python examples/inspection/train.py --seed 0 --out edgeinfer/data/defects`"
-            )
-        labels = labels_path.read_text(encoding="utf-8").splitlines()
-        return Artifact.create(
-            out,
-            src,
-            name="defect-detector",
-            task="detection",
-            inputs=(InputSpec(name="images", shape=(1, 3, 640, 640), layout="NCHW"),),
-            outputs=("output0",),
-            # Trained on native-resolution 640x640 tiles: feed it tiles of a large frame, not
-            # the whole frame scaled down (defects of 10 px would shrink below a pixel or two).
-            preprocess=Preprocess(
-                resize="letterbox",
-                interpolation="linear",
-                channel_order="RGB",
-                scale=1 / 255,
-                pad_value=114,
-            ),
-            labels=labels,
-            decoder="yolo",
-            # Scores are trained to predict the box's IoU (quality focal loss), so they run
-            # lower than plain class confidences: 0.5 keeps recall 0.990 at precision 0.975 on
-            # held-out tiles (0.25: 0.996 / 0.845; examples/inspection/evaluate.py).
-            decoder_params={"conf_threshold": 0.5, "iou_threshold": 0.5,
-                            "num_classes": len(labels)},
-            source=SourceInfo(
-                name="edgeinfer/data/defects/defect-detector.onnx",
-                sha256=file_sha256(src),
-                license="Apache-2.0",
-                origin="trained on SYNTHETIC images by examples/inspection/train.py --seed 0 "
-                "(see edgeinfer/data/defects/README.md)",
-            ),
-        )
+    # Scores are trained to predict the box's IoU (quality focal loss), so they run lower
+    # than plain class confidences: 0.5 keeps recall 0.990 at precision 0.975 on held-out
+    # tiles (0.25: 0.996 / 0.845; examples/inspection/evaluate.py).
+    return _packaged_detector(out, "defect-detector", 0.5,
+                              "trained on SYNTHETIC images by examples/inspection/train.py "
+                              "--seed 0")
 
 
 def get(name: str, out: str | Path, *, force: bool = False) -> Artifact:
