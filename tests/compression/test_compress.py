@@ -127,3 +127,15 @@ def test_an_empty_folder_and_a_missing_target_are_refused(tmp_path: Path) -> Non
         CompressConfig()
     with pytest.raises(EdgeInferError, match="between 0 and 1"):
         CompressConfig(macs=3)
+
+
+def test_int8_goes_through_optimize_and_ships_only_what_it_recommends(photo_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    art = compress(classifier(), tmp_path / "small8", data=photo_dir,
+                   config=CompressConfig(macs=0.5, steps=1, max_drop=1.0, int8=True, tune=QUICK,
+                                         backends=("ort",)),
+                   input_shape=(1, 3, 64, 64))
+    reports = art.manifest.reports
+    assert "compress" in reports and "optimize" in reports  # the compress report carried on
+    shipped = art.manifest.model.precision
+    assert (shipped == "fp32") == (reports["optimize"]["recommended"] == "fp32")
