@@ -26,7 +26,8 @@ from torch import nn
 from edgeinfer.machine import usable_cpus
 from edgeinfer.progress import ProgressFn, Tracker
 
-__all__ = ["DetectorDistillation", "attention_map", "distill_outputs", "output_loss"]
+__all__ = ["DetectorDistillation", "attention_map", "distill_outputs", "output_loss",
+           "random_view"]
 
 OutputKind = Literal["logits", "regression"]
 
@@ -75,6 +76,22 @@ def output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: OutputKind,
     return F.mse_loss(student, teacher)
 
 
+def random_view(x: torch.Tensor, rng: np.random.Generator, min_side: float = 0.6
+                ) -> torch.Tensor:
+    """A random square-ish crop of ``x`` ``[B, C, H, W]`` (side ``min_side``..1 of the
+    image, anywhere in it) resized back to ``H x W``, then a random horizontal flip per image:
+    new views of few images, seen alike by student and teacher."""
+    h, w = x.shape[-2:]
+    f = rng.uniform(min_side, 1.0)
+    ch, cw = max(8, round(h * f)), max(8, round(w * f))
+    top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+    view = x[..., top:top + ch, left:left + cw]
+    if (ch, cw) != (h, w):
+        view = F.interpolate(view, size=(h, w), mode="bilinear", align_corners=False)
+    flip = torch.from_numpy(rng.random(len(x)) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(flip, view.flip(-1), view)
+
+
 def _first(y: Any) -> torch.Tensor:
     return y[0] if isinstance(y, (tuple, list)) else y
 
@@ -93,8 +110,9 @@ def distill_outputs(
     progress: ProgressFn | None = None,
 ) -> dict[str, float]:
     """Train ``student`` in place for ``steps`` AdamW steps to reproduce ``teacher``'s first
-    output on ``inputs`` (preprocessed ``[C, H, W]`` float32 arrays, random horizontal flips);
-    cosine learning rate; returns the first and last loss."""
+    output on ``inputs`` (preprocessed ``[C, H, W]`` float32 arrays; image-shaped inputs are
+    seen through :func:`random_view`); cosine learning rate; returns the first and last
+    loss."""
     threads = torch.get_num_threads()
     torch.set_num_threads(usable_cpus())
     track = Tracker(progress)
@@ -110,8 +128,8 @@ def distill_outputs(
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
             index = gen.choice(len(inputs), size=min(batch, len(inputs)), replace=False)
             x = torch.from_numpy(np.stack([inputs[i] for i in index]))
-            flip = torch.from_numpy(gen.random(len(index)) < 0.5)
-            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+            if x.ndim == 4 and min(x.shape[-2:]) >= 32:
+                x = random_view(x, gen)
             with torch.no_grad():
                 target = _first(teacher(x))
             loss = output_loss(_first(student(x)), target, kind, temperature)

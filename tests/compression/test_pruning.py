@@ -58,3 +58,4 @@ def test_a_pruned_detector_is_rebuilt_exactly_from_its_onnx(tmp_path: Path) -> N
     pruned = prune_to_macs(det, x, macs0 // 2, ignored=heads, round_to=4).model
     rebuilt = detector_from_onnx(export_detector(pruned, tmp_path / "p.onnx", 64))
     assert torch.allclose(rebuilt(x), pruned(x), atol=1e-4)
+
