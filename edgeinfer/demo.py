@@ -57,6 +57,8 @@ from edgeinfer.vision.metrics import DetectionScore
 from edgeinfer.vision.preprocess import to_tensor
 
 DEMO_MODEL = "defect-detector"
+#: the same detector compressed by ``edgeinfer compress`` (benchmarks/compress_detector.py)
+SMALL_MODEL = "defect-detector-small"
 DEMO_BUDGET = 16 * 1024 * 1024
 #: the demo's frames: the evaluation seed's series (never trained on), past the tiles that
 #: ``examples/inspection/evaluate.py`` crops
@@ -365,7 +367,9 @@ class Stage:
 def _zoo_stage(d: DemoRun) -> dict[str, Any]:
     art = zoo.get(DEMO_MODEL, d.out / DEMO_MODEL)
     d.artifacts["fp32"] = art
-    return {"path": str(art.path), "bytes": art.manifest.model.bytes}
+    d.artifacts["small"] = zoo.get(SMALL_MODEL, d.out / SMALL_MODEL)
+    return {"path": str(art.path), "bytes": art.manifest.model.bytes,
+            "small_bytes": d.artifacts["small"].manifest.model.bytes}
 
 
 def _inspect_stage(d: DemoRun) -> dict[str, Any]:
@@ -401,9 +405,10 @@ def _bench_stage(d: DemoRun) -> dict[str, Any]:
 def _frames_stage(d: DemoRun) -> dict[str, Any]:
     frames_dir = d.out / "frames"
     frames_dir.mkdir(exist_ok=True)
-    with Engine(d.artifacts["fp32"]) as e32, Engine(d.artifacts["int8"]) as e8:
-        rows = inspect_frames({"FP32": e32, "INT8": e8}, d.size.frames, frames_dir,
-                              progress=d.progress)
+    with (Engine(d.artifacts["fp32"]) as e32, Engine(d.artifacts["int8"]) as e8,
+          Engine(d.artifacts["small"]) as small):
+        rows = inspect_frames({"FP32": e32, "INT8": e8, "pruned FP32": small}, d.size.frames,
+                              frames_dir, progress=d.progress)
     return {"rows": rows}
 
 

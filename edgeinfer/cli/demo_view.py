@@ -114,6 +114,12 @@ def render_summary(summary: dict[str, Any], out: Any, console: Console) -> None:
         f"{_pct(t32['recall_small'])}) at {t32['fps']:.2f} fps, INT8 {_pct(t8['recall'])} at "
         f"{t8['fps']:.2f} fps; whole frame squeezed to 640: recall {_pct(whole['recall'])}."
     )
+    small = by.get("pruned FP32 tiled")
+    if small:
+        console.print(
+            f"defect-detector-small (pruned by `edgeinfer compress`): tiled recall "
+            f"{_pct(small['recall'])} at {small['fps']:.2f} fps "
+            f"({small['fps'] / t32['fps']:.1f}x the FP32 rate, on any CPU).")
     surface = summary.get("surface")
     if surface:
         det, ano = surface["rows"][0], surface["rows"][-1]
