@@ -272,12 +272,33 @@ def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[str, int, in
     return fmt, width, height
 
 
+#: PNG chunks that do not change the pixels OpenCV returns (it applies no colour profile, gamma
+#: or text) and whose odd contents make libpng print warnings straight to the process's stderr
+#: ("libpng warning: iCCP: known incorrect sRGB profile"): dropped before decoding
+_PNG_QUIET = {b"iCCP", b"cHRM", b"sRGB", b"gAMA", b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME",
+              b"pHYs"}
+
+
+def _quiet_png(data: bytes) -> bytes:
+    """``data`` without the chunks of :data:`_PNG_QUIET` (unchanged when it does not parse)."""
+    out, pos = [data[:8]], 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            return data
+        if data[pos + 4:pos + 8] not in _PNG_QUIET:
+            out.append(data[pos:end])
+        pos = end
+    return b"".join(out) if pos == len(data) else data
+
+
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A BGR image from encoded bytes (JPEG, PNG, BMP, GIF, WebP, TIFF) through the gate
     (:func:`check_image`: sized from its header and refused over ``max_pixels`` before any
     decoding); ImageDecodeError when refused or undecodable."""
     fmt, _, _ = check_image(data, max_pixels)
-    buf = np.frombuffer(data, dtype=np.uint8)
+    buf = np.frombuffer(_quiet_png(data) if fmt == "PNG" else data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error:

@@ -36,3 +36,16 @@ def test_bomb_refused_before_decoding() -> None:
 def test_junk_refused(data: bytes) -> None:
     with pytest.raises(ImageDecodeError):
         decode_image(data)
+
+
+def test_png_metadata_that_makes_libpng_warn_is_dropped_and_the_pixels_kept(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    pixels = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    data = cv2.imencode(".png", pixels)[1].tobytes()
+    body = b"bad\x00\x00" + zlib.compress(b"junk" * 40)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(
+        ">I", zlib.crc32(b"iCCP" + body) & 0xFFFFFFFF)
+    noisy = data[:33] + chunk + data[33:]  # after the signature and IHDR
+    capfd.readouterr()
+    np.testing.assert_array_equal(decode_image(noisy), pixels)
+    assert "libpng" not in capfd.readouterr().err
