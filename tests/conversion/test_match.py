@@ -113,10 +113,13 @@ def test_full_integer_tflite_runs_the_same_on_litert_and_openvino(detector, tmp_
     steps = {name: scale for name, _, scale, _ in io_quantization(out.model_path)[1]}
     for ya, yb, name in zip(a, b, out.manifest.outputs, strict=True):
         assert ya.dtype == yb.dtype == np.float32
-        # the same integers up to OpenVINO's own rounding, dequantized: without the Engine's
-        # dequantization the raw uint8 would differ from LiteRT's floats by up to 255
+        # the same integers up to each runtime's own INT8 arithmetic, dequantized: without the
+        # Engine's dequantization the raw uint8 would differ from LiteRT's floats by up to 255
+        # steps. The bound holds on any x86 CPU: without VNNI, OpenVINO multiplies u8 x s8
+        # with AVX2's saturating pairwise adds, which moves single values by a dozen steps
+        # (measured: max 14, mean 1.5 on an AVX2-only EPYC; max 3, mean 0.5 with VNNI)
         diff = np.abs(ya - yb) / steps[name]
-        assert diff.max() <= 3 and diff.mean() <= 0.5, (name, diff.max(), diff.mean())
+        assert diff.max() <= 32 and diff.mean() <= 3, (name, diff.max(), diff.mean())
     _check_engine_matches_onnx(out, detector, atol=0.2, backend="openvino")
 
 
