@@ -216,9 +216,15 @@ def test_cli_optimize_from_npy_and_errors(tmp_path, capsys):
                "--calib", str(npy), "--max-drop", "100%"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "p50 latency" in out and "top-1 agreement" in out
     manifest = json.loads((tmp_path / "o" / "edgeinfer.json").read_text())
-    assert "optimize" in manifest["reports"]
+    report = manifest["reports"]["optimize"]
+    # the rule, not this CPU's timing: a stopped speed check says so and ships FP32; otherwise
+    # the agreement was measured and is shown
+    if "stopped" in report:
+        assert "stopped" in out and report["recommended"] == "fp32"
+    else:
+        assert "top-1 agreement" in out
+    assert "p50 latency" in out
     page = (tmp_path / "o" / manifest["reports"]["optimize"]["html"]).read_text()
     assert "<svg" in page and "p50 latency" in page and "calibration" in page
     assert main(["optimize", str(art.path), "-o", str(tmp_path / "x")]) == 2
