@@ -195,7 +195,7 @@ def test_zoo_list(capsys) -> None:
     for name in zoo.ZOO:
         assert name in out
     # the install hint is shown whole, rich markup does not eat '[zoo]'
-    assert "[zo" in out
+    assert "edgeinfer[" in out
 
 
 # --- run -------------------------------------------------------------------------------------
