@@ -29,7 +29,7 @@ from torch import nn
 from edgeinfer.artifact import InputSpec, Manifest, Preprocess
 from edgeinfer.errors import DatasetError, EdgeInferError, ModelLoadError
 from edgeinfer.loading import load
-from edgeinfer.zoo import ZOO, efficientnet_lite0_module
+from edgeinfer.zoo import efficientnet_lite0_module
 
 __all__ = ["Subject", "call_entry_point", "is_entry_point", "resolve_model",
            "unlabelled_inputs"]
@@ -133,7 +133,7 @@ def _from_artifact(name: str | Path) -> tuple[nn.Module, Manifest, list[str] | N
 
     art = load(name)
     m = art.manifest
-    if str(name) in ZOO and str(name) == "efficientnet-lite0":
+    if str(name) == "efficientnet-lite0":
         return efficientnet_lite0_module(), m, art.labels()
     if m.model.format == "onnx" and m.decoder == "yolo":
         try:
